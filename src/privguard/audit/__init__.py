@@ -1,0 +1,1 @@
+"""Audit: plan, runner, evaluators, metrics, report writers."""

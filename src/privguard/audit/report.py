@@ -1,0 +1,90 @@
+"""The audit report object: what ``privguard.audit`` returns and the writers serialise.
+
+``Report.to_dict()`` is the ``report.json`` contract of DESIGN.md: ``privguard_version``,
+``target``, ``data``, ``attacks`` (a list of :class:`AttackResult` entries, each with ``name``,
+``family``, ``access``, ``queries``, ``seconds``, ``metrics`` and ``risk``) and ``summary``.
+Metric names are documented in docs/metrics.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+RISK_LEVELS = ("low", "medium", "high")
+
+
+def risk_rank(level: str) -> int:
+    return RISK_LEVELS.index(level)
+
+
+@dataclass
+class AttackResult:
+    """One attack's outcome as scored by its evaluator.
+
+    ``metrics`` is flat (name -> number). ``curves`` holds plot data such as the ROC
+    (``{"roc": {"fpr": [...], "tpr": [...]}}``), ``notes`` plain-language caveats (resolution
+    limits, fallbacks the attack took).
+    """
+
+    name: str
+    family: str
+    access: str
+    queries: int
+    seconds: float
+    metrics: dict[str, float]
+    risk: str
+    paper: str = ""
+    description: str = ""
+    notes: list[str] = field(default_factory=list)
+    curves: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Report:
+    privguard_version: str
+    target: dict[str, Any]
+    data: dict[str, Any]
+    attacks: list[AttackResult]
+    summary: dict[str, Any]
+    plan: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def overall_risk(self) -> str:
+        return self.summary.get("overall_risk", "low")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "privguard_version": self.privguard_version,
+            "target": self.target,
+            "data": self.data,
+            "attacks": [asdict(a) for a in self.attacks],
+            "summary": self.summary,
+            "plan": self.plan,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Report:
+        return cls(
+            privguard_version=d["privguard_version"],
+            target=d["target"],
+            data=d["data"],
+            attacks=[AttackResult(**a) for a in d["attacks"]],
+            summary=d["summary"],
+            plan=d.get("plan", {}),
+        )
+
+
+def summarise(attacks: list[AttackResult]) -> dict[str, Any]:
+    """Overall risk = the highest attack risk; the attack behind it is named."""
+    if not attacks:
+        return {"overall_risk": "low", "n_attacks": 0, "by_risk": {r: 0 for r in RISK_LEVELS}}
+    worst = max(attacks, key=lambda a: (risk_rank(a.risk), a.metrics.get("auc", 0.0)))
+    return {
+        "overall_risk": worst.risk,
+        "n_attacks": len(attacks),
+        "by_risk": {r: sum(a.risk == r for a in attacks) for r in RISK_LEVELS},
+        "worst_attack": worst.name,
+        "total_queries": int(sum(a.queries for a in attacks)),
+        "total_seconds": round(sum(a.seconds for a in attacks), 3),
+    }

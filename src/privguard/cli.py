@@ -1,0 +1,326 @@
+"""The ``privguard`` command: a thin layer over the Python API.
+
+Exit codes: 0 done; 1 ``--fail-on LEVEL`` tripped; 2 bad input (one line on stderr, nothing
+written); 3 an internal error (a bug: one line, ``PRIVGUARD_DEBUG=1`` shows the traceback).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+import privguard
+from privguard.errors import ConfigError, PrivguardError
+
+app = typer.Typer(
+    help="Audit ML models for training-data leakage, and defend them.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+RISK_STYLE = {"low": "green", "medium": "yellow", "high": "bold red"}
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"privguard {privguard.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """privguard: does this model leak its training data, and how do we stop it?"""
+
+
+@contextmanager
+def _progress():
+    """A rich progress display (on stderr) behind the library's progress callback."""
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+    ) as bar:
+        tasks: dict[str, int] = {}
+
+        def update(step: str, done: int, total: int) -> None:
+            key = step.split(" ")[0] if step.startswith("attack") else step
+            if key not in tasks:
+                tasks[key] = bar.add_task(step, total=total)
+            bar.update(tasks[key], description=step, completed=done, total=total)
+
+        yield update
+
+
+def _hidden(value: str) -> list[int]:
+    try:
+        widths = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"--hidden takes comma-separated widths such as 256,256, not {value!r}")
+    if not widths or min(widths) < 1:
+        raise ConfigError("--hidden takes positive widths such as 256,256")
+    return widths
+
+
+@app.command()
+def train(
+    data: str = typer.Option(..., help="Built-in dataset name or a CSV/Parquet/NPZ/image folder."),
+    out_dir: Path = typer.Option(..., "--out", help="Directory to write the model into."),
+    model: str = typer.Option("mlp", help="logreg, mlp or cnn."),
+    label: str | None = typer.Option(None, help="Label column of a CSV/Parquet file."),
+    epochs: int = typer.Option(100, help="Training epochs (upper bound with early stopping)."),
+    hidden: str = typer.Option("256,256", help="Hidden layer widths, comma-separated."),
+    lr: float = typer.Option(1e-3, help="Adam learning rate."),
+    batch_size: int = typer.Option(64, help="Records per step."),
+    dropout: float = typer.Option(0.0, help="Dropout probability."),
+    weight_decay: float = typer.Option(0.0, help="L2 penalty."),
+    early_stopping: bool = typer.Option(False, help="Stop on validation loss (carved from train)."),
+    patience: int = typer.Option(10, help="Epochs without improvement before stopping."),
+    label_smoothing: float = typer.Option(0.0, help="Cross-entropy label smoothing."),
+    train_fraction: float = typer.Option(0.4, help="Share of the data trained on (members)."),
+    seed: int = typer.Option(0, help="Seeds the split, initialisation and batch order."),
+) -> None:
+    """Train a target model on a seeded member split and save it (safetensors + model.json)."""
+    config = privguard.TrainConfig(
+        model=model,
+        epochs=epochs,
+        hidden=_hidden(hidden),
+        lr=lr,
+        batch_size=batch_size,
+        dropout=dropout,
+        weight_decay=weight_decay,
+        early_stopping=early_stopping,
+        patience=patience,
+        label_smoothing=label_smoothing,
+        train_fraction=train_fraction,
+        seed=seed,
+    )
+    _check_out(out_dir)
+    t0 = time.perf_counter()
+    with _progress() as update:
+        target = privguard.train(data, config, label=label, progress=update)
+    target.save(out_dir)
+    m = target.metrics
+    out.print(
+        f"trained {model} on {target.dataset['name']} in {time.perf_counter() - t0:.1f}s: "
+        f"train accuracy {m['train_accuracy']:.3f}, test accuracy {m['test_accuracy']:.3f} "
+        f"-> {out_dir}"
+    )
+
+
+@app.command()
+def audit(
+    model: Path = typer.Option(..., help="Model directory written by `privguard train`."),
+    data: str | None = typer.Option(
+        None, help="The training data (default: as recorded in model.json, hash-checked)."
+    ),
+    label: str | None = typer.Option(None, help="Label column of a CSV/Parquet file."),
+    attacks: str = typer.Option("membership", help="Attack or family names, comma-separated."),
+    access: str = typer.Option("probs", help="label, topk, probs, logits or whitebox."),
+    seed: int = typer.Option(0, help="Seeds the attacks; same seed, same report."),
+    budget: int | None = typer.Option(None, help="Query budget per attack."),
+    out_dir: Path = typer.Option(Path("privguard-report"), "--out", help="Report directory."),
+    fail_on: str | None = typer.Option(
+        None, help="Exit 1 when any attack's risk reaches low, medium or high."
+    ),
+) -> None:
+    """Run attacks against a model and write report.json, report.html and model-card.md."""
+    _check_level(fail_on)
+    _check_out(out_dir)
+    with _progress() as update:
+        report = privguard.audit(
+            model,
+            data=data,
+            label=label,
+            attacks=attacks,
+            access=access,
+            seed=seed,
+            budget=budget,
+            progress=update,
+            command=_command_line(),
+        )
+    privguard.write_report(report, out_dir)
+    _print_summary(report, out_dir)
+    _maybe_fail(report, fail_on)
+
+
+@app.command()
+def demo(
+    out_dir: Path = typer.Option(Path("privguard-report"), "--out", help="Report directory."),
+    model_dir: Path = typer.Option(
+        Path("privguard-demo/model"), "--model-out", help="Where to save the demo model."
+    ),
+    seed: int = typer.Option(0, help="Seed for the split, training and attacks."),
+) -> None:
+    """Train an overfit MLP on the built-in digits data, audit it, write the report."""
+    _check_out(out_dir)
+    _check_out(model_dir)
+    t0 = time.perf_counter()
+    config = privguard.TrainConfig(model="mlp", epochs=100, seed=seed)
+    with _progress() as update:
+        target = privguard.train("digits", config, progress=update)
+        target.save(model_dir)
+        report = privguard.audit(
+            target,
+            attacks=["membership"],
+            access="probs",
+            seed=seed,
+            progress=update,
+            command=_command_line(),
+        )
+    m = target.metrics
+    out.print(
+        f"target: mlp on digits, train accuracy {m['train_accuracy']:.3f}, "
+        f"test accuracy {m['test_accuracy']:.3f} (saved to {model_dir})"
+    )
+    privguard.write_report(report, out_dir)
+    _print_summary(report, out_dir)
+    out.print(f"demo finished in {time.perf_counter() - t0:.1f}s")
+
+
+@app.command("attacks")
+def list_attacks() -> None:
+    """List every attack with its family, the access it needs and the paper it implements."""
+    from privguard.attacks import all_attacks
+
+    table = Table("family", "needs", "paper")
+    table.columns.insert(0, _name_column("attack"))
+    for cls in all_attacks():
+        table.add_row(cls.name, cls.family, cls.needs.label, cls.paper)
+    out.print(table)
+
+
+@app.command("datasets")
+def list_datasets() -> None:
+    """List the built-in datasets with size, kind and licence."""
+    from privguard.data import list_datasets as _list
+
+    table = Table("kind", "records", "input", "classes", "licence")
+    table.columns.insert(0, _name_column("dataset"))
+    for info in _list():
+        table.add_row(
+            info.name,
+            info.kind,
+            str(info.n),
+            "x".join(map(str, info.input_shape)),
+            str(info.n_classes),
+            info.licence,
+        )
+    out.print(table)
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def _name_column(header: str):
+    from rich.table import Column
+
+    return Column(header, no_wrap=True)
+
+
+def _check_level(level: str | None) -> None:
+    if level is not None and level not in ("low", "medium", "high"):
+        raise ConfigError(f"--fail-on takes low, medium or high, not {level!r}")
+
+
+def _check_out(path: Path) -> None:
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{path} exists and is not a directory; choose another output path")
+
+
+def _command_line() -> str:
+    return "privguard " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def _print_summary(report: privguard.Report, out_dir: Path) -> None:
+    table = Table("family", "access", "key metrics", "risk", "queries", "seconds")
+    table.columns.insert(0, _name_column("attack"))
+    for a in report.attacks:
+        m = a.metrics
+        if a.family == "membership":
+            key = (
+                f"AUC {m['auc']:.3f}  adv {m['advantage']:.3f}  "
+                f"TPR@1%FPR {m['tpr_at_fpr_0.01']:.3f}"
+            )
+        else:
+            key = "  ".join(f"{k} {v:.3g}" for k, v in list(m.items())[:3])
+        style = RISK_STYLE[a.risk]
+        table.add_row(
+            a.name,
+            a.family,
+            a.access,
+            key,
+            f"[{style}]{a.risk}[/]",
+            str(a.queries),
+            f"{a.seconds:.2f}",
+        )
+    out.print(table)
+    risk = report.summary["overall_risk"]
+    out.print(f"overall risk: [{RISK_STYLE[risk]}]{risk}[/]")
+    for name in ("report.json", "report.html", "model-card.md"):
+        out.print(f"  {out_dir / name}")
+
+
+def _maybe_fail(report: privguard.Report, fail_on: str | None) -> None:
+    from privguard.audit.report import risk_rank
+
+    if fail_on is None:
+        return
+    tripped = [a.name for a in report.attacks if risk_rank(a.risk) >= risk_rank(fail_on)]
+    if tripped:
+        err.print(f"--fail-on {fail_on}: risk reached by {', '.join(tripped)}")
+        raise typer.Exit(1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit code: privguard errors become one line on stderr and
+    exit code 2, never a traceback; usage errors are typer's (exit 2)."""
+    try:
+        app(args=argv, prog_name="privguard")
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except PrivguardError as e:
+        err.print(f"privguard: error: {e}", markup=False, highlight=False, soft_wrap=True)
+        return 2
+    except KeyboardInterrupt:
+        err.print("privguard: interrupted; nothing was written")
+        return 130
+    except Exception as e:  # noqa: BLE001 - the CLI never shows a traceback
+        if os.environ.get("PRIVGUARD_DEBUG"):
+            raise
+        err.print(
+            f"privguard: internal error: {type(e).__name__}: {e} (set PRIVGUARD_DEBUG=1 for the "
+            "traceback, and please report it)",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+        return 3
+    return 0
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    run()

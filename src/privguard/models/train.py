@@ -1,0 +1,188 @@
+"""Training of PyTorch targets with the usual regularization knobs.
+
+The same :class:`TrainConfig` is the *training recipe*: recorded in model.json, it lets an
+auditor (and a shadow-model attacker, who is assumed to know how the target was trained) train
+more models the same way.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from privguard.errors import ConfigError
+from privguard.models.nets import MODEL_KINDS, build_model, seed_torch
+from privguard.models.threads import single_thread
+from privguard.models.torch_predictor import TorchPredictor
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class TrainConfig:
+    """How a target is trained. Defaults overfit small data on purpose (an audit's worst case).
+
+    Attributes:
+        model: ``logreg``, ``mlp`` or ``cnn``.
+        epochs: passes over the members (an upper bound with early stopping).
+        hidden: hidden layer widths (mlp), or the dense layer width (cnn, first entry).
+        lr: Adam learning rate.
+        batch_size: records per step.
+        dropout: dropout probability after each hidden layer.
+        weight_decay: L2 penalty (Adam's ``weight_decay``).
+        early_stopping: stop when the validation loss has not improved for ``patience``
+            epochs, keeping the best weights; the validation records are carved from the member
+            share and are neither members nor non-members in the audit.
+        patience: epochs without improvement before stopping.
+        label_smoothing: cross-entropy label smoothing in [0, 1).
+        train_fraction: share of the data that is trained on (members).
+        nonmember_fraction: share held out as non-members / test set; the rest is the
+            attacker's auxiliary pool.
+        seed: seeds the split, the initialisation and the batch order.
+    """
+
+    model: str = "mlp"
+    epochs: int = 100
+    hidden: list[int] = field(default_factory=lambda: [256, 256])
+    lr: float = 1e-3
+    batch_size: int = 64
+    dropout: float = 0.0
+    weight_decay: float = 0.0
+    early_stopping: bool = False
+    patience: int = 10
+    label_smoothing: float = 0.0
+    train_fraction: float = 0.4
+    nonmember_fraction: float = 0.3
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.model not in MODEL_KINDS:
+            raise ConfigError(
+                f"unknown model kind {self.model!r}; use one of: {', '.join(MODEL_KINDS)}"
+            )
+        checks = [
+            (self.epochs >= 1, "--epochs must be at least 1"),
+            (self.lr > 0, "--lr must be positive"),
+            (self.batch_size >= 1, "--batch-size must be at least 1"),
+            (0 <= self.dropout < 1, "--dropout must lie in [0, 1)"),
+            (self.weight_decay >= 0, "--weight-decay must be >= 0"),
+            (0 <= self.label_smoothing < 1, "--label-smoothing must lie in [0, 1)"),
+            (self.patience >= 1, "--patience must be at least 1"),
+            (all(h >= 1 for h in self.hidden), "--hidden widths must be positive integers"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+    @property
+    def validation_fraction(self) -> float:
+        return 0.15 if self.early_stopping else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def architecture(self, input_shape, n_classes: int) -> dict[str, Any]:
+        arch: dict[str, Any] = {
+            "type": self.model,
+            "input_shape": list(input_shape),
+            "n_classes": int(n_classes),
+        }
+        if self.model != "logreg":
+            arch["hidden"] = list(self.hidden)
+            arch["dropout"] = self.dropout
+        if self.model == "cnn":
+            arch["channels"] = [16, 32]
+        return arch
+
+
+def train_module(
+    config: TrainConfig,
+    x: np.ndarray,
+    y: np.ndarray,
+    n_classes: int,
+    *,
+    x_val: np.ndarray | None = None,
+    y_val: np.ndarray | None = None,
+    seed: int | None = None,
+    progress: Progress | None = None,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Train a fresh model on ``(x, y)``; returns the module (eval mode) and a training log."""
+    seed = config.seed if seed is None else seed
+    arch = config.architecture(x.shape[1:], n_classes)
+    with single_thread():
+        gen = seed_torch(seed)
+        module = build_model(arch)
+        opt = torch.optim.Adam(module.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+        xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+        use_val = config.early_stopping and x_val is not None and len(x_val) > 0
+        best, best_state, stale, epochs_run = float("inf"), None, 0, 0
+        for epoch in range(config.epochs):
+            module.train()
+            order = torch.randperm(len(xt), generator=gen)
+            for i in range(0, len(order), config.batch_size):
+                b = order[i : i + config.batch_size]
+                opt.zero_grad(set_to_none=True)
+                loss_fn(module(xt[b]), yt[b]).backward()
+                opt.step()
+            epochs_run = epoch + 1
+            if progress is not None:
+                progress("training", epochs_run, config.epochs)
+            if use_val:
+                module.eval()
+                with torch.no_grad():
+                    v = nn.functional.cross_entropy(
+                        module(torch.from_numpy(x_val)), torch.from_numpy(y_val)
+                    ).item()
+                if v < best - 1e-6:
+                    best, best_state, stale = v, copy.deepcopy(module.state_dict()), 0
+                else:
+                    stale += 1
+                    if stale >= config.patience:
+                        break
+        if best_state is not None:
+            module.load_state_dict(best_state)
+    module.eval()
+    log = {"epochs_run": epochs_run, "stopped_early": epochs_run < config.epochs}
+    if use_val:
+        log["best_validation_loss"] = round(best, 6)
+    return module, log
+
+
+@dataclass
+class TrainingRecipe:
+    """Train more models the way the target was trained (for shadow and reference models)."""
+
+    config: TrainConfig
+    n_classes: int
+
+    def fit(self, x: np.ndarray, y: np.ndarray, *, seed: int) -> TorchPredictor:
+        """Train on ``(x, y)``; with early stopping, a validation share is held out of them as
+        it was for the target."""
+        x_val = y_val = None
+        if self.config.early_stopping:
+            order = np.random.default_rng(seed).permutation(len(x))
+            n_val = max(1, int(round(len(x) * self.config.validation_fraction)))
+            val, fit = order[:n_val], order[n_val:]
+            x_val, y_val, x, y = x[val], y[val], x[fit], y[fit]
+        module, _ = train_module(
+            self.config, x, y, self.n_classes, x_val=x_val, y_val=y_val, seed=seed
+        )
+        return TorchPredictor(module, x.shape[1:], self.n_classes)
+
+
+def accuracy(predictor, x: np.ndarray, y: np.ndarray) -> float:
+    if len(x) == 0:
+        return float("nan")
+    return float((np.argmax(predictor.predict_proba(x), axis=1) == y).mean())

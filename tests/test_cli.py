@@ -1,0 +1,96 @@
+"""The CLI end to end, in-process through ``privguard.cli.main`` (the console script's body)."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from privguard.cli import main
+
+
+def run(capsys, *args):
+    code = main(list(map(str, args)))
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err
+
+
+def test_version_through_the_installed_script():
+    out = subprocess.run(
+        [sys.executable, "-m", "privguard.cli", "--version"], capture_output=True, text=True
+    )
+    assert out.returncode == 0 and out.stdout.startswith("privguard 0.")
+
+
+def test_listing_commands(capsys):
+    code, out, _ = run(capsys, "attacks")
+    assert code == 0 and "modified-entropy-threshold" in out and "Song" in out
+    code, out, _ = run(capsys, "datasets")
+    assert code == 0
+    for name in ("digits", "mnist-5k", "breast-cancer", "diabetes", "adult", "heart-disease"):
+        assert name in out
+
+
+def test_train_then_audit_writes_the_three_files(capsys, tmp_path):
+    model = tmp_path / "model"
+    code, out, err = run(
+        capsys, "train", "--data", "diabetes", "--model", "mlp", "--epochs", "300",
+        "--lr", "0.003", "--out", model,
+    )
+    assert code == 0, err
+    assert "train accuracy" in out and (model / "model.safetensors").is_file()
+
+    report = tmp_path / "report"
+    code, out, err = run(capsys, "audit", "--model", model, "--out", report, "--fail-on", "high")
+    files = sorted(p.name for p in report.iterdir())
+    assert files == ["model-card.md", "report.html", "report.json"]
+    d = json.loads((report / "report.json").read_text())
+    assert [a["name"] for a in d["attacks"]] == [
+        "confidence-threshold", "entropy-threshold", "loss-threshold",
+        "modified-entropy-threshold",
+    ]
+    # the overfit target leaks: --fail-on trips exactly when some attack reached high
+    worst = d["summary"]["overall_risk"]
+    assert code == (1 if worst == "high" else 0)
+    assert "overall risk" in out
+
+    code, _, err = run(capsys, "audit", "--model", model, "--out", tmp_path / "r2",
+                       "--attacks", "loss-threshold", "--fail-on", "low")
+    assert code == 1 and "--fail-on low" in err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train", "--data", "nosuchdata", "--out", "{tmp}/m"], "nosuchdata"),
+        (["train", "--data", "digits", "--model", "resnet", "--out", "{tmp}/m"], "resnet"),
+        (["train", "--data", "{tmp}/missing.csv", "--label", "y", "--out", "{tmp}/m"], "missing.csv"),
+        (["audit", "--model", "{tmp}/nomodel", "--out", "{tmp}/r"], "no model directory"),
+        (["audit", "--model", "{model}", "--access", "label", "--out", "{tmp}/r"], "access"),
+        (["audit", "--model", "{model}", "--attacks", "bogus", "--out", "{tmp}/r"], "bogus"),
+        (["audit", "--model", "{model}", "--fail-on", "severe", "--out", "{tmp}/r"], "severe"),
+        (["audit", "--model", "{model}", "--data", "digits", "--out", "{tmp}/r"], "differs"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(capsys, tmp_path, saved_mlp, args, message):
+    # saved_mlp was trained on digits; "--data digits" above is replaced by another dataset
+    args = [a.format(tmp=tmp_path, model=saved_mlp) for a in args]
+    if "differs" == message:
+        args[args.index("digits")] = "breast-cancer"
+    code, out, err = run(capsys, *args)
+    assert code == 2, (out, err)
+    assert message in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "m").exists() and not (tmp_path / "r").exists()
+
+
+def test_csv_with_nan_and_wrong_label_column(capsys, tmp_path):
+    rng = np.random.default_rng(0)
+    rows = ["a,b,y"] + [f"{rng.random()},{rng.random()},{i % 2}" for i in range(60)]
+    rows[5] = "nan,0.3,1"
+    (tmp_path / "d.csv").write_text("\n".join(rows))
+    code, _, err = run(capsys, "train", "--data", tmp_path / "d.csv", "--label", "target",
+                       "--out", tmp_path / "m")
+    assert code == 2 and "target" in err and "columns" in err
+    assert not (tmp_path / "m").exists()
