@@ -50,6 +50,10 @@ class Dataset:
         self.x = np.ascontiguousarray(self.x, dtype=np.float32)
         self.y = np.asarray(self.y, dtype=np.int64)
         check_xy(self.x, self.y, where=self.name)
+        if len(self.y) and self.y.max() >= len(self.classes):
+            raise DataError(
+                f"{self.name}: label {int(self.y.max())} but only {len(self.classes)} classes"
+            )
         if self.kind not in ("image", "tabular"):
             raise DataError(f"dataset kind must be 'image' or 'tabular', not {self.kind!r}")
 
@@ -89,7 +93,9 @@ class Dataset:
 def check_xy(x: np.ndarray, y: np.ndarray | None = None, *, where: str = "input") -> None:
     """The one place inputs are validated: shape agreement, finiteness, label range."""
     if x.ndim < 2:
-        raise DataError(f"{where}: inputs must be a 2-D (records x features) or image array, got shape {x.shape}")
+        raise DataError(
+            f"{where}: inputs must be a 2-D (records x features) or image array, got {x.shape}"
+        )
     if len(x) == 0:
         raise DataError(f"{where}: no records")
     if not np.isfinite(x).all():

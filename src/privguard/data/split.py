@@ -20,7 +20,7 @@ import numpy as np
 from privguard.errors import ConfigError, DataError
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Split:
     members: np.ndarray
     nonmembers: np.ndarray
