@@ -8,7 +8,8 @@ Metric names are documented in docs/metrics.md.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import math
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 RISK_LEVELS = ("low", "medium", "high")
@@ -69,17 +70,33 @@ class Report:
             privguard_version=d["privguard_version"],
             target=d["target"],
             data=d["data"],
-            attacks=[AttackResult(**a) for a in d["attacks"]],
+            attacks=[
+                AttackResult(**{k: a[k] for k in _ATTACK_FIELDS if k in a}) for a in d["attacks"]
+            ],
             summary=d["summary"],
             plan=d.get("plan", {}),
         )
 
 
+_ATTACK_FIELDS = [f.name for f in fields(AttackResult)]
+
+
+def _finite(v: object) -> float:
+    return float(v) if isinstance(v, int | float) and math.isfinite(v) else 0.0
+
+
 def summarise(attacks: list[AttackResult]) -> dict[str, Any]:
     """Overall risk = the highest attack risk; the attack behind it is named."""
     if not attacks:
-        return {"overall_risk": "low", "n_attacks": 0, "by_risk": {r: 0 for r in RISK_LEVELS}}
-    worst = max(attacks, key=lambda a: (risk_rank(a.risk), a.metrics.get("auc", 0.0)))
+        return {
+            "overall_risk": "low",
+            "n_attacks": 0,
+            "by_risk": {r: 0 for r in RISK_LEVELS},
+            "worst_attack": None,
+            "total_queries": 0,
+            "total_seconds": 0.0,
+        }
+    worst = max(attacks, key=lambda a: (risk_rank(a.risk), _finite(a.metrics.get("auc"))))
     return {
         "overall_risk": worst.risk,
         "n_attacks": len(attacks),
