@@ -35,8 +35,18 @@ def test_listing_commands(capsys):
 def test_train_then_audit_writes_the_three_files(capsys, tmp_path):
     model = tmp_path / "model"
     code, out, err = run(
-        capsys, "train", "--data", "diabetes", "--model", "mlp", "--epochs", "300",
-        "--lr", "0.003", "--out", model,
+        capsys,
+        "train",
+        "--data",
+        "diabetes",
+        "--model",
+        "mlp",
+        "--epochs",
+        "300",
+        "--lr",
+        "0.003",
+        "--out",
+        model,
     )
     assert code == 0, err
     assert "train accuracy" in out and (model / "model.safetensors").is_file()
@@ -47,7 +57,9 @@ def test_train_then_audit_writes_the_three_files(capsys, tmp_path):
     assert files == ["model-card.md", "report.html", "report.json"]
     d = json.loads((report / "report.json").read_text())
     assert [a["name"] for a in d["attacks"]] == [
-        "confidence-threshold", "entropy-threshold", "loss-threshold",
+        "confidence-threshold",
+        "entropy-threshold",
+        "loss-threshold",
         "modified-entropy-threshold",
     ]
     # the overfit target leaks: --fail-on trips exactly when some attack reached high
@@ -55,8 +67,18 @@ def test_train_then_audit_writes_the_three_files(capsys, tmp_path):
     assert code == (1 if worst == "high" else 0)
     assert "overall risk" in out
 
-    code, _, err = run(capsys, "audit", "--model", model, "--out", tmp_path / "r2",
-                       "--attacks", "loss-threshold", "--fail-on", "low")
+    code, _, err = run(
+        capsys,
+        "audit",
+        "--model",
+        model,
+        "--out",
+        tmp_path / "r2",
+        "--attacks",
+        "loss-threshold",
+        "--fail-on",
+        "low",
+    )
     assert code == 1 and "--fail-on low" in err
 
 
@@ -65,7 +87,10 @@ def test_train_then_audit_writes_the_three_files(capsys, tmp_path):
     [
         (["train", "--data", "nosuchdata", "--out", "{tmp}/m"], "nosuchdata"),
         (["train", "--data", "digits", "--model", "resnet", "--out", "{tmp}/m"], "resnet"),
-        (["train", "--data", "{tmp}/missing.csv", "--label", "y", "--out", "{tmp}/m"], "missing.csv"),
+        (
+            ["train", "--data", "{tmp}/missing.csv", "--label", "y", "--out", "{tmp}/m"],
+            "missing.csv",
+        ),
         (["audit", "--model", "{tmp}/nomodel", "--out", "{tmp}/r"], "no model directory"),
         (["audit", "--model", "{model}", "--access", "label", "--out", "{tmp}/r"], "access"),
         (["audit", "--model", "{model}", "--attacks", "bogus", "--out", "{tmp}/r"], "bogus"),
@@ -73,10 +98,12 @@ def test_train_then_audit_writes_the_three_files(capsys, tmp_path):
         (["audit", "--model", "{model}", "--data", "digits", "--out", "{tmp}/r"], "differs"),
     ],
 )
-def test_bad_input_is_one_line_exit_2_and_writes_nothing(capsys, tmp_path, saved_mlp, args, message):
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(
+    capsys, tmp_path, saved_mlp, args, message
+):
     # saved_mlp was trained on digits; "--data digits" above is replaced by another dataset
     args = [a.format(tmp=tmp_path, model=saved_mlp) for a in args]
-    if "differs" == message:
+    if message == "differs":
         args[args.index("digits")] = "breast-cancer"
     code, out, err = run(capsys, *args)
     assert code == 2, (out, err)
@@ -90,7 +117,8 @@ def test_csv_with_nan_and_wrong_label_column(capsys, tmp_path):
     rows = ["a,b,y"] + [f"{rng.random()},{rng.random()},{i % 2}" for i in range(60)]
     rows[5] = "nan,0.3,1"
     (tmp_path / "d.csv").write_text("\n".join(rows))
-    code, _, err = run(capsys, "train", "--data", tmp_path / "d.csv", "--label", "target",
-                       "--out", tmp_path / "m")
+    code, _, err = run(
+        capsys, "train", "--data", tmp_path / "d.csv", "--label", "target", "--out", tmp_path / "m"
+    )
     assert code == 2 and "target" in err and "columns" in err
     assert not (tmp_path / "m").exists()

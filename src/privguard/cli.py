@@ -74,7 +74,9 @@ def _hidden(value: str) -> list[int]:
     try:
         widths = [int(v) for v in value.split(",") if v.strip()]
     except ValueError:
-        raise ConfigError(f"--hidden takes comma-separated widths such as 256,256, not {value!r}")
+        raise ConfigError(
+            f"--hidden takes comma-separated widths such as 256,256, not {value!r}"
+        ) from None
     if not widths or min(widths) < 1:
         raise ConfigError("--hidden takes positive widths such as 256,256")
     return widths
@@ -250,33 +252,31 @@ def _command_line() -> str:
     return "privguard " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
 
+KEY_METRICS = {
+    "membership": [("auc", "AUC"), ("advantage", "adv."), ("tpr_at_fpr_0.01", "TPR@1%FPR")],
+}
+
+
 def _print_summary(report: privguard.Report, out_dir: Path) -> None:
-    table = Table("family", "access", "key metrics", "risk", "queries", "seconds")
-    table.columns.insert(0, _name_column("attack"))
-    for a in report.attacks:
-        m = a.metrics
-        if a.family == "membership":
-            key = (
-                f"AUC {m['auc']:.3f}  adv {m['advantage']:.3f}  "
-                f"TPR@1%FPR {m['tpr_at_fpr_0.01']:.3f}"
+    """One table per attack family, with that family's key metrics as columns."""
+    families = list(dict.fromkeys(a.family for a in report.attacks))
+    for family in families:
+        attacks = [a for a in report.attacks if a.family == family]
+        keys = KEY_METRICS.get(family) or [(k, k) for k in list(attacks[0].metrics)[:3]]
+        table = Table(*[label for _, label in keys], "risk", "queries", "s", title=family)
+        table.columns.insert(0, _name_column("attack"))
+        for a in attacks:
+            style = RISK_STYLE[a.risk]
+            values = [f"{a.metrics.get(k, float('nan')):.3f}" for k, _ in keys]
+            table.add_row(
+                a.name, *values, f"[{style}]{a.risk}[/]", str(a.queries), f"{a.seconds:.1f}"
             )
-        else:
-            key = "  ".join(f"{k} {v:.3g}" for k, v in list(m.items())[:3])
-        style = RISK_STYLE[a.risk]
-        table.add_row(
-            a.name,
-            a.family,
-            a.access,
-            key,
-            f"[{style}]{a.risk}[/]",
-            str(a.queries),
-            f"{a.seconds:.2f}",
-        )
-    out.print(table)
+        out.print(table)
     risk = report.summary["overall_risk"]
-    out.print(f"overall risk: [{RISK_STYLE[risk]}]{risk}[/]")
-    for name in ("report.json", "report.html", "model-card.md"):
-        out.print(f"  {out_dir / name}")
+    out.print(
+        f"overall risk: [{RISK_STYLE[risk]}]{risk}[/] (worst: {report.summary.get('worst_attack')})"
+    )
+    out.print(f"report written to {out_dir}/: report.json, report.html, model-card.md")
 
 
 def _maybe_fail(report: privguard.Report, fail_on: str | None) -> None:

@@ -105,7 +105,9 @@ def test_sklearn_target_persists_through_skops(digits, tmp_path):
     t.save(tmp_path / "rf")
     assert (tmp_path / "rf" / "model.skops").is_file()
     loaded = privguard.load_target(tmp_path / "rf")
-    np.testing.assert_array_equal(loaded.predict_proba(digits.x[:30]), t.predict_proba(digits.x[:30]))
+    np.testing.assert_array_equal(
+        loaded.predict_proba(digits.x[:30]), t.predict_proba(digits.x[:30])
+    )
     assert loaded.recipe is not None
 
 

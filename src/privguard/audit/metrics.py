@@ -15,6 +15,7 @@ import math
 from typing import Any
 
 import numpy as np
+from scipy.stats import rankdata
 from sklearn.metrics import roc_auc_score, roc_curve
 
 FPR_LEVELS = (0.01, 0.001)
@@ -39,10 +40,9 @@ def membership_metrics(
     is_member = np.asarray(is_member, dtype=bool)
     decisions = np.asarray(decisions, dtype=bool)
     n_in, n_out = int(is_member.sum()), int((~is_member).sum())
-    # +inf / -inf scores are legitimate extremes; roc_curve needs finite values.
-    finite = np.nan_to_num(scores, nan=-np.inf)
-    big = np.abs(finite[np.isfinite(finite)]).max(initial=1.0) * 2 + 1
-    finite = np.clip(finite, -big, big)
+    # +inf / -inf scores are legitimate extremes and NaN ranks lowest; roc_curve needs finite
+    # values, and ranks (ties kept) give exactly the same curve.
+    finite = rankdata(np.nan_to_num(scores, nan=-np.inf, posinf=np.inf, neginf=-np.inf))
     fpr, tpr, _ = roc_curve(is_member, finite, drop_intermediate=False)
     metrics: dict[str, float] = {
         "auc": round(float(roc_auc_score(is_member, finite)), 6),

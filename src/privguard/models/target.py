@@ -21,8 +21,8 @@ import numpy as np
 from privguard.data import Dataset, Split, load_dataset, make_split
 from privguard.errors import ConfigError, DataError, ModelError
 from privguard.models.nets import build_model, count_parameters
-from privguard.models.train import TrainConfig, TrainingRecipe, accuracy, train_module
 from privguard.models.torch_predictor import TorchPredictor
+from privguard.models.train import TrainConfig, TrainingRecipe, accuracy, train_module
 from privguard.oracle import Access, Oracle, Predictor, SklearnPredictor
 
 FORMAT_VERSION = 1
@@ -172,9 +172,7 @@ class Target:
             weights_name = manifest["weights"]
         except (json.JSONDecodeError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
             raise ModelError(f"{mpath} is not a valid privguard model.json") from None
-        if not isinstance(integrity, dict) or _manifest_hash(manifest) != integrity.get(
-            "manifest"
-        ):
+        if not isinstance(integrity, dict) or _manifest_hash(manifest) != integrity.get("manifest"):
             raise ModelError(
                 f"{mpath} was altered after training (checksum mismatch); restore the original "
                 "or retrain the model"
