@@ -252,7 +252,7 @@ def _split_fields(
 def _target_view(target: Mapping[str, Any]) -> dict[str, Any]:
     rows, tables = _split_fields(target, TARGET_ORDER)
     gap = generalisation_gap(target)
-    if gap is not None:
+    if gap is not None and "generalization_gap" not in target:
         at = next(i for i, (label, _) in enumerate(rows) if label == "Test accuracy") + 1
         rows.insert(at, ("Generalisation gap (train − test)", fmt_number(gap)))
     return {"rows": rows, "tables": tables}

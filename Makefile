@@ -1,0 +1,43 @@
+# The README's two commands: `make demo` (set up, then the demo audit) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check
+
+.PHONY: demo test lint format bench clean
+
+# torch is installed first, pinned to the CPU build that lies on local disk, so that nothing
+# later resolves torch to a multi-GB CUDA build.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(PIP) install -q -e '.[test]'
+	touch $@
+
+$(VENV)/.installed-bench: $(VENV)/.installed
+	$(PIP) install -q -e '.[bench]'
+	touch $@
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/privguard demo
+
+test: $(VENV)/.installed-test
+	$(PY) -m ruff check src tests benchmarks
+	$(PY) -m pytest -q
+
+lint: $(VENV)/.installed-test
+	$(PY) -m ruff check src tests benchmarks
+	$(PY) -m ruff format --check src tests benchmarks
+
+format: $(VENV)/.installed-test
+	$(PY) -m ruff format src tests benchmarks
+
+bench: $(VENV)/.installed-bench
+	$(PY) benchmarks/membership_vs_art.py
+
+clean:
+	rm -rf $(VENV) privguard-report privguard-demo .pytest_cache .ruff_cache
