@@ -122,3 +122,51 @@ def test_csv_with_nan_and_wrong_label_column(capsys, tmp_path):
     )
     assert code == 2 and "target" in err and "columns" in err
     assert not (tmp_path / "m").exists()
+
+
+def test_audit_from_a_plan_file(capsys, tmp_path, saved_mlp):
+    plan = tmp_path / "plan.toml"
+    plan.write_text(f'model = "{saved_mlp}"\nattacks = "loss-threshold"\nout = "rep"\nseed = 1\n')
+    code, _, err = run(capsys, "audit", "--plan", plan, "--seed", "2")
+    assert code == 0, err
+    d = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert [a["name"] for a in d["attacks"]] == ["loss-threshold"]
+    assert d["plan"]["seed"] == 2  # the flag overrides the file
+
+
+def test_image_folder_trains_a_cnn_and_audits(capsys, tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "faces"
+    for c in range(3):
+        base = rng.random((16, 12)) * 255
+        (root / f"s{c + 1}").mkdir(parents=True)
+        for i in range(30):
+            img = np.clip(base + rng.normal(0, 40, base.shape), 0, 255).astype(np.uint8)
+            Image.fromarray(img, mode="L").save(root / f"s{c + 1}" / f"{i + 1}.pgm")
+    code, out, err = run(
+        capsys,
+        "train",
+        "--data",
+        root,
+        "--model",
+        "cnn",
+        "--epochs",
+        "30",
+        "--hidden",
+        "32",
+        "--out",
+        tmp_path / "m",
+    )
+    assert code == 0, err
+    meta = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert meta["architecture"]["input_shape"] == [1, 16, 12]
+    assert meta["metrics"]["test_accuracy"] > 0.9
+    code, _, err = run(capsys, "audit", "--model", tmp_path / "m", "--out", tmp_path / "r")
+    assert code == 0, err
+
+    # a folder with an image of another size is refused before anything is written
+    Image.fromarray(np.zeros((20, 20), np.uint8), mode="L").save(root / "s1" / "odd.png")
+    code, _, err = run(capsys, "train", "--data", root, "--out", tmp_path / "m2")
+    assert code == 2 and "size" in err and not (tmp_path / "m2").exists()

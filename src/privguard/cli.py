@@ -133,38 +133,64 @@ def train(
 
 @app.command()
 def audit(
-    model: Path = typer.Option(..., help="Model directory written by `privguard train`."),
+    model: Path | None = typer.Option(None, help="Model directory written by `privguard train`."),
     data: str | None = typer.Option(
         None, help="The training data (default: as recorded in model.json, hash-checked)."
     ),
     label: str | None = typer.Option(None, help="Label column of a CSV/Parquet file."),
-    attacks: str = typer.Option("membership", help="Attack or family names, comma-separated."),
-    access: str = typer.Option("probs", help="label, topk, probs, logits or whitebox."),
-    seed: int = typer.Option(0, help="Seeds the attacks; same seed, same report."),
+    attacks: str | None = typer.Option(
+        None, help="Attack or family names, comma-separated [default: membership]."
+    ),
+    access: str | None = typer.Option(
+        None, help="label, topk, probs, logits or whitebox [default: probs]."
+    ),
+    seed: int | None = typer.Option(None, help="Seeds the attacks; same seed, same report."),
     budget: int | None = typer.Option(None, help="Query budget per attack."),
-    out_dir: Path = typer.Option(Path("privguard-report"), "--out", help="Report directory."),
+    out_dir: Path | None = typer.Option(
+        None, "--out", help="Report directory [default: privguard-report]."
+    ),
     fail_on: str | None = typer.Option(
         None, help="Exit 1 when any attack's risk reaches low, medium or high."
     ),
+    plan_file: Path | None = typer.Option(
+        None, "--plan", help="TOML file with these options; flags given here override it."
+    ),
 ) -> None:
     """Run attacks against a model and write report.json, report.html and model-card.md."""
-    _check_level(fail_on)
-    _check_out(out_dir)
+    from privguard.audit.plan import AuditPlan
+
+    plan = AuditPlan.from_toml(plan_file) if plan_file else AuditPlan()
+    plan = plan.merged(
+        {
+            "model": str(model) if model else None,
+            "data": data,
+            "label": label,
+            "attacks": attacks,
+            "access": access,
+            "seed": seed,
+            "budget": budget,
+            "out": str(out_dir) if out_dir else None,
+            "fail_on": fail_on,
+        }
+    )
+    plan.check()
+    out_path = Path(plan.out)
+    _check_out(out_path)
     with _progress() as update:
         report = privguard.audit(
-            model,
-            data=data,
-            label=label,
-            attacks=attacks,
-            access=access,
-            seed=seed,
-            budget=budget,
+            plan.model,
+            data=plan.data,
+            label=plan.label,
+            attacks=plan.attacks,
+            access=plan.access,
+            seed=plan.seed,
+            budget=plan.budget,
             progress=update,
             command=_command_line(),
         )
-    privguard.write_report(report, out_dir)
-    _print_summary(report, out_dir)
-    _maybe_fail(report, fail_on)
+    privguard.write_report(report, out_path)
+    _print_summary(report, out_path)
+    _maybe_fail(report, plan.fail_on)
 
 
 @app.command()
@@ -239,11 +265,6 @@ def _name_column(header: str):
     from rich.table import Column
 
     return Column(header, no_wrap=True)
-
-
-def _check_level(level: str | None) -> None:
-    if level is not None and level not in ("low", "medium", "high"):
-        raise ConfigError(f"--fail-on takes low, medium or high, not {level!r}")
 
 
 def _check_out(path: Path) -> None:
