@@ -1,6 +1,23 @@
 """Attacks, one module each, registered under the short names the CLI uses."""
 
-from privguard.attacks.base import Attack, Knowledge, MembershipGuesses
+from privguard.attacks.base import (
+    Attack,
+    AttributeGuesses,
+    InversionGuesses,
+    Knowledge,
+    MembershipGuesses,
+    SensitiveAttribute,
+)
 from privguard.attacks.registry import all_attacks, register, resolve
 
-__all__ = ["Attack", "Knowledge", "MembershipGuesses", "all_attacks", "register", "resolve"]
+__all__ = [
+    "Attack",
+    "AttributeGuesses",
+    "InversionGuesses",
+    "Knowledge",
+    "MembershipGuesses",
+    "SensitiveAttribute",
+    "all_attacks",
+    "register",
+    "resolve",
+]

@@ -31,6 +31,12 @@ class Knowledge:
             when unknown; shadow- and reference-model attacks need it.
         bounds: ``(low, high)`` valid input range.
         seed: seeds every random choice the attack makes.
+        kind: ``"image"`` or ``"tabular"`` (what the inputs are).
+        class_names: the target's class names, index = label.
+        target_classes: the classes an inversion attack should reconstruct (``None``: all).
+        sensitive: the hidden attribute of an attribute-inference audit and its encoding.
+        partial_x, partial_y: records whose sensitive attribute is hidden (its columns are NaN,
+            so the model cannot be queried until the attacker fills them in) with their labels.
     """
 
     aux_x: np.ndarray
@@ -40,6 +46,12 @@ class Knowledge:
     recipe: Any = None
     bounds: tuple[float, float] = (0.0, 1.0)
     seed: int = 0
+    kind: str = "image"
+    class_names: list[str] = field(default_factory=list)
+    target_classes: list[int] | None = None
+    sensitive: SensitiveAttribute | None = None
+    partial_x: np.ndarray | None = None
+    partial_y: np.ndarray | None = None
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def cached(self, key: str, make: Callable[[], Any]) -> Any:
@@ -60,6 +72,57 @@ class MembershipGuesses:
     scores: np.ndarray
     decisions: np.ndarray
     notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class InversionGuesses:
+    """Reconstructions, one per attacked class: ``reconstructions`` ``(n, *input_shape)`` in the
+    input bounds, ``labels`` ``(n,)`` the class each is meant to show. ``queries_per_class`` is
+    filled by black-box attacks."""
+
+    reconstructions: np.ndarray
+    labels: np.ndarray
+    notes: list[str] = field(default_factory=list)
+    queries_per_class: list[int] = field(default_factory=list)
+
+
+@dataclass
+class AttributeGuesses:
+    """Guessed value index of the sensitive attribute for each partial record (in
+    ``Knowledge.partial_x`` order), and the no-model baseline's guesses for the same records
+    (the best guess from the auxiliary data alone)."""
+
+    values: np.ndarray
+    baseline: np.ndarray
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SensitiveAttribute:
+    """A sensitive field as it appears in the model's input.
+
+    ``columns`` are positions in the flattened record; ``codes[v]`` is what those columns hold
+    when the field has value ``values[v]`` (a one-hot row for a categorical field, the scaled
+    number for a numeric one).
+    """
+
+    name: str
+    columns: list[int]
+    values: list[str]
+    codes: np.ndarray
+
+    def fill(self, x: np.ndarray, value: int | np.ndarray) -> np.ndarray:
+        """A copy of flattened records ``x`` ``(n, d)`` with the field set to ``value`` (one index
+        for all records, or one per record)."""
+        out = np.array(x, dtype=np.float32, copy=True)
+        out[:, self.columns] = self.codes[value]
+        return out
+
+    def decode(self, x: np.ndarray) -> np.ndarray:
+        """The value index each flattened record holds (nearest code)."""
+        cols = np.asarray(x, dtype=np.float64)[:, self.columns]
+        d = ((cols[:, None, :] - self.codes[None, :, :]) ** 2).sum(axis=2)
+        return d.argmin(axis=1)
 
 
 class Attack:
