@@ -133,6 +133,16 @@ class Attack:
     needs: ClassVar[Access]
     paper: ClassVar[str]
     description: ClassVar[str] = ""
+    kinds: ClassVar[tuple[str, ...]] = ("image", "tabular")
+
+    @classmethod
+    def unsuitable(cls, knowledge: Knowledge) -> str | None:
+        """Why this attack does not apply to the audited data, or ``None`` when it does."""
+        if knowledge.kind not in cls.kinds:
+            return f"the {cls.name} attack needs {' or '.join(cls.kinds)} data"
+        if cls.family == "attribute" and knowledge.sensitive is None:
+            return f"the {cls.name} attack needs a sensitive field: pass --sensitive NAME"
+        return None
 
     def run(self, oracle: Oracle, knowledge: Knowledge, progress: Progress | None = None) -> Any:
         raise NotImplementedError  # pragma: no cover - every registered attack overrides it

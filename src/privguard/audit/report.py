@@ -49,6 +49,9 @@ class Report:
     attacks: list[AttackResult]
     summary: dict[str, Any]
     plan: dict[str, Any] = field(default_factory=dict)
+    # Arrays written beside the report as OUT/artifacts/<name> (.npz), not into report.json:
+    # e.g. "inversion-mi-face.npz" -> {"reconstructions": ..., "labels": ...}.
+    artifacts: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
 
     @property
     def overall_risk(self) -> str:

@@ -18,7 +18,23 @@ def membership_risk(m: dict[str, float]) -> str:
     return "low"
 
 
-RULES = {"membership": membership_risk}
+def inversion_risk(m: dict[str, float]) -> str:
+    """High when training records themselves are recovered; medium when class representatives
+    are (for a model whose classes are people, e.g. a face recogniser, that is a person's
+    likeness: read medium as high there); low when the evaluators recognise little."""
+    recovered = m.get("attack_accuracy_consensus", 0.0) >= 0.5
+    if recovered and m.get("member_closeness", 0.5) >= 0.6:
+        return "high"
+    return "medium" if recovered else "low"
+
+
+def attribute_risk(m: dict[str, float]) -> str:
+    from privguard.audit.attribute_eval import risk_attribute
+
+    return risk_attribute(m)
+
+
+RULES = {"membership": membership_risk, "inversion": inversion_risk, "attribute": attribute_risk}
 
 
 def assess(family: str, metrics: dict[str, float]) -> str:

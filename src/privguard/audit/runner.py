@@ -1,13 +1,15 @@
 """One audit: data and split -> target -> for each attack: oracle, attack, evaluator -> report.
 
 Attacks see only the attacker's knowledge (auxiliary pool, candidate records in a shuffled
-order, the training recipe); the evaluator alone holds the membership truth.
+order, partial records with the sensitive field hidden, the training recipe); the evaluators
+alone hold the truth (who is a member, the hidden values, the members' records).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -15,11 +17,11 @@ from typing import Any
 import numpy as np
 
 from privguard import __version__
-from privguard.attacks import Knowledge, MembershipGuesses, resolve
+from privguard.attacks import Attack, Knowledge, resolve
 from privguard.audit.metrics import membership_metrics
 from privguard.audit.report import AttackResult, Report, summarise
 from privguard.audit.risk import assess
-from privguard.data import Dataset
+from privguard.data import Dataset, Split
 from privguard.errors import ConfigError
 from privguard.models import Target, load_target
 from privguard.oracle import Access
@@ -32,8 +34,9 @@ def audit(
     *,
     data: str | Dataset | None = None,
     label: str | None = None,
-    attacks: Sequence[str] | str = ("membership",),
+    attacks: Sequence[str] | str = ("all",),
     access: Access | str = Access.PROBS,
+    sensitive: str | None = None,
     seed: int = 0,
     budget: int | None = None,
     progress: Progress | None = None,
@@ -46,8 +49,11 @@ def audit(
         data: the data the model was trained on; by default the data recorded in model.json
             (checked against its content hash either way).
         label: label column, for CSV/Parquet data.
-        attacks: attack or family names (``privguard attacks`` lists them).
+        attacks: attack or family names (``privguard attacks`` lists them); ``all`` (the
+            default) runs every attack the access level allows and the data suits.
         access: the most an attacker gets per query (``label`` ... ``whitebox``).
+        sensitive: the hidden field for attribute inference (tabular data; default: the
+            dataset's recorded sensitive field, e.g. ``sex``).
         seed: seeds every random choice of the attacks; the same seed gives the same report.
         budget: query budget per attack (``None``: unlimited).
         progress: ``progress(step, done, total)`` callback.
@@ -61,34 +67,37 @@ def audit(
     access = Access.parse(access)
     if budget is not None and budget < 1:
         raise ConfigError("--budget must be a positive number of queries")
-    chosen = resolve(list(attacks) if not isinstance(attacks, str) else attacks, access)
+    names = [attacks] if isinstance(attacks, str) else list(attacks)
+    names = [n.strip().lower() for raw in names for n in raw.split(",") if n.strip()]
+    chosen = resolve(names, access)
     ds = target.load_data(data, label=label)
-    split = target.split
+    truth = _Truth.build(ds, target.split, seed)
+    knowledge = truth.knowledge(target, ds, sensitive, needs_sensitive=_wants_attribute(chosen))
 
-    rng = np.random.default_rng(seed)
-    cand = np.concatenate([split.members, split.nonmembers])
-    cand = cand[rng.permutation(len(cand))]
-    is_member = np.isin(cand, split.members)
-    knowledge = Knowledge(
-        aux_x=ds.x[split.aux],
-        aux_y=ds.y[split.aux],
-        candidates_x=ds.x[cand],
-        candidates_y=ds.y[cand],
-        recipe=target.recipe,
-        bounds=ds.bounds,
-        seed=seed,
-    )
+    runnable, skipped = [], []
+    for cls in chosen:
+        why = cls.unsuitable(knowledge)
+        if why is None:
+            runnable.append(cls)
+        elif cls.name in names:
+            raise ConfigError(why)
+        else:
+            skipped.append({"attack": cls.name, "reason": why})
+    if not runnable:
+        reasons = "; ".join(s["reason"] for s in skipped)
+        raise ConfigError(f"none of the selected attacks applies to this data: {reasons}")
 
     results: list[AttackResult] = []
-    for i, cls in enumerate(chosen):
+    artifacts: dict[str, dict[str, Any]] = {}
+    for i, cls in enumerate(runnable):
         if progress is not None:
-            progress(f"attack {cls.name}", i, len(chosen))
+            progress(f"attack {cls.name}", i, len(runnable))
         attack = cls()
         oracle = target.oracle(access, budget=budget)
         t0 = time.perf_counter()
         guesses = attack.run(oracle, knowledge, progress)
         seconds = time.perf_counter() - t0
-        metrics, curves, notes = _evaluate(cls.family, guesses, is_member)
+        metrics, curves, notes = truth.evaluate(cls, guesses)
         results.append(
             AttackResult(
                 name=cls.name,
@@ -104,31 +113,105 @@ def audit(
                 curves=curves,
             )
         )
+        if cls.family == "inversion":
+            artifacts[f"inversion-{cls.name}.npz"] = {
+                "reconstructions": np.asarray(guesses.reconstructions, dtype=np.float32),
+                "labels": np.asarray(guesses.labels, dtype=np.int64),
+            }
     if progress is not None:
-        progress("attacks done", len(chosen), len(chosen))
+        progress("attacks done", len(runnable), len(runnable))
 
+    summary = summarise(results)
+    if skipped:
+        summary["skipped"] = skipped
     return Report(
         privguard_version=__version__,
         target=target.describe(),
-        data=_describe_data(ds, target),
+        data=_describe_data(ds, target, knowledge),
         attacks=results,
-        summary=summarise(results),
+        summary=summary,
         plan={
-            "attacks": [c.name for c in chosen],
+            "attacks": [c.name for c in runnable],
             "access": access.label,
+            "sensitive": knowledge.sensitive.name if knowledge.sensitive else None,
             "seed": seed,
             "budget": budget,
             "command": command,
             "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         },
+        artifacts=artifacts,
     )
 
 
-def _evaluate(family: str, guesses: Any, is_member: np.ndarray):
-    if family == "membership":
-        assert isinstance(guesses, MembershipGuesses)
-        return membership_metrics(guesses.scores, guesses.decisions, is_member)
-    raise ConfigError(f"no evaluator for the {family} family yet")  # pragma: no cover
+def _wants_attribute(chosen: list[type[Attack]]) -> bool:
+    return any(c.family == "attribute" for c in chosen)
+
+
+@dataclass
+class _Truth:
+    """What only the auditor knows, and the evaluators that use it."""
+
+    ds: Dataset
+    split: Split
+    seed: int
+    candidates: np.ndarray
+    is_member: np.ndarray
+    hidden_values: np.ndarray | None = None
+    value_names: list[str] = field(default_factory=list)
+    _evaluators: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, ds: Dataset, split: Split, seed: int) -> _Truth:
+        rng = np.random.default_rng(seed)
+        cand = np.concatenate([split.members, split.nonmembers])
+        cand = cand[rng.permutation(len(cand))]
+        return cls(ds, split, seed, cand, np.isin(cand, split.members))
+
+    def knowledge(
+        self, target: Target, ds: Dataset, sensitive: str | None, *, needs_sensitive: bool
+    ) -> Knowledge:
+        split, cand = self.split, self.candidates
+        know = Knowledge(
+            aux_x=ds.x[split.aux],
+            aux_y=ds.y[split.aux],
+            candidates_x=ds.x[cand],
+            candidates_y=ds.y[cand],
+            recipe=target.recipe,
+            bounds=ds.bounds,
+            seed=self.seed,
+            kind=ds.kind,
+            class_names=list(ds.classes),
+        )
+        if ds.kind == "tabular" and (needs_sensitive or sensitive):
+            from privguard.audit.sensitive import default_sensitive, sensitive_attribute
+
+            name = sensitive or default_sensitive(ds)
+            if name is not None:
+                attr = sensitive_attribute(ds, name)
+                flat = ds.x[cand].reshape(len(cand), -1)
+                self.hidden_values, self.value_names = attr.decode(flat), list(attr.values)
+                partial = flat.copy()
+                partial[:, attr.columns] = np.nan
+                know.sensitive, know.partial_x, know.partial_y = attr, partial, ds.y[cand]
+        elif sensitive:
+            raise ConfigError("--sensitive applies to tabular data only")
+        return know
+
+    def evaluate(self, cls: type[Attack], guesses: Any):
+        if cls.family == "membership":
+            return membership_metrics(guesses.scores, guesses.decisions, self.is_member)
+        if cls.family == "inversion":
+            if "inversion" not in self._evaluators:
+                from privguard.audit.inversion_eval import InversionEvaluator
+
+                self._evaluators["inversion"] = InversionEvaluator(self.ds, self.split, self.seed)
+            return self._evaluators["inversion"].evaluate(guesses)
+        if cls.family == "attribute":
+            from privguard.audit.attribute_eval import attribute_metrics
+
+            assert self.hidden_values is not None
+            return attribute_metrics(guesses, self.hidden_values, self.is_member, self.value_names)
+        raise ConfigError(f"no evaluator for the {cls.family} family yet")  # pragma: no cover
 
 
 def cross_split_twins(x: np.ndarray, members: np.ndarray, nonmembers: np.ndarray) -> int:
@@ -138,7 +221,7 @@ def cross_split_twins(x: np.ndarray, members: np.ndarray, nonmembers: np.ndarray
     return int(sum(rows[i].tobytes() in seen for i in nonmembers))
 
 
-def _describe_data(ds: Dataset, target: Target) -> dict[str, Any]:
+def _describe_data(ds: Dataset, target: Target, knowledge: Knowledge) -> dict[str, Any]:
     s = target.split
     d = ds.summary()
     d["split"] = {
@@ -148,6 +231,8 @@ def _describe_data(ds: Dataset, target: Target) -> dict[str, Any]:
         "aux": len(s.aux),
         "validation": len(s.validation),
     }
+    if knowledge.sensitive is not None:
+        d["sensitive"] = {"name": knowledge.sensitive.name, "values": knowledge.sensitive.values}
     twins = cross_split_twins(ds.x, s.members, s.nonmembers)
     note = (
         f"{twins} non-member(s) have an exact twin among the members: no membership attack can "

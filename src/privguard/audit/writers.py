@@ -499,6 +499,9 @@ def render_model_card(report: Report) -> str:
 # --- writing ---------------------------------------------------------------------------------
 
 
+ARTIFACTS = "artifacts"
+
+
 def write_report(report: Report, out_dir: str | os.PathLike[str]) -> dict[str, Path]:
     """Write ``report.json``, ``report.html`` and ``model-card.md`` into ``out_dir``.
 
@@ -516,11 +519,13 @@ def write_report(report: Report, out_dir: str | os.PathLike[str]) -> dict[str, P
     """
     out = Path(out_dir)
     _check_out_dir(out)
-    texts = {
+    texts: dict[str, str | bytes] = {
         FILES["json"]: render_json(report),
         FILES["html"]: render_html(report),
         FILES["model_card"]: render_model_card(report),
     }
+    for name, arrays in report.artifacts.items():
+        texts[f"{ARTIFACTS}/{name}"] = _npz_bytes(arrays)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -529,7 +534,20 @@ def write_report(report: Report, out_dir: str | os.PathLike[str]) -> dict[str, P
             "choose another output directory"
         ) from e
     _replace_all(out, texts)
-    return {key: out / name for key, name in FILES.items()}
+    paths = {key: out / name for key, name in FILES.items()}
+    paths.update({name: out / ARTIFACTS / name for name in report.artifacts})
+    return paths
+
+
+def _npz_bytes(arrays: Mapping[str, Any]) -> bytes:
+    """Arrays as a compressed .npz that ``np.load(..., allow_pickle=False)`` reads."""
+    import io
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **{k: np.asarray(v) for k, v in arrays.items()})
+    return buf.getvalue()
 
 
 def _check_out_dir(out: Path) -> None:
@@ -551,13 +569,15 @@ def _check_out_dir(out: Path) -> None:
             raise ConfigError(f"{out / name} is a directory: remove it or choose another directory")
 
 
-def _replace_all(out: Path, texts: Mapping[str, str]) -> None:
+def _replace_all(out: Path, texts: Mapping[str, str | bytes]) -> None:
     tmp = _temp_dir_beside(out)
     try:
         for name, text in texts.items():
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
             _write_synced(tmp / name, text)
         _fsync_dir(tmp)
         for name in texts:
+            (out / name).parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp / name, out / name)
         _fsync_dir(out)
     except OSError as e:
@@ -587,9 +607,9 @@ def _temp_dir_beside(out: Path) -> Path:
         ) from e
 
 
-def _write_synced(path: Path, text: str) -> None:
+def _write_synced(path: Path, text: str | bytes) -> None:
     with open(path, "wb") as f:
-        f.write(text.encode("utf-8"))
+        f.write(text.encode("utf-8") if isinstance(text, str) else text)
         f.flush()
         os.fsync(f.fileno())
 
