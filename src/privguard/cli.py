@@ -144,6 +144,9 @@ def audit(
     access: str | None = typer.Option(
         None, help="label, topk, probs, logits or whitebox [default: probs]."
     ),
+    sensitive: str | None = typer.Option(
+        None, help="Hidden field for attribute inference (tabular; default: e.g. sex)."
+    ),
     seed: int | None = typer.Option(None, help="Seeds the attacks; same seed, same report."),
     budget: int | None = typer.Option(None, help="Query budget per attack."),
     out_dir: Path | None = typer.Option(
@@ -167,6 +170,7 @@ def audit(
             "label": label,
             "attacks": attacks,
             "access": access,
+            "sensitive": sensitive,
             "seed": seed,
             "budget": budget,
             "out": str(out_dir) if out_dir else None,
@@ -183,6 +187,7 @@ def audit(
             label=plan.label,
             attacks=plan.attacks,
             access=plan.access,
+            sensitive=plan.sensitive,
             seed=plan.seed,
             budget=plan.budget,
             progress=update,

@@ -7,6 +7,7 @@ A plan file holds the same keys as ``privguard audit``'s flags::
     label = "income"
     attacks = ["membership"]     # or "loss-threshold,entropy-threshold"
     access = "probs"
+    sensitive = "sex"            # the hidden field for attribute inference (tabular data)
     seed = 0
     budget = 10000
     out = "privguard-report"
@@ -35,6 +36,7 @@ class AuditPlan:
     label: str | None = None
     attacks: str = "membership"
     access: str = "probs"
+    sensitive: str | None = None
     seed: int = 0
     budget: int | None = None
     out: str = "privguard-report"
@@ -86,7 +88,7 @@ def _normalise(raw: dict[str, Any], path: Path) -> dict[str, Any]:
     for key, typ in expected.items():
         if key in out and not isinstance(out[key], typ):
             raise ConfigError(f"{path}: {key} must be an integer")
-    for key in ("model", "data", "label", "attacks", "access", "out", "fail_on"):
+    for key in ("model", "data", "label", "attacks", "access", "sensitive", "out", "fail_on"):
         if key in out and not isinstance(out[key], str):
             raise ConfigError(f"{path}: {key} must be a string")
     return out
