@@ -240,7 +240,7 @@ def list_attacks() -> None:
     table = Table("family", "needs", "paper")
     table.columns.insert(0, _name_column("attack"))
     for cls in all_attacks():
-        table.add_row(cls.name, cls.family, cls.needs.label, cls.paper)
+        table.add_row(cls.name, cls.family, cls.needs.label, _short_citation(cls.paper))
     out.print(table)
 
 
@@ -266,6 +266,14 @@ def list_datasets() -> None:
 # -- helpers ---------------------------------------------------------------------------------
 
 
+def _short_citation(paper: str) -> str:
+    """'Authors, Title, Venue Year (more)' -> 'Authors, Venue Year'."""
+    parts = [p.strip() for p in paper.split(",")]
+    if len(parts) < 3:
+        return paper
+    return f"{parts[0]}, {parts[-1].split(' (')[0]}"
+
+
 def _name_column(header: str):
     from rich.table import Column
 
@@ -283,6 +291,16 @@ def _command_line() -> str:
 
 KEY_METRICS = {
     "membership": [("auc", "AUC"), ("advantage", "adv."), ("tpr_at_fpr_0.01", "TPR@1%")],
+    "inversion": [
+        ("attack_accuracy", "acc. SVM"),
+        ("attack_accuracy_consensus", "consensus"),
+        ("member_closeness", "closeness"),
+    ],
+    "attribute": [
+        ("accuracy_members", "acc. members"),
+        ("advantage_members", "adv. members"),
+        ("member_advantage_gap", "member gap"),
+    ],
 }
 
 

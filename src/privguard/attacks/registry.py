@@ -22,6 +22,7 @@ def register(cls: type[Attack]) -> type[Attack]:
 
 def _load_all() -> None:
     # Importing the attack packages runs their @register decorators.
+    import privguard.attacks.inversion  # noqa: F401
     import privguard.attacks.membership  # noqa: F401
 
 

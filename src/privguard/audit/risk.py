@@ -22,8 +22,10 @@ def inversion_risk(m: dict[str, float]) -> str:
     """High when training records themselves are recovered; medium when class representatives
     are (for a model whose classes are people, e.g. a face recogniser, that is a person's
     likeness: read medium as high there); low when the evaluators recognise little."""
+    from privguard.audit.inversion_eval import member_signal
+
     recovered = m.get("attack_accuracy_consensus", 0.0) >= 0.5
-    if recovered and m.get("member_closeness", 0.5) >= 0.6:
+    if recovered and member_signal(m):
         return "high"
     return "medium" if recovered else "low"
 

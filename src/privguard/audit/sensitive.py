@@ -132,9 +132,7 @@ def _numeric(
     ds: Dataset, x: np.ndarray, name: str, col: int, distinct: np.ndarray
 ) -> SensitiveAttribute:
     raw = ds.extra.get(name)
-    spec = next(
-        (c for c in (ds.preprocessing or {}).get("numeric", []) if c["name"] == name), None
-    )
+    spec = next((c for c in (ds.preprocessing or {}).get("numeric", []) if c["name"] == name), None)
     values: list[str] = []
     for v in distinct:
         label = None

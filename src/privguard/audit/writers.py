@@ -38,8 +38,8 @@ TEMPLATE_DIR = Path(__file__).with_name("templates")
 # The metrics shown in the summary for each family, first two present win.
 KEY_METRICS: dict[str, tuple[str, ...]] = {
     "membership": ("auc", "tpr_at_fpr_0.01", "tpr_at_fpr_0.001", "advantage"),
-    "inversion": ("attack_accuracy", "mse_to_class_mean"),
-    "attribute": ("accuracy", "baseline_accuracy"),
+    "inversion": ("attack_accuracy_consensus", "member_closeness", "attack_accuracy"),
+    "attribute": ("advantage_members", "member_advantage_gap", "accuracy", "baseline_accuracy"),
     "extraction": ("fidelity", "accuracy"),
     "memorization": ("exposure", "epsilon_lower_bound"),
 }

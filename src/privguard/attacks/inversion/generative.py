@@ -56,7 +56,9 @@ class PriorConfig:
         epochs: passes over the auxiliary pool.
         batch_size: records per step.
         lr: Adam learning rate.
-        seed: seeds the initialisation and the batch order.
+        max_records: train on a seeded subsample of at most this many auxiliary records (the
+            prior needs the population's shape, not every record; keeps training to seconds).
+        seed: seeds the subsample, the initialisation and the batch order.
     """
 
     latent_dim: int = 16
@@ -64,6 +66,7 @@ class PriorConfig:
     epochs: int = 40
     batch_size: int = 64
     lr: float = 2e-3
+    max_records: int = 4000
     seed: int = 0
 
     def key(self, n_aux: int, input_shape: tuple[int, ...]) -> str:
@@ -72,7 +75,7 @@ class PriorConfig:
         hidden = "-".join(map(str, self.hidden))
         return (
             f"inversion-prior/ae/d{self.latent_dim}/h{hidden}/e{self.epochs}/b{self.batch_size}/"
-            f"lr{self.lr}/s{self.seed}/n{n_aux}/{shape}"
+            f"lr{self.lr}/m{self.max_records}/s{self.seed}/n{n_aux}/{shape}"
         )
 
 
@@ -191,6 +194,9 @@ def train_prior(
             f"(latent size {config.latent_dim}), got {len(x)}; give the attacker more auxiliary "
             "data or lower latent_dim"
         )
+    if len(x) > config.max_records:
+        keep = np.random.default_rng(config.seed).choice(len(x), config.max_records, replace=False)
+        x = x[np.sort(keep)]
     input_shape = tuple(x.shape[1:])
     n_in = math.prod(input_shape)
     low, high = _bounds(bounds, input_shape)
