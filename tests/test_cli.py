@@ -56,12 +56,18 @@ def test_train_then_audit_writes_the_three_files(capsys, tmp_path):
     files = sorted(p.name for p in report.iterdir())
     assert files == ["model-card.md", "report.html", "report.json"]
     d = json.loads((report / "report.json").read_text())
-    assert [a["name"] for a in d["attacks"]] == [
+    # by default every attack that probs access allows and tabular data suits
+    families = {a["name"]: a["family"] for a in d["attacks"]}
+    assert [n for n, f in families.items() if f == "membership"] == [
         "confidence-threshold",
         "entropy-threshold",
         "loss-threshold",
         "modified-entropy-threshold",
     ]
+    assert {"fredrikson-map", "confidence-inference"} <= set(families)
+    assert "inversion" not in families.values()  # image attacks are skipped on tabular data
+    assert d["plan"]["sensitive"] == "sex"
+    assert any(s["attack"] == "label-only-inversion" for s in d["summary"]["skipped"])
     # the overfit target leaks: --fail-on trips exactly when some attack reached high
     worst = d["summary"]["overall_risk"]
     assert code == (1 if worst == "high" else 0)
@@ -92,7 +98,15 @@ def test_train_then_audit_writes_the_three_files(capsys, tmp_path):
             "missing.csv",
         ),
         (["audit", "--model", "{tmp}/nomodel", "--out", "{tmp}/r"], "no model directory"),
-        (["audit", "--model", "{model}", "--access", "label", "--out", "{tmp}/r"], "access"),
+        (
+            ["audit", "--model", "{model}", "--attacks", "membership", "--access", "label"]
+            + ["--out", "{tmp}/r"],
+            "access",
+        ),
+        (
+            ["audit", "--model", "{model}", "--attacks", "fredrikson-map", "--out", "{tmp}/r"],
+            "tabular",
+        ),
         (["audit", "--model", "{model}", "--attacks", "bogus", "--out", "{tmp}/r"], "bogus"),
         (["audit", "--model", "{model}", "--fail-on", "severe", "--out", "{tmp}/r"], "severe"),
         (["audit", "--model", "{model}", "--data", "digits", "--out", "{tmp}/r"], "differs"),

@@ -17,7 +17,7 @@ import typer
 from rich.box import SIMPLE_HEAD
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from rich.table import Column, Table
 
 import privguard
 from privguard.errors import ConfigError, PrivguardError
@@ -139,7 +139,7 @@ def audit(
     ),
     label: str | None = typer.Option(None, help="Label column of a CSV/Parquet file."),
     attacks: str | None = typer.Option(
-        None, help="Attack or family names, comma-separated [default: membership]."
+        None, help="Attack or family names, comma-separated [default: all that apply]."
     ),
     access: str | None = typer.Option(
         None, help="label, topk, probs, logits or whitebox [default: probs]."
@@ -268,15 +268,13 @@ def list_datasets() -> None:
 
 def _short_citation(paper: str) -> str:
     """'Authors, Title, Venue Year (more)' -> 'Authors, Venue Year'."""
-    parts = [p.strip() for p in paper.split(",")]
-    if len(parts) < 3:
-        return paper
-    return f"{parts[0]}, {parts[-1].split(' (')[0]}"
+    import re
+
+    parts = [p.strip() for p in re.sub(r"\s*\(.*?\)", "", paper).split(",")]
+    return f"{parts[0]}, {parts[-1]}" if len(parts) >= 3 else paper
 
 
-def _name_column(header: str):
-    from rich.table import Column
-
+def _name_column(header: str) -> Column:
     return Column(header, no_wrap=True)
 
 
@@ -310,9 +308,8 @@ def _print_summary(report: privguard.Report, out_dir: Path) -> None:
     for family in families:
         attacks = [a for a in report.attacks if a.family == family]
         keys = KEY_METRICS.get(family) or [(k, k) for k in list(attacks[0].metrics)[:3]]
-        table = Table(
-            *[label for _, label in keys], "risk", "queries", "s", title=family, box=SIMPLE_HEAD
-        )
+        cols = [Column(label, overflow="fold") for _, label in keys]
+        table = Table(*cols, "risk", "queries", "s", title=family, box=SIMPLE_HEAD)
         table.columns.insert(0, _name_column("attack"))
         for a in attacks:
             style = RISK_STYLE[a.risk]

@@ -34,7 +34,7 @@ class AuditPlan:
     model: str | None = None
     data: str | None = None
     label: str | None = None
-    attacks: str = "membership"
+    attacks: str = "all"
     access: str = "probs"
     sensitive: str | None = None
     seed: int = 0

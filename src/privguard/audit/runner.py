@@ -22,7 +22,7 @@ from privguard.audit.metrics import membership_metrics
 from privguard.audit.report import AttackResult, Report, summarise
 from privguard.audit.risk import assess
 from privguard.data import Dataset, Split
-from privguard.errors import ConfigError
+from privguard.errors import ConfigError, PrivguardError
 from privguard.models import Target, load_target
 from privguard.oracle import Access
 
@@ -95,7 +95,16 @@ def audit(
         attack = cls()
         oracle = target.oracle(access, budget=budget)
         t0 = time.perf_counter()
-        guesses = attack.run(oracle, knowledge, progress)
+        try:
+            guesses = attack.run(oracle, knowledge, progress)
+        except PrivguardError as e:
+            # An attack selected through a family or "all" that cannot run on this data
+            # (too few auxiliary records, say) is skipped with the reason; one asked for by
+            # name is an error.
+            if cls.name in names:
+                raise
+            skipped.append({"attack": cls.name, "reason": str(e)})
+            continue
         seconds = time.perf_counter() - t0
         metrics, curves, notes = truth.evaluate(cls, guesses)
         results.append(

@@ -214,6 +214,7 @@ class _AttributeAttack(Attack):
 
     family = "attribute"
     needs = Access.PROBS
+    kinds = ("tabular",)
 
     def run(
         self, oracle: Oracle, knowledge: Knowledge, progress: Progress | None = None

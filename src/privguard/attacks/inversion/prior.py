@@ -107,6 +107,10 @@ def target_classes(oracle: Oracle, knowledge: Knowledge) -> np.ndarray:
 class PriorAttackBase(Attack):
     """Common settings and set-up of the attacks that search the generative prior."""
 
+    # Reconstructing "a record of class c" from a tabular model says little (with two classes
+    # any plausible record qualifies); attribute inference is the tabular attack.
+    kinds = ("image",)
+
     family: ClassVar[str] = "inversion"
     paper: ClassVar[str] = PAPER
 
