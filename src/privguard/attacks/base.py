@@ -54,6 +54,9 @@ class Knowledge:
     partial_y: np.ndarray | None = None
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
+    def has_cached(self, key: str) -> bool:
+        return key in self._cache
+
     def cached(self, key: str, make: Callable[[], Any]) -> Any:
         """Work several attacks share (a shadow model, say), done once per audit."""
         if key not in self._cache:

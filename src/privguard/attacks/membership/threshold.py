@@ -107,6 +107,10 @@ class _ThresholdAttack(Attack):
     def __init__(self, *, shadow_fraction: float = 0.5) -> None:
         self.shadow_fraction = shadow_fraction
 
+    @property
+    def _shadow_key(self) -> str:
+        return f"shadow-{self.shadow_fraction}"
+
     def run(
         self, oracle: Oracle, knowledge: Knowledge, progress: Progress | None = None
     ) -> MembershipGuesses:
@@ -115,10 +119,12 @@ class _ThresholdAttack(Attack):
         scores = type(self).statistic(oracle.proba(x), y)
         notes: list[str] = []
         if knowledge.recipe is not None:
+            fresh = not knowledge.has_cached(self._shadow_key)
             thresholds = self._shadow_thresholds(knowledge, progress)
             notes.append(
                 "threshold(s) set on a shadow model trained with the target's recipe on half "
                 "of the attacker's auxiliary data"
+                + (" (its training time is counted in this attack's seconds)" if fresh else "")
             )
         else:
             aux_scores = type(self).statistic(oracle.proba(knowledge.aux_x), knowledge.aux_y)
@@ -135,7 +141,7 @@ class _ThresholdAttack(Attack):
 
     def _shadow_thresholds(self, knowledge: Knowledge, progress) -> dict[int | None, float]:
         p_in, y_in, p_out, y_out = knowledge.cached(
-            f"shadow-{self.shadow_fraction}",
+            self._shadow_key,
             lambda: _shadow_outputs(knowledge, self.shadow_fraction, progress),
         )
         stat = type(self).statistic
