@@ -184,3 +184,22 @@ def test_image_folder_trains_a_cnn_and_audits(capsys, tmp_path):
     Image.fromarray(np.zeros((20, 20), np.uint8), mode="L").save(root / "s1" / "odd.png")
     code, _, err = run(capsys, "train", "--data", root, "--out", tmp_path / "m2")
     assert code == 2 and "size" in err and not (tmp_path / "m2").exists()
+
+
+def test_demo_writes_both_reports(capsys, tmp_path):
+    code, out, err = run(
+        capsys, "demo", "--out", tmp_path / "report", "--model-out", tmp_path / "models"
+    )
+    assert code == 0, err
+    for d in (tmp_path / "report", tmp_path / "report" / "digits"):
+        assert (d / "report.json").is_file() and (d / "model-card.md").is_file()
+    image = json.loads((tmp_path / "report" / "digits" / "report.json").read_text())
+    families = {a["family"] for a in image["attacks"]}
+    assert families == {"membership", "inversion"}
+    white = next(a for a in image["attacks"] if a["name"] == "prior-inversion")
+    assert white["metrics"]["attack_accuracy_consensus"] >= 0.9
+    npz = np.load(tmp_path / "report" / "digits" / "artifacts" / "inversion-prior-inversion.npz")
+    assert npz["reconstructions"].shape == (10, 1, 8, 8)
+    tabular = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert {a["family"] for a in tabular["attacks"]} == {"membership", "attribute"}
+    assert "demo finished" in out

@@ -30,8 +30,13 @@ app = typer.Typer(
 )
 out = Console()
 err = Console(stderr=True)
-# The demo: 920 patients of the UCI heart-disease study, an MLP trained well past convergence.
-DEMO_DATA, DEMO_EPOCHS = "heart-disease", 300
+# The demo: overfit MLPs on 920 patients of the UCI heart-disease study (an API that returns
+# probabilities) and on the digits images (an attacker holding the model itself).
+DEMO_TARGETS = [("heart-disease", 300, "probs", ""), ("digits", 100, "whitebox", "digits")]
+DEMO_STORIES = {
+    "heart-disease": "who was in the study, and what is their sex?",
+    "digits": "what did the training images look like?",
+}
 RISK_STYLE = {"low": "green", "medium": "yellow", "high": "bold red"}
 
 
@@ -202,33 +207,34 @@ def audit(
 def demo(
     out_dir: Path = typer.Option(Path("privguard-report"), "--out", help="Report directory."),
     model_dir: Path = typer.Option(
-        Path("privguard-demo/model"), "--model-out", help="Where to save the demo model."
+        Path("privguard-demo"), "--model-out", help="Where to save the demo models."
     ),
-    seed: int = typer.Option(0, help="Seed for the split, training and attacks."),
+    seed: int = typer.Option(0, help="Seed for the splits, training and attacks."),
 ) -> None:
-    """Train an overfit MLP on the built-in heart-disease records, audit it, write the report."""
+    """Audit two overfit MLPs: patient records (membership and attribute inference; report in
+    OUT) and digit images (membership and inversion with white-box access; report in
+    OUT/digits)."""
     _check_out(out_dir)
     _check_out(model_dir)
     t0 = time.perf_counter()
-    config = privguard.TrainConfig(model="mlp", epochs=DEMO_EPOCHS, seed=seed)
-    with _progress() as update:
-        target = privguard.train(DEMO_DATA, config, progress=update)
-        target.save(model_dir)
-        report = privguard.audit(
-            target,
-            attacks=["membership"],
-            access="probs",
-            seed=seed,
-            progress=update,
-            command=_command_line(),
+    for data, epochs, access, sub in DEMO_TARGETS:
+        config = privguard.TrainConfig(model="mlp", epochs=epochs, seed=seed)
+        with _progress() as update:
+            target = privguard.train(data, config, progress=update)
+            target.save(model_dir / data)
+            report = privguard.audit(
+                target, access=access, seed=seed, progress=update, command=_command_line()
+            )
+        m = target.metrics
+        out.rule(f"{data}: {DEMO_STORIES[data]}")
+        out.print(
+            f"target: mlp trained on {len(target.split.members)} {data} records; train accuracy "
+            f"{m['train_accuracy']:.3f}, test accuracy {m['test_accuracy']:.3f}; attacker access: "
+            f"{access}; model saved to {model_dir / data}"
         )
-    m = target.metrics
-    out.print(
-        f"target: mlp trained on {len(target.split.members)} {DEMO_DATA} records; train accuracy "
-        f"{m['train_accuracy']:.3f}, test accuracy {m['test_accuracy']:.3f}; saved to {model_dir}"
-    )
-    privguard.write_report(report, out_dir)
-    _print_summary(report, out_dir)
+        report_dir = out_dir / sub if sub else out_dir
+        privguard.write_report(report, report_dir)
+        _print_summary(report, report_dir)
     out.print(f"demo finished in {time.perf_counter() - t0:.1f}s")
 
 
@@ -290,8 +296,8 @@ def _command_line() -> str:
 KEY_METRICS = {
     "membership": [("auc", "AUC"), ("advantage", "adv."), ("tpr_at_fpr_0.01", "TPR@1%")],
     "inversion": [
-        ("attack_accuracy", "acc. SVM"),
-        ("attack_accuracy_consensus", "consensus"),
+        ("attack_accuracy", "acc"),
+        ("attack_accuracy_consensus", "both"),
         ("member_closeness", "closeness"),
     ],
     "attribute": [
@@ -302,14 +308,21 @@ KEY_METRICS = {
 }
 
 
+KEY_NOTES = {
+    "inversion": "attack accuracy by an SVM / by both evaluators; member closeness (0.5 = none)",
+    "attribute": "advantage = accuracy beyond the no-model baseline",
+}
+
+
 def _print_summary(report: privguard.Report, out_dir: Path) -> None:
     """One table per attack family, with that family's key metrics as columns."""
     families = list(dict.fromkeys(a.family for a in report.attacks))
     for family in families:
         attacks = [a for a in report.attacks if a.family == family]
         keys = KEY_METRICS.get(family) or [(k, k) for k in list(attacks[0].metrics)[:3]]
-        cols = [Column(label, overflow="fold") for _, label in keys]
-        table = Table(*cols, "risk", "queries", "s", title=family, box=SIMPLE_HEAD)
+        cols = [Column(label, min_width=len(label)) for _, label in keys]
+        title = f"{family}: {KEY_NOTES[family]}" if family in KEY_NOTES else family
+        table = Table(*cols, "risk", "queries", "s", title=title, box=SIMPLE_HEAD)
         table.columns.insert(0, _name_column("attack"))
         for a in attacks:
             style = RISK_STYLE[a.risk]

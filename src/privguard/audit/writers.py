@@ -69,7 +69,27 @@ METRIC_HELP: dict[str, str] = {
     "attacker_fpr": "FPR of the attacker's own decisions, made without ground truth.",
     "attacker_advantage": "TPR − FPR of the attacker's own decisions.",
     "attacker_balanced_accuracy": "Mean of TPR and 1 − FPR of the attacker's own decisions.",
-    "baseline_accuracy": "Accuracy of the best guess without the model (priors only).",
+    "attack_accuracy": "Share of reconstructions an independent RBF SVM labels as their class.",
+    "attack_accuracy_top5": "Share whose class is among the SVM's five highest scores.",
+    "attack_accuracy_knn": "Share an independent pixel 5-NN labels as their class.",
+    "attack_accuracy_consensus": "Share both independent evaluators label as their class.",
+    "mse_to_class_mean": "Mean squared error to the mean of the class's training members.",
+    "ssim_to_class_mean": "Structural similarity to that class mean; 1 = identical.",
+    "nearest_member_distance": "Mean L2 distance to the nearest training member of the class.",
+    "nearest_nonmember_distance": "Mean L2 distance to the nearest non-member of the class.",
+    "member_closeness": (
+        "Chance the nearest member is nearer than the nearest non-member (equal-size sets); "
+        "0.5 = no member-specific signal."
+    ),
+    "member_closeness_pvalue": "Binomial test of member closeness against 0.5 (one-sided).",
+    "n_reconstructions": "Reconstructions scored.",
+    "queries_per_class": "Mean oracle queries spent per reconstructed class.",
+    "accuracy": "Share of hidden values guessed right with the model's help.",
+    "baseline_accuracy": "Share guessed right from the attacker's auxiliary data alone.",
+    "advantage_members": "Accuracy beyond the no-model baseline, on training members.",
+    "advantage_nonmembers": "Accuracy beyond the no-model baseline, on non-members.",
+    "member_advantage_gap": "Members' advantage minus non-members': leakage specific to members.",
+    "balanced_accuracy": "Mean recall over the field's values.",
     "fidelity": "Share of inputs on which the stolen model agrees with the target.",
     "epsilon_lower_bound": "Differential-privacy ε that the measured attack rules out below.",
 }
