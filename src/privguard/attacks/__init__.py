@@ -3,6 +3,7 @@
 from privguard.attacks.base import (
     Attack,
     AttributeGuesses,
+    Compute,
     InversionGuesses,
     Knowledge,
     MembershipGuesses,
@@ -13,6 +14,7 @@ from privguard.attacks.registry import all_attacks, register, resolve
 __all__ = [
     "Attack",
     "AttributeGuesses",
+    "Compute",
     "InversionGuesses",
     "Knowledge",
     "MembershipGuesses",

@@ -20,6 +20,23 @@ Progress = Callable[[str, int, int], None]
 
 
 @dataclass
+class Compute:
+    """Where an attack's heavy, independent work (shadow and reference models) runs.
+
+    Attributes:
+        n_jobs: local worker processes (joblib's loky backend); 1 runs in-process.
+        scheduler: address of a Dask distributed scheduler (``tcp://host:8786``) or a
+            ``distributed.Client``; when set, joblib's ``dask`` backend sends the jobs there.
+        cache_dir: where trained reference models are kept between runs (keyed by a hash of
+            data, split, recipe, seed and index); ``None`` disables the cache.
+    """
+
+    n_jobs: int = 1
+    scheduler: Any = None
+    cache_dir: str | None = None
+
+
+@dataclass
 class Knowledge:
     """What the attacker knows besides the oracle.
 
@@ -37,6 +54,7 @@ class Knowledge:
         sensitive: the hidden attribute of an attribute-inference audit and its encoding.
         partial_x, partial_y: records whose sensitive attribute is hidden (its columns are NaN,
             so the model cannot be queried until the attacker fills them in) with their labels.
+        compute: where shadow / reference model training runs, and its cache.
     """
 
     aux_x: np.ndarray
@@ -52,6 +70,7 @@ class Knowledge:
     sensitive: SensitiveAttribute | None = None
     partial_x: np.ndarray | None = None
     partial_y: np.ndarray | None = None
+    compute: Compute = field(default_factory=Compute)
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def has_cached(self, key: str) -> bool:
