@@ -54,7 +54,9 @@ def test_train_then_audit_writes_the_three_files(capsys, tmp_path):
     report = tmp_path / "report"
     code, out, err = run(capsys, "audit", "--model", model, "--out", report, "--fail-on", "high")
     files = sorted(p.name for p in report.iterdir())
-    assert files == ["model-card.md", "report.html", "report.json"]
+    assert files == ["artifacts", "model-card.md", "report.html", "report.json"]
+    scores = np.load(report / "artifacts" / "membership-scores.npz")
+    assert len(scores["index"]) == len(scores["score_loss-threshold"])
     d = json.loads((report / "report.json").read_text())
     # by default every attack that probs access allows and tabular data suits
     families = {a["name"]: a["family"] for a in d["attacks"]}

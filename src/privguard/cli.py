@@ -154,6 +154,15 @@ def audit(
     ),
     seed: int | None = typer.Option(None, help="Seeds the attacks; same seed, same report."),
     budget: int | None = typer.Option(None, help="Query budget per attack."),
+    jobs: int | None = typer.Option(
+        None, help="Processes for shadow / reference models [default: 1]."
+    ),
+    scheduler: str | None = typer.Option(
+        None, help="Dask scheduler address: train shadow / reference models on that cluster."
+    ),
+    cache_dir: Path | None = typer.Option(
+        None, help="Keep trained reference models here and reuse them on reruns."
+    ),
     out_dir: Path | None = typer.Option(
         None, "--out", help="Report directory [default: privguard-report]."
     ),
@@ -178,6 +187,9 @@ def audit(
             "sensitive": sensitive,
             "seed": seed,
             "budget": budget,
+            "jobs": jobs,
+            "scheduler": scheduler,
+            "cache_dir": str(cache_dir) if cache_dir else None,
             "out": str(out_dir) if out_dir else None,
             "fail_on": fail_on,
         }
@@ -195,6 +207,9 @@ def audit(
             sensitive=plan.sensitive,
             seed=plan.seed,
             budget=plan.budget,
+            n_jobs=plan.jobs,
+            scheduler=plan.scheduler,
+            cache_dir=plan.cache_dir,
             progress=update,
             command=_command_line(),
         )

@@ -48,3 +48,15 @@ def test_access_below_what_an_attack_needs_is_refused(digits_mlp):
 def test_budget_too_small_stops_the_attack(digits_mlp):
     with pytest.raises(privguard.BudgetExhaustedError):
         privguard.audit(digits_mlp, attacks=["loss-threshold"], budget=100)
+
+
+def test_most_exposed_members_are_listed_and_all_scores_kept(diabetes_overfit):
+    report = privguard.audit(diabetes_overfit, attacks=["membership"], seed=0)
+    exposed = report.summary["most_exposed"]
+    members = set(diabetes_overfit.split.members.tolist())
+    assert len(exposed["records"]) == 20
+    assert all(r["index"] in members for r in exposed["records"])
+    scores = [r["score"] for r in exposed["records"]]
+    assert scores == sorted(scores, reverse=True)
+    table = report.artifacts["membership-scores.npz"]
+    assert table["is_member"].sum() == len(members)

@@ -10,6 +10,9 @@ A plan file holds the same keys as ``privguard audit``'s flags::
     sensitive = "sex"            # the hidden field for attribute inference (tabular data)
     seed = 0
     budget = 10000
+    jobs = 2                     # processes for shadow / reference models
+    scheduler = "tcp://10.0.0.5:8786"   # or a Dask cluster instead
+    cache-dir = ".privguard-cache"      # trained reference models, reused across runs
     out = "privguard-report"
     fail_on = "high"
 
@@ -26,7 +29,7 @@ from typing import Any
 
 from privguard.errors import ConfigError
 
-PATH_KEYS = ("model", "data", "out")
+PATH_KEYS = ("model", "data", "out", "cache_dir")
 
 
 @dataclass
@@ -39,6 +42,9 @@ class AuditPlan:
     sensitive: str | None = None
     seed: int = 0
     budget: int | None = None
+    jobs: int = 1
+    scheduler: str | None = None
+    cache_dir: str | None = None
     out: str = "privguard-report"
     fail_on: str | None = None
 
@@ -84,11 +90,12 @@ def _normalise(raw: dict[str, Any], path: Path) -> dict[str, Any]:
     attacks = out.get("attacks")
     if isinstance(attacks, list):
         out["attacks"] = ",".join(map(str, attacks))
-    expected = {"seed": int, "budget": int}
+    expected = {"seed": int, "budget": int, "jobs": int}
     for key, typ in expected.items():
         if key in out and not isinstance(out[key], typ):
             raise ConfigError(f"{path}: {key} must be an integer")
-    for key in ("model", "data", "label", "attacks", "access", "sensitive", "out", "fail_on"):
+    keys = ("model", "data", "label", "attacks", "access", "sensitive", "out", "fail_on")
+    for key in (*keys, "scheduler", "cache_dir"):
         if key in out and not isinstance(out[key], str):
             raise ConfigError(f"{path}: {key} must be a string")
     return out

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from privguard import __version__
-from privguard.attacks import Attack, Knowledge, resolve
+from privguard.attacks import Attack, Compute, Knowledge, resolve
 from privguard.audit.metrics import membership_metrics
 from privguard.audit.report import AttackResult, Report, summarise
 from privguard.audit.risk import assess
@@ -27,6 +27,7 @@ from privguard.models import Target, load_target
 from privguard.oracle import Access
 
 Progress = Callable[[str, int, int], None]
+TOP_RECORDS = 20  # most exposed members listed in the report
 
 
 def audit(
@@ -39,6 +40,9 @@ def audit(
     sensitive: str | None = None,
     seed: int = 0,
     budget: int | None = None,
+    n_jobs: int = 1,
+    scheduler: Any = None,
+    cache_dir: str | Path | None = None,
     progress: Progress | None = None,
     command: str | None = None,
 ) -> Report:
@@ -56,6 +60,9 @@ def audit(
             dataset's recorded sensitive field, e.g. ``sex``).
         seed: seeds every random choice of the attacks; the same seed gives the same report.
         budget: query budget per attack (``None``: unlimited).
+        n_jobs: local processes for shadow / reference model training.
+        scheduler: a Dask scheduler address (or ``distributed.Client``) to train them on instead.
+        cache_dir: where trained reference models are kept and reused (``None``: no cache).
         progress: ``progress(step, done, total)`` callback.
 
     Example:
@@ -72,7 +79,12 @@ def audit(
     chosen = resolve(names, access)
     ds = target.load_data(data, label=label)
     truth = _Truth.build(ds, target.split, seed)
+    if n_jobs < 1:
+        raise ConfigError("--jobs must be at least 1")
     knowledge = truth.knowledge(target, ds, sensitive, needs_sensitive=_wants_attribute(chosen))
+    knowledge.compute = Compute(
+        n_jobs=n_jobs, scheduler=scheduler, cache_dir=str(cache_dir) if cache_dir else None
+    )
 
     runnable, skipped = [], []
     for cls in chosen:
@@ -89,6 +101,7 @@ def audit(
 
     results: list[AttackResult] = []
     artifacts: dict[str, dict[str, Any]] = {}
+    membership_scores: dict[str, np.ndarray] = {}
     for i, cls in enumerate(runnable):
         if progress is not None:
             progress(f"attack {cls.name}", i, len(runnable))
@@ -122,6 +135,8 @@ def audit(
                 curves=curves,
             )
         )
+        if cls.family == "membership":
+            membership_scores[cls.name] = np.asarray(guesses.scores, dtype=np.float64)
         if cls.family == "inversion":
             artifacts[f"inversion-{cls.name}.npz"] = {
                 "reconstructions": np.asarray(guesses.reconstructions, dtype=np.float32),
@@ -133,6 +148,9 @@ def audit(
     summary = summarise(results)
     if skipped:
         summary["skipped"] = skipped
+    if membership_scores:
+        artifacts["membership-scores.npz"] = truth.score_table(membership_scores)
+        summary["most_exposed"] = truth.most_exposed(results, membership_scores)
     return Report(
         privguard_version=__version__,
         target=target.describe(),
@@ -145,6 +163,9 @@ def audit(
             "sensitive": knowledge.sensitive.name if knowledge.sensitive else None,
             "seed": seed,
             "budget": budget,
+            "n_jobs": n_jobs,
+            "scheduler": scheduler if isinstance(scheduler, str) else None,
+            "cache_dir": str(cache_dir) if cache_dir else None,
             "command": command,
             "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         },
@@ -206,9 +227,48 @@ class _Truth:
             raise ConfigError("--sensitive applies to tabular data only")
         return know
 
+    def score_table(self, scores: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Every candidate's score under every membership attack (OUT/artifacts)."""
+        table = {
+            "index": self.candidates,
+            "label": self.ds.y[self.candidates],
+            "is_member": self.is_member,
+        }
+        table.update({f"score_{name}": s for name, s in scores.items()})
+        return table
+
+    def most_exposed(
+        self, results: list[AttackResult], scores: dict[str, np.ndarray], top: int = TOP_RECORDS
+    ) -> dict[str, Any]:
+        """The members the strongest membership attack singles out most confidently.
+
+        Strongest = highest TPR at 1% FPR, then AUC. For each member, ``exposed_at_fpr`` is the
+        share of non-members scoring at least as high: the false-positive rate an attacker must
+        accept to flag that person (0 = flagged with no false positive at all)."""
+        ranked = [r for r in results if r.name in scores]
+        best = max(ranked, key=lambda r: (r.metrics["tpr_at_fpr_0.01"], r.metrics["auc"]))
+        s = scores[best.name]
+        non = np.sort(s[~self.is_member])
+        members = np.flatnonzero(self.is_member)
+        order = members[np.argsort(-s[members], kind="stable")][:top]
+        records = []
+        for i in order:
+            at_least = len(non) - np.searchsorted(non, s[i], side="left")
+            records.append(
+                {
+                    "index": int(self.candidates[i]),
+                    "class": self.ds.classes[int(self.ds.y[self.candidates[i]])],
+                    "score": float(s[i]),
+                    "exposed_at_fpr": round(at_least / max(len(non), 1), 6),
+                }
+            )
+        return {"attack": best.name, "records": records}
+
     def evaluate(self, cls: type[Attack], guesses: Any):
         if cls.family == "membership":
-            return membership_metrics(guesses.scores, guesses.decisions, self.is_member)
+            return membership_metrics(
+                guesses.scores, guesses.decisions, self.is_member, seed=self.seed
+            )
         if cls.family == "inversion":
             if "inversion" not in self._evaluators:
                 from privguard.audit.inversion_eval import InversionEvaluator

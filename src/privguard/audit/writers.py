@@ -462,8 +462,24 @@ def build_view(report: Report, *, with_plots: bool = True) -> dict[str, Any]:
         "total_seconds": fmt_seconds(summary.get("total_seconds")),
         "attacks": attacks,
         "overlay": membership_overlay(d["attacks"]) if with_plots else None,
+        "exposed": _exposed_view(summary.get("most_exposed")),
+        "skipped": summary.get("skipped") or [],
         "gap": generalisation_gap(d.get("target") or {}),
     }
+
+
+def _exposed_view(exposed: Any) -> dict[str, Any] | None:
+    if not isinstance(exposed, Mapping) or not exposed.get("records"):
+        return None
+    records = [
+        {
+            **rec,
+            "score": fmt_number(rec.get("score")),
+            "exposed_at_fpr": fmt_number(rec.get("exposed_at_fpr")),
+        }
+        for rec in exposed["records"]
+    ]
+    return {"attack": exposed.get("attack", ""), "records": records}
 
 
 # --- templates -------------------------------------------------------------------------------
