@@ -10,15 +10,17 @@ def test_report_follows_the_contract(digits_mlp):
     report = privguard.audit(digits_mlp, attacks=["membership"], seed=0)
     d = report.to_dict()
     assert {"privguard_version", "target", "data", "attacks", "summary"} <= set(d)
-    assert len(d["attacks"]) == 4
+    n = len(digits_mlp.split.members) + len(digits_mlp.split.nonmembers)
     for a in d["attacks"]:
         assert {"name", "family", "access", "queries", "seconds", "metrics", "risk"} <= set(a)
-        assert a["family"] == "membership" and a["access"] == "probs"
+        assert a["family"] == "membership" and a["access"] in ("label", "probs")
         assert a["risk"] in ("low", "medium", "high")
         assert all(isinstance(v, int | float) for v in a["metrics"].values())
         for k in ("auc", "advantage", "tpr_at_fpr_0.01", "tpr_at_fpr_0.001"):
             assert 0.0 <= a["metrics"][k] <= 1.0
-        assert a["queries"] == a["metrics"]["n_members"] + a["metrics"]["n_nonmembers"]
+        assert a["metrics"]["n_members"] + a["metrics"]["n_nonmembers"] == n
+        # one query per candidate for the threshold attacks, more for label-only probing
+        assert a["queries"] == n if a["access"] == "probs" else a["queries"] > n
     assert d["data"]["split"]["members"] == len(digits_mlp.split.members)
     assert d["summary"]["overall_risk"] in ("low", "medium", "high")
     json.dumps(d, allow_nan=False)

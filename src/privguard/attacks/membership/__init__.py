@@ -1,3 +1,6 @@
 """Membership inference: was this record in the training set?"""
 
-from privguard.attacks.membership import threshold  # noqa: F401  (registers the attacks)
+from privguard.attacks.membership import (  # noqa: F401  (importing registers the attacks)
+    label_only,
+    threshold,
+)

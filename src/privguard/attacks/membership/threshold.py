@@ -34,6 +34,7 @@ from typing import ClassVar
 import numpy as np
 
 from privguard.attacks.base import Attack, Knowledge, MembershipGuesses, Progress
+from privguard.attacks.membership.calibration import shadow_key, shadow_model
 from privguard.attacks.registry import register
 from privguard.oracle import Access, Oracle
 
@@ -109,7 +110,7 @@ class _ThresholdAttack(Attack):
 
     @property
     def _shadow_key(self) -> str:
-        return f"shadow-{self.shadow_fraction}"
+        return shadow_key(self.shadow_fraction)
 
     def run(
         self, oracle: Oracle, knowledge: Knowledge, progress: Progress | None = None
@@ -141,7 +142,7 @@ class _ThresholdAttack(Attack):
 
     def _shadow_thresholds(self, knowledge: Knowledge, progress) -> dict[int | None, float]:
         p_in, y_in, p_out, y_out = knowledge.cached(
-            self._shadow_key,
+            f"shadow-outputs-{self.shadow_fraction}",
             lambda: _shadow_outputs(knowledge, self.shadow_fraction, progress),
         )
         stat = type(self).statistic
@@ -156,26 +157,10 @@ class _ThresholdAttack(Attack):
 
 
 def _shadow_outputs(knowledge: Knowledge, fraction: float, progress):
-    """Train one shadow model on part of the aux pool; its outputs on its own training half
-    (members) and the rest (non-members)."""
-    if progress is not None:
-        progress("training shadow model", 0, 1)
-    rng = np.random.default_rng(knowledge.seed)
-    n = len(knowledge.aux_y)
-    order = rng.permutation(n)
-    k = int(round(n * fraction))
-    ins, outs = order[:k], order[k:]
-    shadow = knowledge.recipe.fit(
-        knowledge.aux_x[ins], knowledge.aux_y[ins], seed=knowledge.seed + 1
-    )
-    if progress is not None:
-        progress("training shadow model", 1, 1)
-    return (
-        shadow.predict_proba(knowledge.aux_x[ins]),
-        knowledge.aux_y[ins],
-        shadow.predict_proba(knowledge.aux_x[outs]),
-        knowledge.aux_y[outs],
-    )
+    """The shared shadow model's outputs on its own training half (members) and the rest."""
+    shadow, ins, outs = shadow_model(knowledge, fraction, progress)
+    x, y = knowledge.aux_x, knowledge.aux_y
+    return shadow.predict_proba(x[ins]), y[ins], shadow.predict_proba(x[outs]), y[outs]
 
 
 @register
