@@ -32,6 +32,7 @@ out = Console()
 err = Console(stderr=True)
 # The demo: overfit MLPs on 920 patients of the UCI heart-disease study (an API that returns
 # probabilities) and on the digits images (an attacker holding the model itself).
+DEMO_JOBS = 2  # processes for the reference models of LiRA and RMIA
 DEMO_TARGETS = [("heart-disease", 300, "probs", ""), ("digits", 100, "whitebox", "digits")]
 DEMO_STORIES = {
     "heart-disease": "who was in the study, and what is their sex?",
@@ -238,7 +239,12 @@ def demo(
             target = privguard.train(data, config, progress=update)
             target.save(model_dir / data)
             report = privguard.audit(
-                target, access=access, seed=seed, progress=update, command=_command_line()
+                target,
+                access=access,
+                seed=seed,
+                n_jobs=DEMO_JOBS,
+                progress=update,
+                command=_command_line(),
             )
         m = target.metrics
         out.rule(f"{data}: {DEMO_STORIES[data]}")
@@ -337,7 +343,8 @@ def _print_summary(report: privguard.Report, out_dir: Path) -> None:
         keys = KEY_METRICS.get(family) or [(k, k) for k in list(attacks[0].metrics)[:3]]
         cols = [Column(label, min_width=len(label)) for _, label in keys]
         title = f"{family}: {KEY_NOTES[family]}" if family in KEY_NOTES else family
-        table = Table(*cols, "risk", "queries", "s", title=title, box=SIMPLE_HEAD)
+        tail = [Column(h, min_width=len(h)) for h in ("risk", "queries", "s")]
+        table = Table(*cols, *tail, title=title, box=SIMPLE_HEAD)
         table.columns.insert(0, _name_column("attack"))
         for a in attacks:
             style = RISK_STYLE[a.risk]

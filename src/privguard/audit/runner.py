@@ -120,6 +120,9 @@ def audit(
             continue
         seconds = time.perf_counter() - t0
         metrics, curves, notes = truth.evaluate(cls, guesses)
+        for counter in ("reference_models", "trained_models", "reused_models", "shared_models"):
+            if getattr(guesses, counter, None) is not None:
+                metrics[counter] = int(getattr(guesses, counter))
         results.append(
             AttackResult(
                 name=cls.name,

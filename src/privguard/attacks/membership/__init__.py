@@ -2,5 +2,8 @@
 
 from privguard.attacks.membership import (  # noqa: F401  (importing registers the attacks)
     label_only,
+    lira,
+    rmia,
+    shadow,
     threshold,
 )
