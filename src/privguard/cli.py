@@ -297,7 +297,7 @@ def _short_citation(paper: str) -> str:
     """'Authors, Title, Venue Year (more)' -> 'Authors, Venue Year'."""
     import re
 
-    parts = [p.strip() for p in re.sub(r"\s*\(.*?\)", "", paper).split(",")]
+    parts = [p.strip() for p in re.sub(r"\s*\(.*?\)", "", paper).split(";")[0].split(",")]
     return f"{parts[0]}, {parts[-1]}" if len(parts) >= 3 else paper
 
 

@@ -498,7 +498,7 @@ class LabelOnlyBoundary(_LabelOnlyAttack):
     """Member if the decision boundary is far from the record (HopSkipJump, labels only)."""
 
     name = "label-only-boundary"
-    paper = PAPER + "; boundary search: Chen et al., HopSkipJumpAttack, IEEE S&P 2020"
+    paper = PAPER + " (boundary search: Chen et al., HopSkipJumpAttack, IEEE S&P 2020)"
     description = (
         "Label-only: estimates the L2 distance from the record to the model's decision boundary "
         "with HopSkipJump label queries; records far from the boundary are called members."
