@@ -10,13 +10,13 @@ inversion attacks in this package:
   classes up front and saying what a spent budget cut short;
 - :func:`rms`, :func:`total_variation_grad`, :func:`smooth_images`: per-record step
   normalisation and the image priors (total variation, the Gaussian denoise "Process" step);
-- :func:`log_confidence`, :func:`log_margin`: class scores computed from probability vectors in
-  float64 in forms that keep their resolution near certainty (shared/PAPERS.md, "Loss
-  precision").
+- :func:`log_margin`: the class score log p_y - max_{j != y} log p_j computed from probability
+  vectors in float64, floored for rounded outputs.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,7 +45,9 @@ def target_classes(oracle: Oracle, knowledge: Knowledge) -> np.ndarray:
     return classes.astype(np.int64)
 
 
-def input_bounds(knowledge: Knowledge, input_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+def input_bounds(
+    knowledge: Knowledge, input_shape: tuple[int, ...]
+) -> tuple[np.ndarray, np.ndarray]:
     """``knowledge.bounds`` broadcast to one record: ``(low, high)``, float32 arrays of shape
     ``input_shape`` (scalar bounds and per-feature bounds both work)."""
     try:
@@ -113,40 +115,52 @@ class BudgetPlan:
 
 
 def plan_budget(
-    oracle: Oracle, n_classes: int, wanted_per_class: int, min_per_class: int
+    oracle: Oracle,
+    n_classes: int,
+    wanted_per_class: int,
+    min_per_class: int,
+    labels: Sequence[int] | None = None,
 ) -> BudgetPlan:
     """Share ``oracle.remaining`` between ``n_classes`` classes up front.
 
     Every class gets ``wanted_per_class`` queries when the budget allows; otherwise an equal
     share; when even ``min_per_class`` each does not fit, only as many classes as can have
     ``min_per_class`` are attacked (in order) and the rest keep their initialisation.
+    ``labels`` (the class of each position) only make the note name the classes.
     """
     remaining = oracle.remaining
     if remaining is None or remaining >= n_classes * wanted_per_class:
         return BudgetPlan(wanted_per_class, n_classes)
+    left = f" ({remaining} left)" if remaining != oracle.budget else ""
     share = remaining // n_classes
     if share >= min_per_class:
         return BudgetPlan(
             share,
             n_classes,
-            f"query budget of {oracle.budget} ({remaining} left) allows {share} queries per "
+            f"query budget of {oracle.budget}{left} allows {share} queries per "
             f"class instead of {wanted_per_class}",
         )
-    n_run = remaining // min_per_class if min_per_class > 0 else 0
+    n_run = int(remaining // min_per_class) if min_per_class > 0 else 0
+    names = list(range(n_classes)) if labels is None else [int(c) for c in labels]
+    if n_run:
+        cut = (
+            f"only class(es) {names[:n_run]} are attacked ({min_per_class} queries each); the "
+            f"budget runs out after class {names[n_run - 1]}"
+        )
+    else:
+        cut = "no class can be attacked"
     return BudgetPlan(
         min_per_class,
-        int(n_run),
-        f"query budget of {oracle.budget} ({remaining} left) is too small for {n_classes} "
-        f"classes at {min_per_class} queries each: {n_run} class(es) attacked, the rest keep "
-        "their initialisation",
+        n_run,
+        f"query budget of {oracle.budget}{left} is too small for {n_classes} "
+        f"classes at {min_per_class} queries each: {cut}; classes {names[n_run:]} keep their "
+        "initialisation",
     )
 
 
 def budget_note(oracle: Oracle, last_class: int | None, unfinished: list[int]) -> str:
     """The report's note when the budget ran out mid-attack."""
-    where = "before any class was finished" if last_class is None else (
-        f"after class {last_class}"
-    )
+    where = "before any class was finished" if last_class is None else (f"after class {last_class}")
     rest = (
         f"; classes {unfinished} keep their best reconstruction so far (or the initialisation)"
         if unfinished
@@ -182,17 +196,6 @@ def smooth_images(x: np.ndarray, sigma: float) -> np.ndarray:
     if sigma <= 0:
         return x
     return gaussian_filter(x, sigma=(0,) * (x.ndim - 2) + (sigma, sigma), mode="nearest")
-
-
-def log_confidence(p: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """log p_y per row, float64, exact where p_y rounds to 1 (computed from the other classes'
-    mass) and finite where p_y is 0."""
-    p = np.asarray(p, dtype=np.float64)
-    rows = np.arange(len(y))
-    py = np.clip(p[rows, y], TINY, 1.0)
-    others = p.copy()
-    others[rows, y] = 0.0
-    return -np.log1p(np.clip(others.sum(axis=1), 0.0, None) / py)
 
 
 def log_margin(p: np.ndarray, y: np.ndarray, floor: float = TINY) -> np.ndarray:
