@@ -1,26 +1,27 @@
-"""privguard's threshold membership attacks vs IBM ART's membership inference, side by side.
+"""Every privguard membership attack vs IBM ART's membership inference, side by side.
 
-Same target models, same member / non-member split, same metrics function
+Same target models, same member / non-member candidates, same metric code
 (``privguard.audit.metrics.membership_metrics``) for every attack.
 
-- privguard: ``loss-threshold``, ``confidence-threshold``, ``entropy-threshold``,
-  ``modified-entropy-threshold``, each run alone through ``privguard.audit`` (so its seconds
-  include the shadow model it trains on the attacker's auxiliary pool), and all four in one
-  audit (one shared shadow model) for the total. The attacker never sees ground truth.
-- ART 1.x: ``MembershipInferenceBlackBox`` (attack model ``nn`` and ``rf``, ART's defaults
-  otherwise) and ``MembershipInferenceBlackBoxRuleBased`` (the gap attack), on a
-  ``PyTorchClassifier`` around the target's module. The black-box attack is trained two ways:
-
-  (a) *shadow-trained*: on the outputs of a shadow model trained with the target's recipe on
-      half of the auxiliary pool (members) vs the other half (non-members) -- exactly the
-      shadow model privguard's attacks use (same halves, same seed), so the two differ only in
-      the attack model. No ground truth.
-  (b) *ground-truth-trained* (ART's documented usage): fitted on a random 50% of the target's
-      true members and non-members and evaluated, with everything else, on the other 50% only.
-      This uses knowledge the privguard attacker never has.
-
-Both sides get the same information per record: the target's class-probability vector (what
-privguard's ``probs`` oracle returns) and the true label.
+- privguard: every registered attack of the ``membership`` family (threshold attacks, label-only,
+  shadow-models, lira-online, lira-offline, rmia), all in one
+  ``privguard.audit(target, attacks=[...], seed=s, n_jobs=2)`` with their default settings.
+  Attacks of one audit share reference-model sets (same mode, K, seed): the seconds of the first
+  attack that needs a set include training it; the later ones reuse it (``shared`` column).
+  The attacker never sees ground truth.
+- RMIA vs LiRA offline with 2 reference models each (the issue's RMIA target): the attack classes
+  instantiated directly (``RMIA(n_reference=2)``, ``LiraOffline(n_reference=2)``) on the same
+  Knowledge the audit builds, sharing one set of 2 offline reference models.
+- ART 1.x, on a ``PyTorchClassifier`` around the target's module:
+  ``MembershipInferenceBlackBox`` (attack models ``nn`` and ``rf``) trained
+  (a) on one shadow model trained with the target's recipe on half the auxiliary pool (no ground
+      truth);
+  (b) on the outputs of ART's ``ShadowModels`` utility (3 shadow models, ART's default, each on a
+      random half of the auxiliary pool, trained with the target's recipe through a small
+      CLONABLE wrapper; no ground truth);
+  (c) on a random 50% of the target's true members and non-members (ART's documented usage,
+      GROUND TRUTH), evaluated with everything else on the other 50% only ("held-out half");
+  and ``MembershipInferenceBlackBoxRuleBased`` (the gap attack).
 
 Run ``python benchmarks/membership_vs_art.py --help``; see benchmarks/README.md.
 ART is only imported here (the ``bench`` extra); privguard never depends on it.
@@ -47,49 +48,38 @@ import numpy as np
 import torch
 
 import privguard
+from privguard.attacks import Compute, resolve
+from privguard.attacks.membership.lira import LiraOffline
+from privguard.attacks.membership.rmia import RMIA
 from privguard.audit.metrics import membership_metrics
-from privguard.audit.runner import cross_split_twins
-from privguard.data import Split
+from privguard.audit.runner import _Truth, cross_split_twins
+from privguard.oracle import Access
 
-PRIVGUARD_ATTACKS = (
-    "loss-threshold",
-    "confidence-threshold",
-    "entropy-threshold",
-    "modified-entropy-threshold",
-)
-ART_SHADOW = ("art-bb-nn", "art-bb-rf")
-ART_GT = ("art-bb-nn-gt", "art-bb-rf-gt")
-ART_RULE = "art-rule-based"
+N_JOBS = 2
+ART_SHADOW_MODELS = 3  # ART's ShadowModels default
 
-LABELS = {
-    "loss-threshold": "privguard loss-threshold",
-    "confidence-threshold": "privguard confidence-threshold",
-    "entropy-threshold": "privguard entropy-threshold",
-    "modified-entropy-threshold": "privguard modified-entropy-threshold",
-    "art-bb-nn": "ART BlackBox nn, shadow-trained",
-    "art-bb-rf": "ART BlackBox rf, shadow-trained",
-    "art-rule-based": "ART RuleBased (gap attack)",
-    "art-bb-nn-gt": "ART BlackBox nn, ground-truth-trained †",
-    "art-bb-rf-gt": "ART BlackBox rf, ground-truth-trained †",
-}
-KNOWLEDGE = {
-    **{a: "shadow model on aux" for a in PRIVGUARD_ATTACKS},
-    "art-bb-nn": "shadow model on aux",
-    "art-bb-rf": "shadow model on aux",
-    "art-rule-based": "none",
-    "art-bb-nn-gt": "GROUND TRUTH (50%)",
-    "art-bb-rf-gt": "GROUND TRUTH (50%)",
-}
-
-# name, dataset, TrainConfig overrides, in --quick
-TARGETS: list[tuple[str, str, dict[str, Any], bool]] = [
-    ("diabetes-mlp-overfit", "diabetes", {"epochs": 500, "lr": 3e-3}, True),
-    ("heart-disease-mlp-overfit", "heart-disease", {"epochs": 300}, True),
-    ("digits-mlp", "digits", {"epochs": 100}, True),
-    ("adult-mlp", "adult", {"epochs": 30}, False),
+# name, dataset, TrainConfig overrides, in --quick, issue target (ratio to loss-threshold, floor)
+TARGETS: list[tuple[str, str, dict[str, Any], bool, tuple[float, float]]] = [
+    ("digits-mlp", "digits", {"epochs": 100}, True, (4.0, 0.05)),
+    ("mnist-5k-mlp", "mnist-5k", {"epochs": 30}, True, (4.0, 0.05)),
+    ("heart-disease-mlp-overfit", "heart-disease", {"epochs": 300}, True, (2.0, 0.03)),
+    ("adult-mlp", "adult", {"epochs": 20}, False, (2.0, 0.03)),
 ]
 
-METRICS = ("auc", "tpr_at_fpr_0.01", "advantage", "attacker_advantage", "seconds")
+ART_LABELS = {
+    "art-bb-nn": "ART BlackBox nn, 1 shadow (recipe)",
+    "art-bb-rf": "ART BlackBox rf, 1 shadow (recipe)",
+    "art-sm-nn": f"ART ShadowModels({ART_SHADOW_MODELS}) + BlackBox nn",
+    "art-sm-rf": f"ART ShadowModels({ART_SHADOW_MODELS}) + BlackBox rf",
+    "art-rule-based": "ART RuleBased (gap attack)",
+    "art-bb-nn-gt": "ART BlackBox nn, GROUND TRUTH 50% †",
+    "art-bb-rf-gt": "ART BlackBox rf, GROUND TRUTH 50% †",
+}
+
+
+def membership_attacks() -> list[str]:
+    """Every registered membership attack an attacker with ``probs`` access can run."""
+    return [cls.name for cls in resolve(["membership"], Access.PROBS)]
 
 
 # -- ART --------------------------------------------------------------------------------------
@@ -154,28 +144,42 @@ def run_art_rule_based(classifier, x: np.ndarray, y: np.ndarray) -> tuple[np.nda
     return np.asarray(decisions, dtype=np.float64).reshape(-1), round(time.perf_counter() - t0, 3)
 
 
-# -- one target, one seed ---------------------------------------------------------------------
+class RecipeModel:
+    """ART ``ShadowModels`` needs a CLONABLE template (``clone_for_refitting``, ``fit``,
+    ``predict``, ``input_shape``). This one trains with the target's own recipe, so ART's shadow
+    models are trained exactly like privguard's; clone k is seeded ``seed + k``."""
+
+    def __init__(self, recipe, input_shape, seed: int) -> None:
+        self.recipe, self.input_shape, self.seed = recipe, input_shape, seed
+        self._clones = 0
+        self.model = None
+
+    def clone_for_refitting(self) -> RecipeModel:
+        self._clones += 1
+        return RecipeModel(self.recipe, self.input_shape, self.seed + self._clones)
+
+    def fit(self, x, y, **_: Any) -> None:
+        self.model = self.recipe.fit(np.asarray(x), np.asarray(y), seed=self.seed)
+
+    def predict(self, x, **_: Any) -> np.ndarray:
+        return self.model.predict_proba(np.asarray(x))
 
 
-def metrics_of(scores, decisions, is_member) -> dict[str, float]:
-    m, _, _ = membership_metrics(scores, decisions, is_member)
-    return m
+def art_shadow_models_data(target, ds, seed: int):
+    """ART's ShadowModels on the auxiliary pool: ((p_in, y_in), (p_out, y_out), seconds)."""
+    from art.attacks.inference.membership_inference import ShadowModels
 
-
-def with_split(target: privguard.Target, members: np.ndarray, nonmembers: np.ndarray):
-    """A shallow copy of ``target`` whose recorded split evaluates only these candidates
-    (same model, same auxiliary pool, so privguard's shadow model is unchanged)."""
-    s = target.split
-    t = object.__new__(type(target))
-    t.__dict__.update(target.__dict__)
-    t.split = Split(np.sort(members), np.sort(nonmembers), s.aux, s.validation, s.seed)
-    return t
+    t0 = time.perf_counter()
+    template = RecipeModel(target.recipe, target.input_shape, 1_000 + seed)
+    sm = ShadowModels(template, num_shadow_models=ART_SHADOW_MODELS, random_state=seed)
+    (_, y_in, p_in), (_, y_out, p_out) = sm.generate_shadow_dataset(
+        ds.x[target.split.aux], ds.y[target.split.aux]
+    )
+    return (p_in, y_in), (p_out, y_out), time.perf_counter() - t0
 
 
 def shadow_like_privguard(target, ds, seed: int):
-    """The shadow model privguard's threshold attacks train (attacks/membership/threshold.py):
-    the aux pool permuted with ``default_rng(seed)``, the first half trained on with the
-    target's recipe and seed + 1."""
+    """One shadow model with the target's recipe on a seeded half of the aux pool."""
     aux_x, aux_y = ds.x[target.split.aux], ds.y[target.split.aux]
     order = np.random.default_rng(seed).permutation(len(aux_y))
     k = int(round(len(aux_y) * 0.5))
@@ -186,90 +190,111 @@ def shadow_like_privguard(target, ds, seed: int):
     return (p_in, aux_y[ins]), (p_out, aux_y[outs]), time.perf_counter() - t0
 
 
+# -- one target, one seed ---------------------------------------------------------------------
+
+KEEP = (
+    "auc",
+    "auc_ci_low",
+    "auc_ci_high",
+    "tpr_at_fpr_0.01",
+    "tpr_at_fpr_0.001",
+    "advantage",
+    "n_members",
+    "n_nonmembers",
+    "fpr_0.01_false_positives_allowed",
+)
+
+
+def metrics_of(scores, is_member, decisions=None) -> dict[str, Any]:
+    scores = np.asarray(scores, dtype=np.float64)
+    if decisions is None:
+        decisions = scores >= 0.5
+    m, _, _ = membership_metrics(scores, decisions, is_member)
+    return {k: m[k] for k in KEEP if k in m}
+
+
 def bench_target(dataset: str, overrides: dict[str, Any], seed: int, log) -> dict[str, Any]:
     t0 = time.perf_counter()
     target = privguard.train(dataset, privguard.TrainConfig(seed=seed, **overrides))
     train_seconds = time.perf_counter() - t0
+    log(f"  target trained in {train_seconds:.1f} s")
     ds = target.load_data()
     split = target.split
-    members, nonmembers = split.members, split.nonmembers
-    cand = np.concatenate([members, nonmembers])
-    is_member = np.r_[np.ones(len(members), bool), np.zeros(len(nonmembers), bool)]
+    truth = _Truth.build(ds, split, seed)  # the audit's candidate order for this seed
+    cand, is_member = truth.candidates, truth.is_member
     cx, cy = ds.x[cand], ds.y[cand]
-    cp = target.predict_proba(cx)  # what privguard's probs oracle returns for the candidates
+    cp = target.predict_proba(cx)  # what privguard's probs oracle returns
 
-    # Ground-truth half for ART (b): 50% of members and 50% of non-members, seeded.
+    # Ground-truth half for ART (c): 50% of members and 50% of non-members, seeded.
     rng = np.random.default_rng(10_000 + seed)
-    fit_m = np.zeros(len(members), bool)
-    fit_m[rng.permutation(len(members))[: len(members) // 2]] = True
-    fit_n = np.zeros(len(nonmembers), bool)
-    fit_n[rng.permutation(len(nonmembers))[: len(nonmembers) // 2]] = True
-    fit_mask = np.r_[fit_m, fit_n]
+    fit_mask = np.zeros(len(cand), bool)
+    for side in (is_member, ~is_member):
+        idx = np.flatnonzero(side)
+        fit_mask[idx[rng.permutation(len(idx))[: len(idx) // 2]]] = True
     ev = ~fit_mask
 
-    full: dict[str, dict[str, float]] = {}
-    half: dict[str, dict[str, float]] = {}
+    full: dict[str, dict[str, Any]] = {}
+    half: dict[str, dict[str, Any]] = {}
+    seconds: dict[str, float] = {}
+    extra: dict[str, dict[str, Any]] = {}
 
-    # privguard: each attack alone through the public API (its seconds include its shadow),
-    # then all four in one audit (one shared shadow model): what a user runs.
-    for name in PRIVGUARD_ATTACKS:
-        log(f"  privguard {name}")
-        report = privguard.audit(target, attacks=[name], seed=seed)
-        (res,) = report.attacks
-        full[name] = {**res.metrics, "seconds": res.seconds}
-    log("  privguard, all four in one audit")
+    names = membership_attacks()
+    log(f"  privguard.audit({', '.join(names)}, n_jobs={N_JOBS})")
     t0 = time.perf_counter()
-    report = privguard.audit(target, attacks=list(PRIVGUARD_ATTACKS), seed=seed)
-    privguard_one_audit = time.perf_counter() - t0
-    for res in report.attacks:  # same seed, same shadow: the same numbers as alone
-        if res.metrics["auc"] != full[res.name]["auc"]:
-            log(f"  WARNING: {res.name} AUC differs between a joint and a lone audit")
-    log("  privguard (held-out half)")
-    half_target = with_split(target, members[~fit_m], nonmembers[~fit_n])
-    report = privguard.audit(half_target, attacks=list(PRIVGUARD_ATTACKS), seed=seed)
+    report = privguard.audit(target, attacks=names, seed=seed, n_jobs=N_JOBS)
+    audit_seconds = time.perf_counter() - t0
+    table = report.artifacts["membership-scores.npz"]
+    assert np.array_equal(table["index"], cand)
     for res in report.attacks:
-        half[res.name] = {**res.metrics, "seconds": full[res.name]["seconds"]}
+        m = res.metrics
+        full[res.name] = {k: m[k] for k in KEEP if k in m}
+        seconds[res.name] = res.seconds
+        extra[res.name] = {
+            "queries": res.queries,
+            **{k: m[k] for k in ("reference_models", "trained_models", "shared_models") if k in m},
+        }
+        half[res.name] = metrics_of(table[f"score_{res.name}"][ev], is_member[ev])
+    skipped = report.summary.get("skipped", [])
+
+    # RMIA(2) vs LiRA offline(2): the classes directly, on the audit's Knowledge.
+    know = truth.knowledge(target, ds, None, needs_sensitive=False)
+    know.compute = Compute(n_jobs=N_JOBS, scheduler=None, cache_dir=None)
+    two: dict[str, dict[str, Any]] = {}
+    for cls in (LiraOffline, RMIA):
+        log(f"  {cls.name}(n_reference=2)")
+        attack = cls(n_reference=2)
+        t0 = time.perf_counter()
+        g = attack.run(target.oracle("probs"), know)
+        secs = round(time.perf_counter() - t0, 3)
+        two[cls.name] = {**metrics_of(g.scores, is_member, g.decisions), "seconds": secs}
 
     classifier = art_classifier(target)
-    art_attack_seconds: dict[str, float] = {}
-
-    # ART (a): shadow-trained, on privguard's own shadow model.
-    log("  ART shadow model")
-    shadow_in, shadow_out, shadow_seconds = shadow_like_privguard(target, ds, seed)
-    for name, kind in zip(ART_SHADOW, ("nn", "rf"), strict=True):
-        log(f"  {LABELS[name]}")
-        scores, secs = run_art_blackbox(classifier, kind, seed, shadow_in, shadow_out, cy, cp)
-        art_attack_seconds[name] = secs
-        secs = round(secs + shadow_seconds, 3)
-        full[name] = {**metrics_of(scores, scores >= 0.5, is_member), "seconds": secs}
-        half[name] = {**metrics_of(scores[ev], scores[ev] >= 0.5, is_member[ev]), "seconds": secs}
-
-    # ART rule-based: no training.
-    log(f"  {LABELS[ART_RULE]}")
+    log("  ART: one shadow model")
+    s_in, s_out, s_secs = shadow_like_privguard(target, ds, seed)
+    log(f"  ART: ShadowModels({ART_SHADOW_MODELS})")
+    m_in, m_out, m_secs = art_shadow_models_data(target, ds, seed)
+    for prefix, (d_in, d_out, d_secs) in (
+        ("art-bb", (s_in, s_out, s_secs)),
+        ("art-sm", (m_in, m_out, m_secs)),
+    ):
+        for kind in ("nn", "rf"):
+            name = f"{prefix}-{kind}"
+            scores, secs = run_art_blackbox(classifier, kind, seed, d_in, d_out, cy, cp)
+            seconds[name] = round(secs + d_secs, 3)
+            full[name] = metrics_of(scores, is_member)
+            half[name] = metrics_of(scores[ev], is_member[ev])
     scores, secs = run_art_rule_based(classifier, cx, cy)
-    art_attack_seconds[ART_RULE] = secs
-    full[ART_RULE] = {**metrics_of(scores, scores >= 0.5, is_member), "seconds": secs}
-    half[ART_RULE] = {
-        **metrics_of(scores[ev], scores[ev] >= 0.5, is_member[ev]),
-        "seconds": secs,
-    }
-
-    # ART (b): ground-truth-trained, evaluated on the other half.
-    f_in = fit_mask & is_member
-    f_out = fit_mask & ~is_member
-    for name, kind in zip(ART_GT, ("nn", "rf"), strict=True):
-        log(f"  {LABELS[name]}")
+    seconds["art-rule-based"] = secs
+    full["art-rule-based"] = metrics_of(scores, is_member)
+    half["art-rule-based"] = metrics_of(scores[ev], is_member[ev])
+    f_in, f_out = fit_mask & is_member, fit_mask & ~is_member
+    for kind in ("nn", "rf"):
+        name = f"art-bb-{kind}-gt"
         scores, secs = run_art_blackbox(
-            classifier,
-            kind,
-            seed,
-            (cp[f_in], cy[f_in]),
-            (cp[f_out], cy[f_out]),
-            cy[ev],
-            cp[ev],
+            classifier, kind, seed, (cp[f_in], cy[f_in]), (cp[f_out], cy[f_out]), cy[ev], cp[ev]
         )
-        art_attack_seconds[name] = secs
-        half[name] = {**metrics_of(scores, scores >= 0.5, is_member[ev]), "seconds": secs}
+        seconds[name] = secs
+        half[name] = metrics_of(scores, is_member[ev])
 
     m = target.metrics
     return {
@@ -280,239 +305,183 @@ def bench_target(dataset: str, overrides: dict[str, Any], seed: int, log) -> dic
         "test_accuracy": m["test_accuracy"],
         "generalization_gap": m["generalization_gap"],
         "train_seconds": round(train_seconds, 3),
-        "shadow_seconds": round(shadow_seconds, 3),
-        "totals": {
-            "privguard_one_audit": round(privguard_one_audit, 3),
-            "art_no_ground_truth": round(
-                shadow_seconds + sum(art_attack_seconds[n] for n in ART_SHADOW + (ART_RULE,)), 3
-            ),
-            "art_ground_truth": round(sum(art_attack_seconds[n] for n in ART_GT + (ART_RULE,)), 3),
-        },
-        "n_members": int(len(members)),
-        "n_nonmembers": int(len(nonmembers)),
+        "audit_seconds": round(audit_seconds, 3),
+        "n_members": int(len(split.members)),
+        "n_nonmembers": int(len(split.nonmembers)),
         "n_aux": int(len(split.aux)),
-        "cross_split_twins": cross_split_twins(ds.x, members, nonmembers),
+        "cross_split_twins": cross_split_twins(ds.x, split.members, split.nonmembers),
+        "privguard_attacks": names,
+        "skipped": skipped,
+        "seconds": seconds,
+        "attack_info": extra,
         "all_candidates": full,
         "held_out_half": half,
+        "two_references": two,
     }
 
 
-# -- aggregation ------------------------------------------------------------------------------
+# -- aggregation, checks, tables --------------------------------------------------------------
 
 
-def summarise(values: list[float]) -> dict[str, float]:
-    a = np.asarray(values, dtype=np.float64)
+def mean_std(values: list[float]) -> dict[str, float]:
+    a = np.asarray([np.nan if v is None else v for v in values], dtype=np.float64)
     return {
-        "mean": round(float(a.mean()), 6),
-        "std": round(float(a.std(ddof=1)) if len(a) > 1 else 0.0, 6),
+        "mean": round(float(np.mean(a)), 6),
+        "std": round(float(np.std(a, ddof=1)) if len(a) > 1 else 0.0, 6),
     }
 
 
 def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for block in ("all_candidates", "held_out_half"):
+    for block in ("all_candidates", "held_out_half", "two_references"):
         out[block] = {}
-        for name in runs[0][block]:
-            entry = {k: summarise([r[block][name][k] for r in runs]) for k in METRICS}
-            entry["n_nonmembers"] = runs[0][block][name]["n_nonmembers"]
-            entry["n_members"] = runs[0][block][name]["n_members"]
-            entry["fpr_0.01_false_positives_allowed"] = runs[0][block][name][
-                "fpr_0.01_false_positives_allowed"
-            ]
-            out[block][name] = entry
-    for k in ("train_accuracy", "test_accuracy", "generalization_gap", "train_seconds"):
-        out[k] = summarise([r[k] for r in runs])
-    out["totals"] = {k: summarise([r["totals"][k] for r in runs]) for k in runs[0]["totals"]}
-    out["cross_split_twins"] = [r["cross_split_twins"] for r in runs]
-    return out
-
-
-def _ratio(a: float, b: float) -> float | None:
-    return round(a / b, 4) if b > 0 else None
-
-
-def best(entries: dict[str, Any], names, metric: str) -> tuple[str, float]:
-    name = max(names, key=lambda n: entries[n][metric]["mean"])
-    return name, entries[name][metric]["mean"]
-
-
-def ratios(agg: dict[str, Any]) -> dict[str, Any]:
-    """privguard's best / ART's best, per block. ART's field on all candidates holds only the
-    attacks without ground truth; on the held-out half it also holds the ground-truth ones."""
-    out: dict[str, Any] = {}
-    fields = {
-        "all_candidates": (ART_SHADOW + (ART_RULE,), "privguard vs ART without ground truth"),
-        "held_out_half": (
-            ART_SHADOW + (ART_RULE,) + ART_GT,
-            "privguard vs ART including the ground-truth-trained attacks",
-        ),
-    }
-    art_total_key = {"all_candidates": "art_no_ground_truth", "held_out_half": "art_ground_truth"}
-    for block, (art_names, what) in fields.items():
-        e = agg[block]
-        r: dict[str, Any] = {"compares": what}
-        for metric in ("auc", "tpr_at_fpr_0.01"):
-            pg_name, pg = best(e, PRIVGUARD_ATTACKS, metric)
-            art_name, art = best(e, art_names, metric)
-            r[metric] = {
-                "privguard_best": pg_name,
-                "privguard": pg,
-                "art_best": art_name,
-                "art": art,
-                "ratio": _ratio(pg, art),
+        for name, first in runs[0][block].items():
+            e = {
+                k: mean_std([r[block][name].get(k) for r in runs])
+                for k in ("auc", "tpr_at_fpr_0.01", "advantage")
             }
-        pg_name, art_name = r["auc"]["privguard_best"], r["auc"]["art_best"]
-        pg_s, art_s = e[pg_name]["seconds"]["mean"], e[art_name]["seconds"]["mean"]
-        totals = agg["totals"]
-        pg_total = totals["privguard_one_audit"]["mean"]
-        art_total = totals[art_total_key[block]]["mean"]
-        r["seconds"] = {
-            "best_auc_attack": {
-                "privguard": round(pg_s, 3),
-                "art": round(art_s, 3),
-                "ratio": _ratio(pg_s, art_s),
-            },
-            "all_attacks": {
-                "privguard": round(pg_total, 3),
-                "art": round(art_total, 3),
-                "ratio": _ratio(pg_total, art_total),
-            },
-        }
-        out[block] = r
+            secs = [
+                r["seconds"][name] if block != "two_references" else r[block][name]["seconds"]
+                for r in runs
+            ]
+            e["seconds"] = mean_std(secs)
+            e["n_nonmembers"] = first["n_nonmembers"]
+            e["fpr_0.01_false_positives_allowed"] = first.get("fpr_0.01_false_positives_allowed")
+            out[block][name] = e
+    for k in (
+        "train_accuracy",
+        "test_accuracy",
+        "generalization_gap",
+        "train_seconds",
+        "audit_seconds",
+    ):
+        out[k] = mean_std([r[k] for r in runs])
     return out
 
 
-# -- output -----------------------------------------------------------------------------------
+def checks(name: str, agg: dict[str, Any], want: tuple[float, float]) -> list[dict[str, Any]]:
+    ratio, floor = want
+    a = agg["all_candidates"]
+    out = []
+    if "lira-online" in a and "loss-threshold" in a:
+        lira = a["lira-online"]["tpr_at_fpr_0.01"]["mean"]
+        loss = a["loss-threshold"]["tpr_at_fpr_0.01"]["mean"]
+        ok = lira >= ratio * loss and lira >= floor
+        times = lira / loss if loss > 0 else float("inf")
+        out.append(
+            {
+                "target": name,
+                "check": f"LiRA online TPR@1%FPR >= {ratio:g}x loss-threshold and >= {floor:g}",
+                "value": f"{lira:.3f} vs {loss:.3f} ({times:.1f}x)",
+                "pass": bool(ok),
+            }
+        )
+    t = agg["two_references"]
+    if "rmia" in t and "lira-offline" in t:
+        r, lo = t["rmia"]["auc"]["mean"], t["lira-offline"]["auc"]["mean"]
+        out.append(
+            {
+                "target": name,
+                "check": "RMIA(2 refs) AUC >= LiRA offline(2 refs) AUC",
+                "value": f"{r:.3f} vs {lo:.3f}",
+                "pass": bool(r >= lo),
+            }
+        )
+    return out
 
 
-def fmt(entry: dict[str, Any], metric: str, nseeds: int, digits: int = 3) -> str:
-    m, s = entry[metric]["mean"], entry[metric]["std"]
-    if metric == "seconds":
-        return f"{m:.2f}" + (f" ± {s:.2f}" if nseeds > 1 else "")
-    return f"{m:.{digits}f}" + (f" ± {s:.{digits}f}" if nseeds > 1 else "")
+def label(name: str) -> str:
+    return ART_LABELS.get(name, f"privguard {name}")
 
 
-def table_rows(agg: dict[str, Any], block: str, nseeds: int) -> list[list[str]]:
-    rows = []
-    for name, e in agg[block].items():
-        fp = e["fpr_0.01_false_positives_allowed"]
-        rows.append(
+def fmt(e: dict[str, Any], key: str, nseeds: int, digits: int = 3) -> str:
+    m = e[key]["mean"]
+    if m is None or (isinstance(m, float) and math.isnan(m)):
+        return "n/a"
+    s = f"{m:.{digits}f}"
+    return s + (f" ± {e[key]['std']:.{digits}f}" if nseeds > 1 else "")
+
+
+def rows(block: dict[str, Any], nseeds: int, info: dict[str, Any] | None = None) -> list[list[str]]:
+    out = [["attack", "AUC", "TPR@1%FPR", "non-members (FP allowed at 1%)", "seconds"]]
+    order = sorted(block, key=lambda n: (n.startswith("art"), -block[n]["tpr_at_fpr_0.01"]["mean"]))
+    for n in order:
+        e = block[n]
+        secs = fmt(e, "seconds", nseeds, 1)
+        if info and n in info and info[n].get("shared_models"):
+            secs += " (shared refs)"
+        out.append(
             [
-                LABELS[name],
-                KNOWLEDGE[name],
+                label(n),
                 fmt(e, "auc", nseeds),
-                f"{fmt(e, 'tpr_at_fpr_0.01', nseeds)} ({fp}/{e['n_nonmembers']})",
-                fmt(e, "advantage", nseeds),
-                fmt(e, "attacker_advantage", nseeds),
-                fmt(e, "seconds", nseeds),
+                fmt(e, "tpr_at_fpr_0.01", nseeds),
+                f"{e['n_nonmembers']} ({e['fpr_0.01_false_positives_allowed']})",
+                secs,
             ]
         )
-    return rows
+    return out
 
 
-HEADER = [
-    "attack",
-    "attacker knows",
-    "AUC",
-    "TPR@1%FPR (FP/non-mem)",
-    "advantage",
-    "own-threshold adv.",
-    "seconds",
-]
-
-
-def block_title(agg, block: str) -> str:
-    any_entry = next(iter(agg[block].values()))
-    n_in, n_out = any_entry["n_members"], any_entry["n_nonmembers"]
-    if block == "all_candidates":
-        return f"all candidates: {n_in} members + {n_out} non-members"
-    return (
-        f"held-out half: {n_in} members + {n_out} non-members "
-        "(† = fitted on the other half's ground truth)"
-    )
-
-
-def target_title(name: str, agg: dict[str, Any], nseeds: int) -> str:
-    tr, te = agg["train_accuracy"]["mean"], agg["test_accuracy"]["mean"]
-    twins = max(agg["cross_split_twins"])
-    return (
-        f"{name}: train acc {tr:.3f}, test acc {te:.3f}, gap {tr - te:.3f}, "
-        f"{nseeds} seed(s), cross-split twins {twins}"
-    )
-
-
-def print_tables(results: dict[str, Any]) -> None:
-    nseeds = len(results["seeds"])
-    try:
-        from rich.console import Console
-        from rich.table import Table
-    except ImportError:  # pragma: no cover - rich is a privguard dependency
-        Console = None
-    for name, t in results["targets"].items():
-        agg = t["aggregate"]
-        for block in ("all_candidates", "held_out_half"):
-            title = f"{target_title(name, agg, nseeds)}\n{block_title(agg, block)}"
-            rows = table_rows(agg, block, nseeds)
-            if Console is not None:
-                table = Table(title=title, title_justify="left")
-                for i, h in enumerate(HEADER):
-                    table.add_column(h, justify="left" if i < 2 else "right")
-                for r in rows:
-                    table.add_row(*r)
-                Console(width=150).print(table)
-            else:
-                print(title)
-                print(markdown_table(rows))
-                print()
-
-
-def markdown_table(rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
+def markdown_table(r: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(r[0]) + " |", "|" + "---|" * len(r[0])]
+    lines += ["| " + " | ".join(x) + " |" for x in r[1:]]
     return "\n".join(lines)
 
 
 def markdown(results: dict[str, Any]) -> str:
-    nseeds = len(results["seeds"])
     parts = []
+    n = len(results["seeds"])
     for name, t in results["targets"].items():
         agg = t["aggregate"]
-        parts.append(f"### {target_title(name, agg, nseeds)}\n")
-        for block in ("all_candidates", "held_out_half"):
-            parts.append(f"*{block_title(agg, block)}*\n")
-            parts.append(markdown_table(table_rows(agg, block, nseeds)) + "\n")
+        info = t["runs"][0]["attack_info"]
+        parts.append(
+            f"#### {name}: train acc {agg['train_accuracy']['mean']:.3f}, test acc "
+            f"{agg['test_accuracy']['mean']:.3f}, {t['runs'][0]['n_members']} members / "
+            f"{t['runs'][0]['n_nonmembers']} non-members / {t['runs'][0]['n_aux']} aux, "
+            f"privguard audit {agg['audit_seconds']['mean']:.0f} s, {n} seed(s)\n"
+        )
+        parts.append("All candidates (no ground truth used by any attack):\n")
+        parts.append(markdown_table(rows(agg["all_candidates"], n, info)) + "\n")
+        parts.append("Held-out half (where ART's ground-truth-trained attacks can be scored):\n")
+        parts.append(markdown_table(rows(agg["held_out_half"], n, info)) + "\n")
+        parts.append("Two reference models each (classes instantiated directly):\n")
+        parts.append(markdown_table(rows(agg["two_references"], n)) + "\n")
+    parts.append("#### Issue targets\n")
+    parts.append(
+        markdown_table(
+            [["target", "check", "measured", ""]]
+            + [
+                [c["target"], c["check"], c["value"], "PASS" if c["pass"] else "MISS"]
+                for c in results["checks"]
+            ]
+        )
+    )
     return "\n".join(parts)
 
 
-def _r(entry: dict[str, Any]) -> str:
-    if entry["ratio"] is not None:
-        return f"{entry['ratio']:.2f}"
-    return f"n/a (ART {entry['art']:.3f})"
+def plain(results: dict[str, Any]) -> str:
+    """The Markdown tables with padded columns, for the terminal."""
+    out, block = [], []
 
+    def flush() -> None:
+        if block:
+            cells = [
+                [c.strip() for c in line.strip("|").split("|")]
+                for line in block
+                if not line.startswith("|---")
+            ]
+            w = [max(len(r[i]) for r in cells) for i in range(len(cells[0]))]
+            out.extend("  ".join(c.ljust(w[i]) for i, c in enumerate(r)).rstrip() for r in cells)
+            block.clear()
 
-def ratio_lines(results: dict[str, Any]) -> str:
-    """One line per target: privguard's best over ART's best (AUC, TPR@1%FPR, seconds)."""
-    lines = [
-        "privguard best / ART best (all candidates, no ground truth | held-out half, ART "
-        "incl. ground-truth-trained):"
-    ]
-    for name, t in results["targets"].items():
-        a, h = t["ratios"]["all_candidates"], t["ratios"]["held_out_half"]
-        lines.append(
-            f"  {name}: AUC {_r(a['auc'])} | {_r(h['auc'])}; "
-            f"TPR@1%FPR {_r(a['tpr_at_fpr_0.01'])} | {_r(h['tpr_at_fpr_0.01'])}; "
-            f"seconds (best-AUC attack) {_r(a['seconds']['best_auc_attack'])}, "
-            f"(all attacks) {_r(a['seconds']['all_attacks'])} | "
-            f"{_r(h['seconds']['all_attacks'])}"
-        )
-        tot = t["aggregate"]["totals"]
-        lines.append(
-            f"    seconds: privguard, four attacks in one audit "
-            f"{tot['privguard_one_audit']['mean']:.2f}; ART shadow + nn + rf + rule-based "
-            f"{tot['art_no_ground_truth']['mean']:.2f}; ART ground-truth nn + rf + rule-based "
-            f"{tot['art_ground_truth']['mean']:.2f}"
-        )
-    return "\n".join(lines)
+    for line in markdown(results).splitlines():
+        if line.startswith("|"):
+            block.append(line)
+        else:
+            flush()
+            out.append(line)
+    flush()
+    return "\n".join(out)
 
 
 def machine_info() -> dict[str, Any]:
@@ -591,20 +560,24 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="skip the 48k-row adult target")
     ap.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1; mean ± std (default 1)")
+    ap.add_argument("--only", default="", help="comma-separated target names to run (default all)")
     ap.add_argument(
         "--out",
         type=Path,
-        default=here / "results" / "membership_vs_art.json",
-        help="JSON results path (default benchmarks/results/membership_vs_art.json)",
+        default=None,
+        help="JSON results path (default benchmarks/results/membership_vs_art.json, "
+        "membership_vs_art_quick.json with --quick)",
     )
-    ap.add_argument(
-        "--markdown", action="store_true", help="also print the tables as Markdown (for docs)"
-    )
+    ap.add_argument("--markdown", action="store_true", help="print the tables as Markdown")
     args = ap.parse_args(argv)
     if args.seeds < 1:
         ap.error("--seeds must be at least 1")
+    out_path = args.out or here / "results" / (
+        "membership_vs_art_quick.json" if args.quick else "membership_vs_art.json"
+    )
+    only = {s.strip() for s in args.only.split(",") if s.strip()}
 
-    torch.set_num_threads(1)  # shared/PAPERS.md "Threads": 2 threads are ~60x slower here
+    torch.set_num_threads(1)  # shared/PAPERS.md "Threads"
     quiet_art()
 
     def log(msg: str) -> None:
@@ -620,67 +593,55 @@ def main(argv: list[str] | None = None) -> int:
         "versions": versions(),
         "seeds": seeds,
         "quick": args.quick,
+        "n_jobs": N_JOBS,
         "notes": [
-            "Every attack is scored by privguard.audit.metrics.membership_metrics on the same "
-            "candidates.",
-            "all_candidates: every member and non-member of the target's recorded split; "
-            "attacks there use no ground truth.",
-            "held_out_half: the half of the members and of the non-members that ART's "
-            "ground-truth-trained attacks were not fitted on; '-gt' attacks use ground truth "
-            "the privguard attacker never has.",
-            "seconds (per attack): privguard attacks each run alone through privguard.audit "
-            "(shadow model training included); ART shadow-trained attacks include training the "
-            "same shadow model; ART ground-truth-trained attacks are fit + infer only; the "
-            "held-out-half block repeats the all-candidates seconds for attacks run on all "
-            "candidates.",
-            "advantage: max over thresholds of TPR - FPR (the threshold is picked with ground "
-            "truth, as in Yeom et al.); attacker_advantage: TPR - FPR of the attacker's own "
-            "member calls (privguard: thresholds from its shadow model; ART BlackBox: attack "
-            "model probability >= 0.5; ART RuleBased: correctly classified).",
-            "totals: privguard_one_audit = the four attacks in one privguard.audit call (one "
-            "shared shadow model); art_no_ground_truth = shadow model + BlackBox nn + rf + "
-            "RuleBased; art_ground_truth = ground-truth-trained nn + rf + RuleBased. Ratios "
-            "'all_attacks' divide privguard_one_audit by art_no_ground_truth (all_candidates) "
-            "or art_ground_truth (held_out_half); 'best_auc_attack' divides the per-attack "
-            "seconds of the two best-AUC attacks.",
-            "Both sides see the target's float64 class probabilities and the true label; ART "
-            "casts its features to float32.",
+            "Every attack is scored by privguard.audit.metrics.membership_metrics.",
+            "all_candidates: every member and non-member of the target's split; no attack there "
+            "uses ground truth.",
+            "held_out_half: the half of members and non-members ART's ground-truth-trained "
+            "attacks ('-gt') were not fitted on; privguard's figures there are its all-candidate "
+            "scores restricted to that half.",
+            "privguard seconds: per attack inside one privguard.audit call with n_jobs=2; attacks "
+            "that reuse a reference set trained by an earlier attack of the audit are marked "
+            "shared. ART seconds include training its shadow model(s).",
+            "two_references: LiraOffline(n_reference=2) and RMIA(n_reference=2) on the audit's "
+            "Knowledge; RMIA reuses LiRA's 2 offline reference models.",
         ],
         "targets": {},
+        "checks": [],
     }
-    for name, dataset, overrides, in_quick in TARGETS:
-        if args.quick and not in_quick:
+    for name, dataset, overrides, in_quick, want in TARGETS:
+        if (args.quick and not in_quick) or (only and name not in only):
             continue
         runs = []
         for seed in seeds:
-            log(f"{name} seed {seed}")
+            log(f"{name} seed {seed} (load {os.getloadavg()[0]:.2f})")
             t0 = time.perf_counter()
             run = bench_target(dataset, overrides, seed, log)
             run["wall_seconds"] = round(time.perf_counter() - t0, 2)
+            run["load_average_after"] = [round(v, 2) for v in os.getloadavg()]
+            log(f"  done in {run['wall_seconds']} s (load {run['load_average_after']})")
             runs.append(run)
         agg = aggregate(runs)
         results["targets"][name] = {
             "dataset": dataset,
             "training": runs[0]["training"] | {"seed": seeds},
             "aggregate": agg,
-            "ratios": ratios(agg),
             "runs": runs,
         }
-    results["wall_seconds"] = round(time.perf_counter() - start, 1)
-    # Other work on the machine slows every attack; the load says how much to trust seconds.
-    results["machine"]["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
-    results = clean(results)
-    write_json_atomic(args.out, results)
+        results["checks"] += checks(name, agg, want)
+        results["wall_seconds"] = round(time.perf_counter() - start, 1)
+        results["machine"]["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
+        write_json_atomic(out_path, clean(results))  # after every target: a partial run survives
 
-    print_tables(results)
-    print(ratio_lines(results))
-    if args.markdown:
-        print()
-        print(markdown(results))
-    load = results["machine"]["load_average_at_end"][1]
+    print(markdown(results) if args.markdown else plain(results))
+    print()
+    for c in results["checks"]:
+        print(f"{'PASS' if c['pass'] else 'MISS'}  {c['target']}: {c['check']}: {c['value']}")
+    load = results["machine"]["load_average_at_end"]
     print(
-        f"\nwall time {results['wall_seconds']} s (5-min load average {load} on "
-        f"{results['machine']['usable_cpus']} CPUs); results in {args.out}"
+        f"\nwall time {results['wall_seconds']} s (load average {load} on "
+        f"{results['machine']['usable_cpus']} CPUs); results in {out_path}"
     )
     return 0
 

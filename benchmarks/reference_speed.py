@@ -1,0 +1,191 @@
+"""How fast privguard trains LiRA's reference models: 32 MLPs on digits, three ways.
+
+The issue's speed target: 32 reference MLPs on digits (the target's recipe: 2x256, 100 epochs)
+in <= 30 s on 2 cores. Times
+``privguard.attacks.membership.reference.train_reference_models`` on exactly the pool and
+inclusion matrix LiRA online builds (candidates + auxiliary records, every record IN the
+target's training share of the models, one-pixel image shifts evaluated) with
+
+- ``n_jobs=2``: two local worker processes (joblib / loky), privguard's default fan-out, timed
+  cold (the workers spawn and import torch inside the timing) and again warm (loky reuses them);
+- ``n_jobs=1``: in this process, one model after another;
+- Dask: a ``distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True)``,
+  passed as ``Compute.scheduler`` (the ``--scheduler`` path); the cluster's start-up is timed
+  separately from the training.
+
+and checks the three runs return bit-identical logits. Every model runs with one torch thread
+(privguard's worker sets it). Run ``python benchmarks/reference_speed.py --help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import privguard
+from privguard.attacks import Compute
+from privguard.attacks.membership.reference import (
+    balanced_inclusion,
+    image_shifts,
+    train_reference_models,
+    train_share,
+)
+from privguard.audit.runner import _Truth
+
+TARGET_SECONDS = 30.0
+
+
+def setup(n_models: int, seed: int, epochs: int):
+    target = privguard.train("digits", privguard.TrainConfig(seed=seed, epochs=epochs))
+    ds = target.load_data()
+    truth = _Truth.build(ds, target.split, seed)
+    know = truth.knowledge(target, ds, None, needs_sensitive=False)
+    pool_x = np.concatenate([know.candidates_x, know.aux_x])
+    pool_y = np.concatenate([know.candidates_y, know.aux_y]).astype(np.int64)
+    inclusion = balanced_inclusion(n_models, len(pool_y), seed, train_share(know))
+    return target, know, pool_x, pool_y, inclusion
+
+
+def timed(know, pool_x, pool_y, inclusion, seed: int, compute: Compute):
+    know.compute = compute
+    t0 = time.perf_counter()
+    refs = train_reference_models(
+        know, pool_x, pool_y, inclusion, seed=seed, shifts=image_shifts(know)
+    )
+    return refs, time.perf_counter() - t0
+
+
+def main(argv: list[str] | None = None) -> int:
+    here = Path(__file__).resolve().parent
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--models", type=int, default=32, help="reference models (default 32)")
+    ap.add_argument("--epochs", type=int, default=100, help="target recipe epochs (default 100)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--skip", default="", help="comma-separated runs to skip: loky,inprocess,dask")
+    ap.add_argument(
+        "--out", type=Path, default=here / "results" / "reference_speed.json", help="JSON path"
+    )
+    args = ap.parse_args(argv)
+    skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    torch.set_num_threads(1)
+
+    target, know, pool_x, pool_y, inclusion = setup(args.models, args.seed, args.epochs)
+    rows_per_model = inclusion.sum(axis=1)
+    print(
+        f"digits target {target.config.hidden} x {args.epochs} epochs; {args.models} models, "
+        f"{int(rows_per_model.mean())} training rows each, pool {len(pool_y)} rows, "
+        f"{len(image_shifts(know))} views evaluated",
+        file=sys.stderr,
+    )
+    runs: dict[str, dict[str, Any]] = {}
+    logits: dict[str, np.ndarray] = {}
+
+    def record(name: str, how: str, refs, secs: float, **extra: Any) -> None:
+        load = [round(v, 2) for v in os.getloadavg()]
+        runs[name] = {
+            "how": how,
+            "seconds": round(secs, 2),
+            "seconds_per_model": round(secs / args.models, 3),
+            "ratio_to_target": round(secs / TARGET_SECONDS, 2),
+            "load_average_after": load,
+            **extra,
+        }
+        logits[name] = refs.logits
+        print(f"  {name}: {secs:.1f} s (load {load})", file=sys.stderr, flush=True)
+
+    if "loky" not in skip:
+        refs, secs = timed(know, pool_x, pool_y, inclusion, args.seed, Compute(n_jobs=2))
+        record("loky n_jobs=2", "joblib loky, 2 worker processes, cold (spawned here)", refs, secs)
+        # loky keeps its workers between calls: the second call is what a later audit step pays.
+        refs, secs = timed(know, pool_x, pool_y, inclusion, args.seed, Compute(n_jobs=2))
+        record("loky n_jobs=2, warm", "joblib loky, 2 worker processes, reused", refs, secs)
+    if "inprocess" not in skip:
+        refs, secs = timed(know, pool_x, pool_y, inclusion, args.seed, Compute(n_jobs=1))
+        record("in-process n_jobs=1", "this process, sequential", refs, secs)
+    if "dask" not in skip:
+        from distributed import Client, LocalCluster
+
+        t0 = time.perf_counter()
+        with (
+            LocalCluster(
+                n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+            ) as cluster,
+            Client(cluster) as client,
+        ):
+            startup = time.perf_counter() - t0
+            refs, secs = timed(
+                know, pool_x, pool_y, inclusion, args.seed, Compute(n_jobs=1, scheduler=client)
+            )
+        record(
+            "dask LocalCluster 2x1",
+            "distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True)",
+            refs,
+            secs,
+            cluster_startup_seconds=round(startup, 2),
+        )
+
+    names = list(logits)
+    identical = all(np.array_equal(logits[names[0]], logits[n]) for n in names[1:])
+    results = {
+        "benchmark": "reference_speed",
+        "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "command": "python " + " ".join([str(Path(sys.argv[0]))] + (argv or sys.argv[1:])),
+        "machine": {
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "usable_cpus": len(os.sched_getaffinity(0)),
+            "torch_threads": torch.get_num_threads(),
+        },
+        "versions": {"privguard": privguard.__version__, "torch": torch.__version__},
+        "recipe": {
+            "dataset": "digits",
+            "hidden": list(target.config.hidden),
+            "epochs": args.epochs,
+            "seed": args.seed,
+        },
+        "n_models": args.models,
+        "training_rows_per_model": int(rows_per_model.mean()),
+        "pool_rows": int(len(pool_y)),
+        "views": len(image_shifts(know)),
+        "target_seconds": TARGET_SECONDS,
+        "runs": runs,
+        "logits_identical": identical,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(results, indent=1) + "\n")
+    os.replace(tmp, args.out)
+
+    header = ["run", "seconds", "s / model", f"ratio to {TARGET_SECONDS:g} s", "load after"]
+    table = [header] + [
+        [
+            n,
+            f"{r['seconds']:.1f}",
+            f"{r['seconds_per_model']:.2f}",
+            f"{r['ratio_to_target']:.2f}",
+            " ".join(f"{v:.2f}" for v in r["load_average_after"]),
+        ]
+        for n, r in runs.items()
+    ]
+    print("| " + " | ".join(table[0]) + " |\n|" + "---|" * len(header))
+    for row in table[1:]:
+        print("| " + " | ".join(row) + " |")
+    for n, r in runs.items():
+        if "cluster_startup_seconds" in r:
+            print(f"\n{n}: cluster start-up {r['cluster_startup_seconds']} s, not included above")
+    print(f"logits identical across runs: {identical}; results in {args.out}")
+    return 0 if identical else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
