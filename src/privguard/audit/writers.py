@@ -303,8 +303,14 @@ def _metric_value(metrics: Mapping[str, Any], name: str) -> str:
     return f"{value} (unresolved)" if unresolved(metrics, name) else value
 
 
-def _metric_help(metrics: Mapping[str, Any], name: str) -> str:
-    text = METRIC_HELP.get(name, "")
+# Where one metric name means something else in another family.
+FAMILY_METRIC_HELP: dict[tuple[str, str], str] = {
+    ("attribute", "advantage"): "Accuracy beyond the no-model baseline, on all records.",
+}
+
+
+def _metric_help(metrics: Mapping[str, Any], name: str, family: str = "") -> str:
+    text = FAMILY_METRIC_HELP.get((family, name)) or METRIC_HELP.get(name, "")
     if unresolved(metrics, name):
         text += " Not resolved: too few non-members for a single false positive at this FPR."
     return text.strip()
@@ -431,7 +437,10 @@ def _attack_view(i: int, a: Mapping[str, Any], with_plots: bool) -> dict[str, An
         "paper": a.get("paper") or "",
         "description": a.get("description") or "",
         "key_metrics": key_metrics(a),
-        "metrics": [(m, _metric_value(metrics, m), _metric_help(metrics, m)) for m in metrics],
+        "metrics": [
+            (m, _metric_value(metrics, m), _metric_help(metrics, m, a.get("family", "")))
+            for m in metrics
+        ],
         "notes": [str(n) for n in a.get("notes") or []],
         "plots": drawn,
         "skipped": skipped,
