@@ -8,6 +8,7 @@ guesses against the truth the auditor holds.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -147,7 +148,7 @@ class SensitiveAttribute:
         return d.argmin(axis=1)
 
 
-class Attack:
+class Attack(ABC):
     """Base class. Subclasses set the class attributes and implement :meth:`run`."""
 
     name: ClassVar[str]
@@ -166,8 +167,9 @@ class Attack:
             return f"the {cls.name} attack needs a sensitive field: pass --sensitive NAME"
         return None
 
+    @abstractmethod
     def run(self, oracle: Oracle, knowledge: Knowledge, progress: Progress | None = None) -> Any:
-        raise NotImplementedError  # pragma: no cover - every registered attack overrides it
+        """Attack through ``oracle`` with ``knowledge``; return the family's guesses."""
 
     def check_access(self, oracle: Oracle) -> None:
         oracle.require(self.needs, f"the {self.name} attack")

@@ -56,6 +56,7 @@ on them), and the notes say how many.
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from dataclasses import dataclass
 
 import numpy as np
@@ -273,6 +274,7 @@ class _AttributeAttack(Attack):
         """The model's answer for records ``x``, as probability vectors ``(n, classes)``."""
         return np.asarray(oracle.proba(x), dtype=np.float64)
 
+    @abstractmethod
     def decide(
         self,
         probs: np.ndarray,
@@ -285,7 +287,6 @@ class _AttributeAttack(Attack):
         ``y`` ``(n,)``, the prior ``(values, n)`` (see :meth:`prior`), the known part of each
         record (features other than the sensitive field, then the one-hot label) and the
         attack's seed; plus notes."""
-        raise NotImplementedError  # pragma: no cover
 
 
 @register

@@ -63,6 +63,7 @@ queries the oracle's outputs itself so the queries are counted.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
@@ -314,15 +315,18 @@ def _confidence_cost(z: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.clip(others, 0.0, 1.0)
 
 
-class _Gradients:
+class _Gradients(ABC):
     """Input gradients of the descent objective, from the oracle or a linear model's weights."""
 
     how: str
     counted = True  # whether a gradient costs oracle queries
 
     def observe(self, x: np.ndarray, z: np.ndarray) -> None:
-        """Sees each batch of outputs queried (the analytic source checks its model with it)."""
+        """Sees each batch of outputs queried (the analytic source checks its model with it);
+        nothing to do for oracle gradients."""
+        return None
 
+    @abstractmethod
     def gradient(
         self,
         objective: str,
@@ -333,7 +337,7 @@ class _Gradients:
         class_samples: int,
         rng: np.random.Generator,
     ) -> np.ndarray:
-        raise NotImplementedError  # pragma: no cover
+        """d objective / dx for records ``x`` of class ``y`` (``p_y`` their confidences)."""
 
 
 class _OracleGradients(_Gradients):

@@ -57,6 +57,7 @@ least-member score (0) and a note says how many.
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -113,13 +114,14 @@ class _LabelOnlyAttack(Attack):
         """The settings the shadow model chooses among (the first is the no-recipe default)."""
         return [None]
 
+    @abstractmethod
     def cost(self, option: Any, knowledge: Knowledge) -> int:
         """Most label queries one candidate costs with ``option``."""
-        raise NotImplementedError  # pragma: no cover
 
     def describe(self, option: Any) -> str:
         return ""
 
+    @abstractmethod
     def measure(
         self,
         oracle: Oracle,
@@ -133,7 +135,6 @@ class _LabelOnlyAttack(Attack):
     ) -> _Scores:
         """Score records ``x`` (labels ``y``) through ``oracle`` with ``option``, spending at most
         ``limit`` queries (``None``: no limit) and never starting a record it cannot finish."""
-        raise NotImplementedError  # pragma: no cover
 
     # -- the common run -----------------------------------------------------------------------
     def run(

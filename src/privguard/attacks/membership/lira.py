@@ -53,6 +53,8 @@ query per candidate and view.
 
 from __future__ import annotations
 
+from abc import abstractmethod
+
 import numpy as np
 from scipy.stats import norm
 
@@ -159,11 +161,13 @@ class _Lira(Attack):
         notes.append(decision_note)
         return guesses(scores, decisions, refs, shared, notes)
 
-    def _score(self, phi_t, phi_r, inclusion, prior) -> np.ndarray:  # pragma: no cover
-        raise NotImplementedError
+    @abstractmethod
+    def _score(self, phi_t, phi_r, inclusion, prior) -> np.ndarray:
+        """Membership score per candidate from the target's and the references' statistics."""
 
-    def _decide(self, scores, oracle, knowledge, refs, shifts, prior):  # pragma: no cover
-        raise NotImplementedError
+    @abstractmethod
+    def _decide(self, scores, oracle, knowledge, refs, shifts, prior):
+        """Member / non-member calls and a note saying how the threshold was set."""
 
 
 def _target_views(
