@@ -83,3 +83,45 @@ def clean(obj: Any) -> Any:
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     return obj
+
+
+def run_header(benchmark: str, argv: list[str] | None) -> dict[str, Any]:
+    """The fields every benchmark's JSON starts with: what, when, how, where."""
+    import sys
+    from datetime import UTC, datetime
+
+    return {
+        "benchmark": benchmark,
+        "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "command": "python " + " ".join([str(Path(sys.argv[0]))] + (argv or sys.argv[1:])),
+        "machine": machine_info(),
+        "versions": versions(),
+    }
+
+
+def finish_run(
+    results: dict[str, Any],
+    out: Path,
+    start: float,
+    *,
+    print_tables: Any,
+    markdown: Any | None,
+) -> dict[str, Any]:
+    """Record wall time and load, write the JSON atomically, print the tables (and Markdown
+    when ``markdown`` is given) and the closing line; returns the cleaned results."""
+    import time
+
+    results["wall_seconds"] = round(time.perf_counter() - start, 1)
+    results["machine"]["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
+    results = clean(results)
+    write_json_atomic(out, results)
+    print_tables(results)
+    if markdown is not None:
+        print()
+        print(markdown(results))
+    load = results["machine"]["load_average_at_end"][1]
+    print(
+        f"\nwall time {results['wall_seconds']} s (5-min load average {load} on "
+        f"{results['machine']['usable_cpus']} CPUs); results in {out}"
+    )
+    return results

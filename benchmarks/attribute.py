@@ -30,12 +30,10 @@ import argparse
 import dataclasses
 import logging
 import math
-import os
 import re
 import sys
 import time
 import warnings
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +41,7 @@ import numpy as np
 import torch
 
 import privguard
-from _common import clean, machine_info, versions, write_json_atomic
+from _common import finish_run, run_header
 from privguard.attacks import AttributeGuesses, Knowledge, all_attacks
 from privguard.attacks.inversion.attribute import aux_baseline
 from privguard.audit.attribute_eval import attribute_metrics
@@ -574,11 +572,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     seeds = list(range(args.seeds))
     results: dict[str, Any] = {
-        "benchmark": "attribute",
-        "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "command": "python " + " ".join([str(Path(sys.argv[0]))] + (argv or sys.argv[1:])),
-        "machine": machine_info(),
-        "versions": versions(),
+        **run_header("attribute", argv),
         "seeds": seeds,
         "quick": args.quick,
         "art_models": art_models,
@@ -616,19 +610,12 @@ def main(argv: list[str] | None = None) -> int:
             "runs": runs,
         }
     results["checks"] = checks(results)
-    results["wall_seconds"] = round(time.perf_counter() - start, 1)
-    results["machine"]["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
-    results = clean(results)
-    write_json_atomic(out, results)
-
-    print_tables(results)
-    if args.markdown:
-        print()
-        print(markdown(results))
-    load = results["machine"]["load_average_at_end"][1]
-    print(
-        f"\nwall time {results['wall_seconds']} s (5-min load average {load} on "
-        f"{results['machine']['usable_cpus']} CPUs); results in {out}"
+    finish_run(
+        results,
+        out,
+        start,
+        print_tables=print_tables,
+        markdown=markdown if args.markdown else None,
     )
     return 0
 
