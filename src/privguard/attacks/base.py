@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from privguard.errors import ConfigError
 from privguard.oracle import Access, Oracle
 
 Progress = Callable[[str, int, int], None]
@@ -170,6 +171,12 @@ class Attack(ABC):
     @abstractmethod
     def run(self, oracle: Oracle, knowledge: Knowledge, progress: Progress | None = None) -> Any:
         """Attack through ``oracle`` with ``knowledge``; return the family's guesses."""
+
+    def check_settings(self, checks: list[tuple[bool, str]]) -> None:
+        """Raise a ConfigError naming this attack for the first ``(ok, message)`` that fails."""
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(f"{self.name}: {message}")
 
     def check_access(self, oracle: Oracle) -> None:
         oracle.require(self.needs, f"the {self.name} attack")

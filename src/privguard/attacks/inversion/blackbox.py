@@ -141,9 +141,7 @@ class BlackBoxInversion(Attack):
             (self.l1_weight >= 0, "l1_weight must be >= 0"),
             (self.grid >= 1, "grid must be at least 1"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(f"blackbox-inversion: {message}")
+        self.check_settings(checks)
 
     def run(
         self, oracle: Oracle, knowledge: Knowledge, progress: Progress | None = None

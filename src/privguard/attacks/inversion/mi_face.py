@@ -155,9 +155,7 @@ class MIFace(Attack):
             (0 <= self.smooth <= 1, "smooth must lie in [0, 1]"),
             (self.class_samples >= 1, "class_samples must be at least 1"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(f"mi-face: {message}")
+        self.check_settings(checks)
 
     def run(
         self, oracle: Oracle, knowledge: Knowledge, progress: Progress | None = None
