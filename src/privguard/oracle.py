@@ -20,6 +20,8 @@ import numpy as np
 
 from privguard.errors import AccessError, BudgetExhaustedError, ConfigError, DataError
 
+ABSTAIN = -1  # the label of a record an output policy declined to answer
+
 
 class Access(IntEnum):
     """What an attacker gets back per query; each level includes those below it."""
@@ -122,9 +124,12 @@ class Oracle:
 
     # -- what an attacker can ask --------------------------------------------------------
     def labels(self, x: np.ndarray) -> np.ndarray:
-        """Predicted class per record, ``(n,)`` int64. Needs ``label`` access."""
-        x = self._spend(x)
-        return np.argmax(self.predictor.predict_proba(x), axis=1).astype(np.int64)
+        """Predicted class per record, ``(n,)`` int64; ``-1`` where an output policy abstained.
+        Needs ``label`` access."""
+        p = self.predictor.predict_proba(self._spend(x))
+        labels = np.argmax(p, axis=1).astype(np.int64)
+        labels[p.sum(axis=1) <= 0] = ABSTAIN
+        return labels
 
     def topk(self, x: np.ndarray, k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` most likely classes and their probabilities, both ``(n, k)``."""

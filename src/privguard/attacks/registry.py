@@ -22,8 +22,10 @@ def register(cls: type[Attack]) -> type[Attack]:
 
 def _load_all() -> None:
     # Importing the attack packages runs their @register decorators.
+    import privguard.attacks.extraction  # noqa: F401
     import privguard.attacks.inversion  # noqa: F401
     import privguard.attacks.membership  # noqa: F401
+    import privguard.attacks.memorization  # noqa: F401
 
 
 def all_attacks() -> list[type[Attack]]:

@@ -1,0 +1,1 @@
+"""Model extraction: copy a model through its prediction API."""

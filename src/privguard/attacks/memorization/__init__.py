@@ -1,0 +1,1 @@
+"""Memorization in text models: canary exposure and training-data extraction."""

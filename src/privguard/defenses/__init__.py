@@ -1,0 +1,33 @@
+"""Defences: output policies (here) and differentially private training."""
+
+from privguard.defenses.output import (
+    ABSTAIN,
+    Chain,
+    Label,
+    Noise,
+    OutputPolicy,
+    ProtectedPredictor,
+    ReverseSigmoid,
+    Round,
+    Threshold,
+    TopK,
+    answer_labels,
+    parse_policy,
+    protect,
+)
+
+__all__ = [
+    "ABSTAIN",
+    "Chain",
+    "Label",
+    "Noise",
+    "OutputPolicy",
+    "ProtectedPredictor",
+    "ReverseSigmoid",
+    "Round",
+    "Threshold",
+    "TopK",
+    "answer_labels",
+    "parse_policy",
+    "protect",
+]
