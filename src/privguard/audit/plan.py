@@ -7,6 +7,7 @@ A plan file holds the same keys as ``privguard audit``'s flags::
     label = "income"
     attacks = ["membership"]     # or "loss-threshold,entropy-threshold"
     access = "probs"
+    policy = "topk:3,round:2"    # output policy the answers pass through (a deployment's)
     sensitive = "sex"            # the hidden field for attribute inference (tabular data)
     seed = 0
     budget = 10000
@@ -39,6 +40,7 @@ class AuditPlan:
     label: str | None = None
     attacks: str = "all"
     access: str = "probs"
+    policy: str | None = None
     sensitive: str | None = None
     seed: int = 0
     budget: int | None = None
@@ -83,6 +85,9 @@ class AuditPlan:
             raise ConfigError("no model to audit: pass --model DIR (or set model in the plan)")
         if self.fail_on is not None and self.fail_on not in ("low", "medium", "high"):
             raise ConfigError(f"--fail-on takes low, medium or high, not {self.fail_on!r}")
+        from privguard.defenses.output import parse_policy
+
+        parse_policy(self.policy)  # a policy that does not parse fails before any work
 
 
 def _normalise(raw: dict[str, Any], path: Path) -> dict[str, Any]:
@@ -94,7 +99,7 @@ def _normalise(raw: dict[str, Any], path: Path) -> dict[str, Any]:
     for key, typ in expected.items():
         if key in out and not isinstance(out[key], typ):
             raise ConfigError(f"{path}: {key} must be an integer")
-    keys = ("model", "data", "label", "attacks", "access", "sensitive", "out", "fail_on")
+    keys = ("model", "data", "label", "attacks", "access", "policy", "sensitive", "out", "fail_on")
     for key in (*keys, "scheduler", "cache_dir"):
         if key in out and not isinstance(out[key], str):
             raise ConfigError(f"{path}: {key} must be a string")

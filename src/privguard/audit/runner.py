@@ -22,7 +22,8 @@ from privguard.audit.metrics import membership_metrics
 from privguard.audit.report import AttackResult, Report, summarise
 from privguard.audit.risk import assess
 from privguard.data import Dataset, Split
-from privguard.errors import ConfigError, PrivguardError
+from privguard.defenses.output import parse_policy, protect
+from privguard.errors import AccessError, ConfigError, PrivguardError
 from privguard.models import Target, load_target
 from privguard.oracle import Access
 
@@ -37,6 +38,7 @@ def audit(
     label: str | None = None,
     attacks: Sequence[str] | str = ("all",),
     access: Access | str = Access.PROBS,
+    policy: str | None = None,
     sensitive: str | None = None,
     seed: int = 0,
     budget: int | None = None,
@@ -56,6 +58,9 @@ def audit(
         attacks: attack or family names (``privguard attacks`` lists them); ``all`` (the
             default) runs every attack the access level allows and the data suits.
         access: the most an attacker gets per query (``label`` ... ``whitebox``).
+        policy: an output policy the answers pass through (``"topk:3,round:2"``; see
+            :mod:`privguard.defenses.output`); it caps ``access`` at what it lets through, and
+            the attacks that still apply (label-only ones under ``label``) run through it.
         sensitive: the hidden field for attribute inference (tabular data; default: the
             dataset's recorded sensitive field, e.g. ``sex``).
         seed: seeds every random choice of the attacks; the same seed gives the same report.
@@ -72,11 +77,21 @@ def audit(
     if not isinstance(target, Target):
         target = load_target(target)
     access = Access.parse(access)
+    chain = parse_policy(policy)
+    if chain.steps:
+        access = min(access, chain.max_access, Access.PROBS)
     if budget is not None and budget < 1:
         raise ConfigError("--budget must be a positive number of queries")
     names = [attacks] if isinstance(attacks, str) else list(attacks)
     names = [n.strip().lower() for raw in names for n in raw.split(",") if n.strip()]
-    chosen = resolve(names, access)
+    try:
+        chosen = resolve(names, access)
+    except AccessError as e:
+        if not chain.steps:
+            raise
+        raise AccessError(
+            f"{e} (the output policy '{chain.spec}' lets through only '{access.label}')"
+        ) from None
     ds = target.load_data(data, label=label)
     truth = _Truth.build(ds, target.split, seed)
     if n_jobs < 1:
@@ -106,7 +121,7 @@ def audit(
         if progress is not None:
             progress(f"attack {cls.name}", i, len(runnable))
         attack = cls()
-        oracle = target.oracle(access, budget=budget)
+        oracle = protect(target.predictor, chain, access, budget=budget, seed=seed + i)
         t0 = time.perf_counter()
         try:
             guesses = attack.run(oracle, knowledge, progress)
@@ -163,6 +178,7 @@ def audit(
         plan={
             "attacks": [c.name for c in runnable],
             "access": access.label,
+            "policy": chain.spec if chain.steps else None,
             "sensitive": knowledge.sensitive.name if knowledge.sensitive else None,
             "seed": seed,
             "budget": budget,
