@@ -1,0 +1,118 @@
+"""Validation of prediction requests, in one place.
+
+``POST /v1/predict`` takes ``{"inputs": [record, ...]}``; a record is a flat list of
+``prod(input_shape)`` numbers or a nested list of exactly ``input_shape``. Anything else is
+refused with a 4xx and a message that says what to send: malformed JSON (400), a body over the
+size limit (413), too many records for the tier (413), unknown fields, wrong shapes, non-numbers,
+non-finite values or values outside the model's declared feature bounds (422).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import math
+from typing import Any
+
+import numpy as np
+
+from privguard.gateway.errors import GatewayError
+
+BOUNDS_TOLERANCE = 1e-6
+
+
+def _no_constants(name: str) -> float:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_json(body: bytes) -> Any:
+    try:
+        # integers as floats: a huge integer is a number out of bounds, not an object
+        return json.loads(body, parse_constant=_no_constants, parse_int=float)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise GatewayError(
+            400, "invalid_json", 'the body is not valid JSON; send {"inputs": [[...], ...]}'
+        ) from None
+
+
+def parse_inputs(
+    body: bytes,
+    input_shape: tuple[int, ...],
+    *,
+    bounds: tuple[float, float] | None,
+    max_batch: int,
+) -> np.ndarray:
+    """The records of a ``/v1/predict`` body as float32 ``(n, *input_shape)``."""
+    doc = parse_json(body)
+    shape_txt = "x".join(map(str, input_shape))
+    width = math.prod(input_shape)
+    if not isinstance(doc, dict):
+        raise GatewayError(422, "invalid_body", 'the body must be an object {"inputs": [...]}')
+    extra = sorted(set(doc) - {"inputs"})
+    if extra:
+        raise GatewayError(
+            422,
+            "unknown_field",
+            f"unknown field(s) {', '.join(map(repr, extra))[:200]}; the body has only 'inputs'",
+        )
+    if "inputs" not in doc:
+        raise GatewayError(422, "missing_inputs", "the body needs 'inputs': a list of records")
+    records = doc["inputs"]
+    if not isinstance(records, list) or not records:
+        raise GatewayError(422, "invalid_inputs", "'inputs' must be a non-empty list of records")
+    if len(records) > max_batch:
+        raise GatewayError(
+            413,
+            "batch_too_large",
+            f"{len(records)} records in one request; this tier allows at most {max_batch}: "
+            "split the batch",
+        )
+    try:
+        arr = np.asarray(records)
+    except (ValueError, OverflowError, TypeError):
+        arr = None
+    # numpy turns booleans mixed with numbers into numbers; a valid body holds no string but
+    # the key 'inputs', so a true/false literal anywhere means a boolean somewhere
+    if arr is None or arr.dtype.kind not in "iuf" or b"true" in body or b"false" in body:
+        raise GatewayError(
+            422,
+            "invalid_record",
+            f"every record must be a list of {width} numbers, or nested lists of shape "
+            f"{shape_txt} (no strings, booleans, nulls or ragged lists)",
+        )
+    if arr.shape[1:] not in ((width,), tuple(input_shape)):
+        got = ("x".join(map(str, arr.shape[1:])) or "scalar")[:40]
+        raise GatewayError(
+            422,
+            "wrong_shape",
+            f"records have shape {got}; this model takes {width} numbers per record (flat) "
+            f"or nested lists of shape {shape_txt}",
+        )
+    x = arr.astype(np.float64).reshape((len(arr), *input_shape))
+    with np.errstate(over="ignore"):
+        x32 = x.astype(np.float32)
+    if not np.isfinite(x32).all():
+        raise GatewayError(422, "non_finite", "inputs must be finite numbers")
+    if bounds is not None:
+        lo, hi = bounds
+        bad = (x < lo - BOUNDS_TOLERANCE) | (x > hi + BOUNDS_TOLERANCE)
+        if bad.any():
+            n_bad = int(bad.reshape(len(x), -1).any(axis=1).sum())
+            raise GatewayError(
+                422,
+                "out_of_bounds",
+                f"{n_bad} record(s) have values outside the model's feature bounds "
+                f"[{lo:g}, {hi:g}]; scale inputs as the model was trained",
+            )
+    return x32
+
+
+def fingerprints(key: bytes, x: np.ndarray) -> list[str]:
+    """Keyed HMAC-SHA256 of each record's float32 little-endian bytes (hex).
+
+    Equal records give equal fingerprints under one key, so repeated queries can be counted
+    and a logged request recognised, but without the key a fingerprint says nothing about the
+    record."""
+    flat = np.ascontiguousarray(x, dtype="<f4").reshape(len(x), -1)
+    return [hmac.new(key, row.tobytes(), hashlib.sha256).hexdigest() for row in flat]

@@ -1,0 +1,142 @@
+"""Rate limits and daily query budgets, on the `limits` library.
+
+Rate limits count **requests** per key in the tier's windows (``"10/second;1000/hour"``),
+moving-window by default. The daily budget counts **records** per key per UTC day. Counts live
+in memory (one process) by default, or in Redis when a ``redis://`` URL is given, so that
+several workers or replicas share one count. A refused request carries ``Retry-After``: the
+seconds until the window that refused it frees a slot, or until the next UTC midnight.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from privguard.errors import ConfigError
+from privguard.gateway.config import Tier, parse_rate_limits
+from privguard.gateway.errors import GatewayError
+
+
+class Limiter:
+    """Per-key rate limits and daily budgets for the tiers of one gateway.
+
+    Example:
+        >>> limiter = Limiter("redis://127.0.0.1:6379/0")
+        >>> await limiter.hit(key_id, tier)           # raises GatewayError(429) when over
+        >>> await limiter.spend(key_id, tier, n=64)   # records against the daily budget
+    """
+
+    def __init__(
+        self,
+        redis_url: str | None = None,
+        *,
+        strategy: str = "moving-window",
+        prefix: str = "privguard",
+    ) -> None:
+        from limits.aio import storage, strategies
+        from limits.storage import storage_from_string
+
+        self.redis_url = redis_url
+        self.prefix = prefix
+        if redis_url:
+            scheme = redis_url.split("://", 1)[0]
+            if scheme not in ("redis", "rediss", "redis+unix"):
+                raise ConfigError(
+                    f"--redis takes a redis:// URL (e.g. redis://127.0.0.1:6379/0), "
+                    f"not {redis_url!r}"
+                )
+            self.storage: Any = storage_from_string(
+                "async+" + redis_url,
+                implementation="redispy",
+                key_prefix=prefix,
+                wrap_exceptions=True,
+            )
+        else:
+            self.storage = storage.MemoryStorage(wrap_exceptions=True)
+        cls = (
+            strategies.MovingWindowRateLimiter
+            if strategy == "moving-window"
+            else strategies.FixedWindowRateLimiter
+        )
+        self.strategy = cls(self.storage)
+        self._items: dict[str, list[Any]] = {}
+
+    @property
+    def shared(self) -> bool:
+        return self.redis_url is not None
+
+    def _tier_items(self, tier: Tier) -> list[Any]:
+        items = self._items.get(tier.rate_limits)
+        if items is None:
+            items = sorted(parse_rate_limits(tier.rate_limits), key=lambda i: i.get_expiry())
+            self._items[tier.rate_limits] = items
+        return items
+
+    async def hit(self, key_id: str, tier: Tier) -> None:
+        """Count one request of ``key_id``; raise 429 with Retry-After when a window is full."""
+        from limits.errors import StorageError
+
+        try:
+            for item in self._tier_items(tier):
+                if not await self.strategy.hit(item, "rate", key_id):
+                    stats = await self.strategy.get_window_stats(item, "rate", key_id)
+                    retry = max(1, math.ceil(stats.reset_time - time.time()))
+                    raise GatewayError(
+                        429,
+                        "rate_limited",
+                        f"rate limit {item} of tier '{tier.name}' reached; retry after "
+                        f"{retry} s (see Retry-After)",
+                        {"Retry-After": str(retry)},
+                    )
+        except StorageError as e:
+            raise _unavailable(e) from None
+
+    async def spend(self, key_id: str, tier: Tier, n: int) -> None:
+        """Charge ``n`` records to today's budget; raise 429 (Retry-After: until the next UTC
+        midnight) when they do not fit. A refused request is not charged."""
+        from limits.errors import StorageError
+
+        budget = tier.daily_budget
+        if budget is None:
+            return
+        now = datetime.now(UTC)
+        midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+        to_midnight = max(1, math.ceil((midnight - now).total_seconds()))
+        counter = f"budget/{key_id}/{now:%Y-%m-%d}"
+        try:
+            used = await self.storage.incr(counter, to_midnight + 60, n)
+            if used > budget:
+                await self.storage.incr(counter, to_midnight + 60, -n)
+                left = max(0, budget - (used - n))
+                raise GatewayError(
+                    429,
+                    "daily_budget_exhausted",
+                    f"the daily budget of {budget} records of tier '{tier.name}' does not fit "
+                    f"{n} more ({left} left today); retry after the next UTC midnight "
+                    f"(in {to_midnight} s) or ask fewer records",
+                    {"Retry-After": str(to_midnight)},
+                )
+        except StorageError as e:
+            raise _unavailable(e) from None
+
+    async def used_today(self, key_id: str) -> int:
+        now = datetime.now(UTC)
+        return int(await self.storage.get(f"budget/{key_id}/{now:%Y-%m-%d}"))
+
+    async def check(self) -> bool:
+        """Whether the storage answers (Redis reachable)."""
+        try:
+            return bool(await self.storage.check())
+        except Exception:  # noqa: BLE001 - any failure means "not reachable"
+            return False
+
+
+def _unavailable(e: Exception) -> GatewayError:
+    return GatewayError(
+        503,
+        "rate_limit_storage_unavailable",
+        f"the rate-limit storage does not answer ({type(e).__name__}); retry shortly",
+        {"Retry-After": "1"},
+    )

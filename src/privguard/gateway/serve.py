@@ -1,0 +1,115 @@
+"""``privguard serve``: checks everything that can be checked before listening, then runs
+uvicorn — in this process with one worker, or with an app factory per worker process
+(settings through the environment) with several."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from privguard.errors import ConfigError
+from privguard.gateway.config import SETTINGS_ENV, ServeSettings
+
+log = logging.getLogger("privguard.gateway")
+
+
+def prepare(settings: ServeSettings):
+    """Load config and model, migrate the database, create the fingerprint key: whatever is
+    wrong is reported here, once, before any worker starts. Returns (config, target, db)."""
+    from privguard.gateway.app import fingerprint_key
+    from privguard.gateway.seal import load_model
+    from privguard.gateway.store import Store
+
+    config = settings.load_config()
+    target = load_model(settings.model, settings.seal_key_file)
+    db = settings.resolve_db(config)
+    store = Store(db)
+    try:
+        store.migrate()
+    finally:
+        store.close()
+    fingerprint_key(config, db)
+    redis = settings.resolve_redis(config)
+    if redis:
+        import asyncio
+
+        from privguard.gateway.limits import Limiter
+
+        if not asyncio.run(Limiter(redis).check()):
+            raise ConfigError(f"Redis does not answer at {_redact(redis)}; start it or fix --redis")
+    return config, target, db
+
+
+def serve(
+    settings: ServeSettings,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    workers: int = 1,
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
+    log_level: str = "warning",
+    on_ready: Callable[[str], None] | None = None,
+) -> None:
+    """Serve until interrupted; ``on_ready`` gets a one-line description once everything is
+    checked, just before uvicorn starts listening."""
+    import uvicorn
+
+    if workers < 1:
+        raise ConfigError("--workers must be at least 1")
+    if bool(tls_cert) != bool(tls_key):
+        raise ConfigError("HTTPS needs both --tls-cert and --tls-key")
+    for f in (tls_cert, tls_key):
+        if f and not Path(f).is_file():
+            raise ConfigError(f"no TLS file at {f}")
+    config, target, db = prepare(settings)
+    redis = settings.resolve_redis(config)
+    if workers > 1 and not redis:
+        log.warning(
+            "%d workers without --redis: each worker counts rate limits and budgets on its own",
+            workers,
+        )
+    if on_ready is not None:
+        scheme = "https" if tls_cert else "http"
+        on_ready(
+            f"serving {settings.model} on {scheme}://{host}:{port} ({workers} worker(s), "
+            f"tiers: {', '.join(config.tiers)}, log: {_redact(db)}, "
+            f"rate limits: {'redis' if redis else 'in memory'})"
+        )
+    common = dict(
+        host=host,
+        port=port,
+        ssl_certfile=tls_cert,
+        ssl_keyfile=tls_key,
+        access_log=False,
+        log_level=log_level,
+        timeout_graceful_shutdown=5,
+    )
+    if workers == 1:
+        from privguard.gateway.app import create_app
+
+        app = create_app(target, config, db=db, redis=redis, migrate=False)
+        uvicorn.run(app, **common)
+        return
+    settings.migrated = True
+    os.environ[SETTINGS_ENV] = settings.to_env()
+    # a worker imports privguard (and PyTorch) before it answers the supervisor's health
+    # check: on a busy machine that takes longer than uvicorn's default 5 s
+    uvicorn.run(
+        "privguard.gateway.app:app_from_env",
+        factory=True,
+        workers=workers,
+        timeout_worker_healthcheck=90,
+        **common,
+    )
+
+
+def _redact(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - only for display
+        return "(database)"

@@ -1,0 +1,240 @@
+"""Database access: engines for SQLite (WAL, the default) and PostgreSQL, Alembic migrations run
+programmatically, and the queries the gateway and the CLI need.
+
+SQLite runs in WAL mode with ``synchronous=FULL``: a committed transaction survives a crash of
+the process and of the machine. PostgreSQL is used through psycopg 3
+(``postgresql+psycopg://user@host:5432/db``); a ``?options=-csearch_path%3DSCHEMA`` query keeps
+the tables in their own schema.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, delete, event, func, insert, select, text
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+
+from privguard.errors import ConfigError
+from privguard.gateway.store.models import Alert, QueryInput, QueryLog
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def utcnow() -> datetime:
+    """Naive UTC now (the convention of every time column)."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``url``; SQLite files get WAL, full sync and a busy timeout."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError(
+            f"cannot parse database URL {url!r}; use sqlite:///path/to/file.db or "
+            "postgresql+psycopg://user@host:5432/dbname"
+        ) from None
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        if not parsed.database or parsed.database == ":memory:":
+            raise ConfigError("the audit log needs a file: use sqlite:///path/to/file.db")
+        Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(parsed, connect_args={"timeout": 30, "check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn, _record) -> None:  # pragma: no cover - trivial
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=FULL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        return engine
+    if backend == "postgresql":
+        try:
+            return create_engine(parsed, pool_pre_ping=True, pool_size=8, max_overflow=8)
+        except (ImportError, ArgumentError) as e:
+            raise ConfigError(f"cannot use {url!r}: {e}; install psycopg[binary]") from None
+    raise ConfigError(
+        f"unsupported database {backend!r}; use sqlite:///file.db or postgresql+psycopg://..."
+    )
+
+
+class Store:
+    """The gateway's database: keys, query log, retained inputs, alerts."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+
+    @property
+    def backend(self) -> str:
+        return self.engine.dialect.name
+
+    def describe(self) -> str:
+        return self.engine.url.render_as_string(hide_password=True)
+
+    # -- schema --------------------------------------------------------------------------
+    def _alembic(self, connection) -> Any:
+        from alembic.config import Config
+
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        cfg.attributes["connection"] = connection
+        return cfg
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest revision (idempotent)."""
+        from alembic import command
+
+        try:
+            with self.engine.begin() as conn:
+                command.upgrade(self._alembic(conn), "head")
+        except OperationalError as e:
+            raise ConfigError(
+                f"cannot open the audit database {self.describe()}: {e.orig}; check --db"
+            ) from None
+
+    def revision(self) -> str | None:
+        """The schema revision in the database (``None`` before the first migration)."""
+        from alembic.runtime.migration import MigrationContext
+
+        with self.engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+
+    def head(self) -> str:
+        from alembic.script import ScriptDirectory
+
+        return ScriptDirectory.from_config(self._alembic(None)).get_current_head()
+
+    def check_schema(self) -> None:
+        try:
+            current = self.revision()
+        except OperationalError as e:
+            raise ConfigError(
+                f"cannot open the audit database {self.describe()}: {e.orig}; check --db"
+            ) from None
+        if current != self.head():
+            raise ConfigError(
+                f"the audit database {self.describe()} is at schema revision {current}, not "
+                f"{self.head()}; start `privguard serve` once (it migrates) or check --db"
+            )
+
+    def integrity_ok(self) -> bool:
+        """SQLite's ``PRAGMA integrity_check`` (always true on other backends)."""
+        if self.backend != "sqlite":
+            return True
+        with self.engine.connect() as conn:
+            return conn.execute(text("PRAGMA integrity_check")).scalar() == "ok"
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- query log -----------------------------------------------------------------------
+    def write_queries(self, rows: list[dict[str, Any]], inputs: list[dict[str, Any]]) -> None:
+        """Insert log rows (and retained inputs) in one transaction: one commit per batch."""
+        with self.engine.begin() as conn:
+            if rows:
+                conn.execute(insert(QueryLog), rows)
+            if inputs:
+                conn.execute(insert(QueryInput), inputs)
+
+    def queries(self, client: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        q = select(QueryLog).order_by(QueryLog.time.desc(), QueryLog.id).limit(limit)
+        if client:
+            q = q.where(QueryLog.client == client)
+        with self.engine.connect() as conn:
+            rows = conn.execute(q).mappings().all()
+        return [_query_row(r) for r in rows]
+
+    def count_queries(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(QueryLog)).scalar_one())
+
+    def all_fingerprints(self, status: int | None = 200) -> set[str]:
+        """Every input fingerprint in the log (of requests answered ``status``)."""
+        q = select(QueryLog.fingerprints)
+        if status is not None:
+            q = q.where(QueryLog.status == status)
+        out: set[str] = set()
+        with self.engine.connect() as conn:
+            for (fps,) in conn.execute(q):
+                out.update(json.loads(fps))
+        return out
+
+    def retained_inputs(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(QueryInput)).mappings().all()
+        return [dict(r) for r in rows]
+
+    # -- alerts --------------------------------------------------------------------------
+    def add_alerts(self, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            with self.engine.begin() as conn:
+                conn.execute(insert(Alert), rows)
+
+    def alerts(self, client: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        q = select(Alert).order_by(Alert.time.desc(), Alert.id.desc()).limit(limit)
+        if client:
+            q = q.where(Alert.client == client)
+        with self.engine.connect() as conn:
+            rows = conn.execute(q).mappings().all()
+        return [
+            {
+                "client": r["client"],
+                "detector": r["detector"],
+                "action": r["action"],
+                "statistic": r["statistic"],
+                "threshold": r["threshold"],
+                "evidence": json.loads(r["evidence"]),
+                "time": _iso(r["time"]),
+            }
+            for r in rows
+        ]
+
+    # -- retention -----------------------------------------------------------------------
+    def purge(
+        self, *, now: datetime | None = None, log_retention_days: float | None = None
+    ) -> dict[str, int]:
+        """Delete retained inputs past their expiry and, when ``log_retention_days`` is set,
+        log rows older than that. Returns the number of rows deleted per table."""
+        now = now or utcnow()
+        with self.engine.begin() as conn:
+            n_inputs = conn.execute(delete(QueryInput).where(QueryInput.expires_at <= now))
+            removed = {"query_inputs": n_inputs.rowcount or 0, "query_log": 0}
+            if log_retention_days is not None:
+                cutoff = now - timedelta(days=log_retention_days)
+                old = select(QueryLog.id).where(QueryLog.time < cutoff)
+                conn.execute(delete(QueryInput).where(QueryInput.query_id.in_(old)))
+                res = conn.execute(delete(QueryLog).where(QueryLog.time < cutoff))
+                removed["query_log"] = res.rowcount or 0
+        return removed
+
+
+def _iso(t: datetime | None) -> str | None:
+    return None if t is None else t.replace(tzinfo=UTC).isoformat().replace("+00:00", "Z")
+
+
+def _query_row(r: Any) -> dict[str, Any]:
+    return {
+        "id": r["id"],
+        "time": _iso(r["time"]),
+        "client": r["client"],
+        "key_id": r["key_id"],
+        "tier": r["tier"],
+        "status": r["status"],
+        "n_inputs": r["n_inputs"],
+        "fingerprints": json.loads(r["fingerprints"]),
+        "outputs": json.loads(r["outputs"]),
+        "access": r["access"],
+        "policy": r["policy"],
+        "latency_ms": r["latency_ms"],
+    }
+
+
+__all__ = ["Store", "SQLAlchemyError", "make_engine", "utcnow"]

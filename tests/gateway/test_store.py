@@ -1,0 +1,158 @@
+"""The store on SQLite and on PostgreSQL: migrations, keys, group-commit log, retention."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from datetime import timedelta
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from privguard.errors import ConfigError
+from privguard.gateway import keys
+from privguard.gateway.store import Base, LogWriter, Store, utcnow
+
+
+@pytest.fixture
+def store(db_url):
+    s = Store(db_url)
+    s.migrate()
+    yield s
+    s.close()
+
+
+def _row(client="c", t=None, status=200, fps=("a",)):
+    return {
+        "id": uuid.uuid4().hex,
+        "time": t or utcnow(),
+        "key_id": "key_1",
+        "client": client,
+        "tier": "label",
+        "status": status,
+        "n_inputs": len(fps),
+        "fingerprints": json.dumps(list(fps)),
+        "outputs": json.dumps({"labels": [1]}),
+        "access": "label",
+        "policy": "label",
+        "latency_ms": 1.0,
+    }
+
+
+def test_migrations_build_exactly_the_models_and_rerun_cleanly(store):
+    store.migrate()  # idempotent
+    assert store.revision() == store.head() == "0001"
+    with store.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    assert diff == []
+    store.check_schema()
+    assert store.integrity_ok()
+
+
+def test_check_schema_refuses_an_unmigrated_database(tmp_path):
+    s = Store(f"sqlite:///{tmp_path / 'empty.db'}")
+    with pytest.raises(ConfigError, match="schema revision None"):
+        s.check_schema()
+    s.close()
+
+
+def test_sqlite_runs_in_wal_mode(tmp_path):
+    s = Store(f"sqlite:///{tmp_path / 'w.db'}")
+    s.migrate()
+    with s.engine.connect() as conn:
+        from sqlalchemy import text
+
+        assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert conn.execute(text("PRAGMA synchronous")).scalar() == 2  # FULL
+    s.close()
+
+
+def test_keys_are_stored_as_hashes_and_verified(store):
+    info, secret = keys.create_key(store, "alice", "client", "label", expires_days=1)
+    assert secret.startswith("pg_") and len(secret) >= 40
+    assert info.secret_hash == keys.hash_secret(secret) and secret not in info.secret_hash
+    found = keys.lookup(store, secret)
+    assert found.id == info.id and found.tier == "label" and not found.expired()
+    assert keys.lookup(store, secret + "x") is None
+    assert keys.lookup(store, "pg_" + "A" * 43) is None
+    assert keys.lookup(store, "no-prefix") is None
+    assert found.expired(utcnow() + timedelta(days=1, seconds=1))
+    assert keys.set_tier(store, info.id, "probs").tier == "probs"
+    assert keys.revoke_key(store, info.id).revoked
+    assert keys.lookup(store, secret).revoked
+    assert keys.revoke_key(store, "key_none") is None
+    with pytest.raises(ConfigError, match="tier"):
+        keys.create_key(store, "bob", "client", None)
+    with pytest.raises(ConfigError, match="role"):
+        keys.create_key(store, "bob", "root", "label")
+    # the secret is in no column of the table
+    with store.engine.connect() as conn:
+        from sqlalchemy import text
+
+        dump = repr(conn.execute(text("select * from api_keys")).all())
+    assert secret not in dump and secret[3:] not in dump
+
+
+def test_log_writer_groups_concurrent_rows_into_few_commits(store):
+    writer = LogWriter(store)
+    writer.start()
+
+    async def burst():
+        await asyncio.gather(*(writer.write(_row(fps=(f"fp{i}",))) for i in range(200)))
+
+    asyncio.run(burst())
+    writer.stop()
+    assert store.count_queries() == 200
+    assert store.all_fingerprints() == {f"fp{i}" for i in range(200)}
+    assert writer.stats.rows == 200 and writer.stats.failures == 0
+    assert writer.stats.commits < 200  # batched: one transaction per batch
+
+
+def test_log_writer_reports_a_failed_commit_to_the_request(store):
+    writer = LogWriter(store)
+    writer.start()
+    row = _row()
+
+    async def twice():
+        await writer.write(row)
+        await writer.write(dict(row))  # same primary key: the commit fails
+
+    with pytest.raises(Exception, match="(?i)unique|duplicate"):
+        asyncio.run(twice())
+    writer.stop()
+    assert writer.stats.failures == 1 and store.count_queries() == 1
+
+
+def test_purge_deletes_inputs_past_retention_and_old_log_rows(store):
+    now = utcnow()
+    old, new = _row(t=now - timedelta(days=40)), _row(t=now)
+    inputs = [
+        {"query_id": old["id"], "data": "[[0.1]]", "expires_at": now - timedelta(days=33)},
+        {"query_id": new["id"], "data": "[[0.2]]", "expires_at": now + timedelta(days=7)},
+    ]
+    store.write_queries([old, new], inputs)
+    assert store.purge(now=now) == {"query_inputs": 1, "query_log": 0}
+    assert [r["data"] for r in store.retained_inputs()] == ["[[0.2]]"]
+    assert store.purge(now=now, log_retention_days=30) == {"query_inputs": 0, "query_log": 1}
+    assert [r["id"] for r in store.queries()] == [new["id"]]
+    assert store.purge(now=now + timedelta(days=8))["query_inputs"] == 1
+
+
+def test_alerts_round_trip(store):
+    store.add_alerts(
+        [
+            {
+                "time": utcnow(),
+                "client": "eve",
+                "detector": "prada",
+                "action": "alert",
+                "statistic": 0.8,
+                "threshold": 0.9,
+                "evidence": json.dumps({"queries": 40}),
+            }
+        ]
+    )
+    (a,) = store.alerts()
+    assert a["client"] == "eve" and a["evidence"] == {"queries": 40} and a["time"].endswith("Z")
