@@ -113,7 +113,15 @@ class Target:
         return ds
 
     # -- description ---------------------------------------------------------------------
+    @property
+    def privacy(self) -> dict[str, Any] | None:
+        """The DP guarantee training achieved (``epsilon``, ``delta``, ``noise_multiplier``,
+        ``sample_rate``, ``steps``, ``accountant``, ...), or ``None`` for non-private training."""
+        return self.metrics.get("privacy")
+
     def describe(self) -> dict[str, Any]:
+        """What the report shows about the model; a DP-trained model's achieved guarantee is
+        its ``privacy`` entry."""
         d: dict[str, Any] = {
             "path": str(self.path) if self.path else None,
             "kind": self.kind,
@@ -130,6 +138,15 @@ class Target:
         if out.exists() and not out.is_dir():
             raise ConfigError(f"{out} exists and is not a directory; choose another --out")
         out.mkdir(parents=True, exist_ok=True)
+        files = self.files()
+        for name in sorted(files, key=lambda n: n == "model.json"):  # the manifest last
+            _atomic_write(out / name, files[name])
+        self.path = out
+        return out
+
+    def files(self) -> dict[str, bytes]:
+        """The model directory's files in memory: ``model.json`` and the weights file (for
+        writers that place them elsewhere, e.g. a stolen model among a report's artifacts)."""
         if self.kind == "torch":
             from safetensors.torch import save as save_tensors
 
@@ -153,10 +170,7 @@ class Target:
             weights_name: hashlib.sha256(blob).hexdigest(),
             "manifest": _manifest_hash(manifest),
         }
-        _atomic_write(out / weights_name, blob)
-        _atomic_write(out / "model.json", json.dumps(manifest, indent=1).encode())
-        self.path = out
-        return out
+        return {weights_name: blob, "model.json": json.dumps(manifest, indent=1).encode()}
 
     @classmethod
     def load(cls, directory: str | Path) -> Target:
@@ -201,7 +215,9 @@ class Target:
             module = build_model(arch)
             module.load_state_dict(load_tensors(blob))
             predictor = TorchPredictor(module, arch["input_shape"], arch["n_classes"])
-            config = TrainConfig.from_dict(manifest["training"])
+            # a model with no recipe (e.g. one stolen by an extraction attack) has none
+            training = manifest.get("training")
+            config = TrainConfig.from_dict(training) if training else None
             return cls(predictor, kind="torch", config=config, **common)
         if manifest["kind"] == "sklearn":
             import skops.io as sio

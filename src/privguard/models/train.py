@@ -45,6 +45,10 @@ class TrainConfig:
         nonmember_fraction: share held out as non-members / test set; the rest is the
             attacker's auxiliary pool.
         seed: seeds the split, the initialisation and the batch order.
+        dp_epsilon: train with DP-SGD (Opacus, :mod:`privguard.defenses.dp`) to this epsilon
+            over the planned epochs; ``None`` trains without differential privacy.
+        dp_delta: the delta of the DP guarantee (default ``1/(10 n)`` for ``n`` members).
+        max_grad_norm: DP-SGD's per-record gradient clipping norm ``C``.
     """
 
     model: str = "mlp"
@@ -60,6 +64,9 @@ class TrainConfig:
     train_fraction: float = 0.4
     nonmember_fraction: float = 0.3
     seed: int = 0
+    dp_epsilon: float | None = None
+    dp_delta: float | None = None
+    max_grad_norm: float = 1.0
 
     def __post_init__(self) -> None:
         if self.model not in MODEL_KINDS:
@@ -79,6 +86,10 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+        if self.dp_epsilon is not None or self.dp_delta is not None:
+            from privguard.defenses.dp import check_dp_settings
+
+            check_dp_settings(self.dp_epsilon, self.dp_delta, self.max_grad_norm)
 
     @property
     def validation_fraction(self) -> float:
@@ -117,7 +128,16 @@ def train_module(
     seed: int | None = None,
     progress: Progress | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """Train a fresh model on ``(x, y)``; returns the module (eval mode) and a training log."""
+    """Train a fresh model on ``(x, y)``; returns the module (eval mode) and a training log.
+
+    With ``config.dp_epsilon`` set, DP-SGD trains it (:func:`privguard.defenses.dp.train_private`)
+    and the log's ``privacy`` entry records the guarantee achieved."""
+    if config.dp_epsilon is not None:
+        from privguard.defenses.dp import train_private
+
+        return train_private(
+            config, x, y, n_classes, x_val=x_val, y_val=y_val, seed=seed, progress=progress
+        )
     seed = config.seed if seed is None else seed
     arch = config.architecture(x.shape[1:], n_classes)
     with single_thread():
