@@ -122,6 +122,29 @@ class AttributeGuesses:
 
 
 @dataclass
+class ExtractionGuesses:
+    """A stolen model and how it was obtained.
+
+    ``model`` is the substitute as a predictor (``predict_proba``, ``predict_logits`` and, being
+    a PyTorch module, ``loss_gradient``); ``architecture`` its ``build_model`` description, so it
+    can be saved as a model directory. ``queries`` is what the attack spent. ``checkpoints``
+    are ``(queries spent, substitute then)`` pairs in query order: the evaluator scores each on
+    its own data for the fidelity-vs-queries curve, so the attack never sees evaluation data.
+    ``parameters`` (equation solving only): the recovered logit differences to class 0,
+    ``(k - 1, d + 1)``, weights then bias. ``outputs``: what the attack learned from
+    (``probs``, ``topk`` or ``labels``).
+    """
+
+    model: Any
+    architecture: dict[str, Any]
+    queries: int
+    checkpoints: list[tuple[int, Any]] = field(default_factory=list)
+    parameters: np.ndarray | None = None
+    outputs: str = "probs"
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
 class SensitiveAttribute:
     """A sensitive field as it appears in the model's input.
 

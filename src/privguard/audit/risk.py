@@ -36,7 +36,47 @@ def attribute_risk(m: dict[str, float]) -> str:
     return risk_attribute(m)
 
 
-RULES = {"membership": membership_risk, "inversion": inversion_risk, "attribute": attribute_risk}
+def extraction_risk(m: dict[str, float]) -> str:
+    """High when the copy agrees with the target on 95% of held-out records, medium at 80%;
+    either only when the copy beats a constant guess by a wide margin (half, resp. a third, of
+    the disagreement a constant guess leaves), so a near-constant model is not called copied."""
+    fidelity = m.get("fidelity", 0.0)
+    base = m.get("fidelity_baseline", 0.0)
+    gain = (fidelity - base) / (1.0 - base) if base < 1.0 else 0.0
+    if fidelity >= 0.95 and gain >= 0.5:
+        return "high"
+    if fidelity >= 0.8 and gain >= 1 / 3:
+        return "medium"
+    return "low"
+
+
+def memorization_risk(m: dict[str, float]) -> str:
+    """Exposure: high when the canaries inserted most often reach 75% of the maximum exposure
+    log2|R| (a search over a few candidates finds them), medium at 25% and at least 2 bits above
+    the reference mean. Extraction: high when a canary is generated verbatim or half the
+    submitted samples are memorized training text, medium at 10%."""
+    if "exposure_bits_top_repeats" in m:
+        top, bits = m["exposure_bits_top_repeats"], m.get("exposure_bits_max", 0.0)
+        above = top - m.get("exposure_bits_reference_mean", 0.0)
+        if bits and top >= 0.75 * bits:
+            return "high"
+        if bits and top >= 0.25 * bits and above >= 2.0:
+            return "medium"
+        return "low"
+    if "precision_at_100" in m:
+        if m.get("canaries_extracted", 0) >= 1 or m["precision_at_100"] >= 0.5:
+            return "high"
+        return "medium" if m["precision_at_100"] >= 0.1 else "low"
+    return "low"
+
+
+RULES = {
+    "membership": membership_risk,
+    "inversion": inversion_risk,
+    "attribute": attribute_risk,
+    "extraction": extraction_risk,
+    "memorization": memorization_risk,
+}
 
 
 def assess(family: str, metrics: dict[str, float]) -> str:

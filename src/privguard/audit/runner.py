@@ -74,6 +74,22 @@ def audit(
         >>> report = privguard.audit("model-dir", attacks=["membership"], access="probs")
         >>> report.summary["overall_risk"]
     """
+    from privguard.models.lm import TextTarget, is_text_model
+
+    if isinstance(target, TextTarget) or (not isinstance(target, Target) and is_text_model(target)):
+        # text models (canary exposure, training-data extraction) have their own audit path
+        from privguard.audit.memorization_eval import text_audit
+
+        return text_audit(
+            target,
+            data=data,
+            attacks=attacks,
+            access=access,
+            seed=seed,
+            budget=budget,
+            progress=progress,
+            command=command,
+        )
     if not isinstance(target, Target):
         target = load_target(target)
     access = Access.parse(access)
@@ -94,6 +110,9 @@ def audit(
         ) from None
     ds = target.load_data(data, label=label)
     truth = _Truth.build(ds, target.split, seed)
+    # the real model: only the extraction evaluator looks at it (an endpoint audit's target,
+    # privguard.http_oracle.EndpointTarget, keeps the served model's directory in .local)
+    truth.target = getattr(target, "local", None) or target
     if n_jobs < 1:
         raise ConfigError("--jobs must be at least 1")
     knowledge = truth.knowledge(target, ds, sensitive, needs_sensitive=_wants_attribute(chosen))
@@ -155,6 +174,17 @@ def audit(
         )
         if cls.family == "membership":
             membership_scores[cls.name] = np.asarray(guesses.scores, dtype=np.float64)
+        if cls.family == "extraction":
+            # the stolen model as a model directory: OUT/artifacts/stolen-<attack>/
+            from privguard.audit.extraction_eval import stolen_target
+
+            stolen = stolen_target(target, guesses, cls.name, metrics)
+            for fname, blob in stolen.files().items():
+                artifacts[f"stolen-{cls.name}/{fname}"] = blob
+            results[-1].notes.append(
+                f"the copy is saved as a model directory in artifacts/stolen-{cls.name}/: audit "
+                "it with --model (e.g. white-box inversion through the copy)"
+            )
         if cls.family == "inversion":
             artifacts[f"inversion-{cls.name}.npz"] = {
                 "reconstructions": np.asarray(guesses.reconstructions, dtype=np.float32),
@@ -208,6 +238,7 @@ class _Truth:
     hidden_values: np.ndarray | None = None
     value_names: list[str] = field(default_factory=list)
     _evaluators: dict[str, Any] = field(default_factory=dict)
+    target: Any = None
 
     @classmethod
     def build(cls, ds: Dataset, split: Split, seed: int) -> _Truth:
@@ -299,6 +330,14 @@ class _Truth:
 
             assert self.hidden_values is not None
             return attribute_metrics(guesses, self.hidden_values, self.is_member, self.value_names)
+        if cls.family == "extraction":
+            if "extraction" not in self._evaluators:
+                from privguard.audit.extraction_eval import ExtractionEvaluator
+
+                self._evaluators["extraction"] = ExtractionEvaluator(
+                    self.target, self.ds, self.split, self.seed
+                )
+            return self._evaluators["extraction"].evaluate(guesses)
         raise ConfigError(f"no evaluator for the {cls.family} family yet")  # pragma: no cover
 
 

@@ -41,7 +41,14 @@ KEY_METRICS: dict[str, tuple[str, ...]] = {
     "inversion": ("attack_accuracy_consensus", "member_closeness", "attack_accuracy"),
     "attribute": ("advantage_members", "member_advantage_gap", "accuracy", "baseline_accuracy"),
     "extraction": ("fidelity", "accuracy"),
-    "memorization": ("exposure", "epsilon_lower_bound"),
+    "memorization": (
+        "exposure_bits_top_repeats",
+        "exposure_bits_max",
+        "precision_at_100",
+        "canaries_extracted",
+        "exposure",
+        "epsilon_lower_bound",
+    ),
 }
 
 METRIC_LABELS = {
@@ -90,8 +97,19 @@ METRIC_HELP: dict[str, str] = {
     "advantage_nonmembers": "Accuracy beyond the no-model baseline, on non-members.",
     "member_advantage_gap": "Members' advantage minus non-members': leakage specific to members.",
     "balanced_accuracy": "Mean recall over the field's values.",
-    "fidelity": "Share of inputs on which the stolen model agrees with the target.",
+    "fidelity": "Share of held-out records on which the stolen model agrees with the target.",
+    "fidelity_uniform": "Share of uniform random inputs on which the copy agrees with the target.",
+    "fidelity_baseline": "Agreement of a constant guess (the target's most frequent answer).",
+    "target_accuracy": "Accuracy of the target itself on the same held-out records.",
+    "queries_to_95_fidelity": "Queries after which the copy first agreed on 95% of records.",
+    "max_parameter_error": "Largest error of the recovered parameters (logit differences).",
+    "n_eval": "Held-out records the copy was scored on.",
     "epsilon_lower_bound": "Differential-privacy ε that the measured attack rules out below.",
+    "exposure_bits_max": "log2 |R|: the exposure of a canary ranked first among all candidates.",
+    "exposure_bits_top_repeats": "Mean exposure (bits) of the canaries inserted most often.",
+    "exposure_bits_reference_mean": "Mean exposure of random non-inserted candidates (≈ 1/ln 2).",
+    "precision_at_100": "Share of the 100 submitted samples that are verbatim training text.",
+    "canaries_extracted": "Inserted canaries that appeared verbatim in the model's samples.",
 }
 
 FIELD_LABELS = {
@@ -306,6 +324,8 @@ def _metric_value(metrics: Mapping[str, Any], name: str) -> str:
 # Where one metric name means something else in another family.
 FAMILY_METRIC_HELP: dict[tuple[str, str], str] = {
     ("attribute", "advantage"): "Accuracy beyond the no-model baseline, on all records.",
+    ("extraction", "accuracy"): "Accuracy of the stolen model on held-out records.",
+    ("extraction", "queries"): "Oracle queries the attack spent to make its copy.",
 }
 
 
@@ -382,6 +402,8 @@ def _attack_plots(attack: Mapping[str, Any]) -> tuple[list[dict[str, str]], list
     drawn: list[dict[str, str]] = []
     skipped: list[str] = []
     for kind, curve in (attack.get("curves") or {}).items():
+        if _is_table(curve):  # shown as a table by _attack_tables
+            continue
         try:
             plot = _draw_curve(attack, kind, curve)
         except (ValueError, TypeError) as e:
@@ -392,6 +414,23 @@ def _attack_plots(attack: Mapping[str, Any]) -> tuple[list[dict[str, str]], list
         else:
             drawn.append(plot)
     return drawn, skipped
+
+
+def _is_table(curve: Any) -> bool:
+    return isinstance(curve, Mapping) and "columns" in curve and "rows" in curve
+
+
+def _attack_tables(attack: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Curves that are tables (``{"title", "columns", "rows"}``, e.g. exposure per canary)."""
+    return [
+        {
+            "title": str(c.get("title") or kind),
+            "columns": [str(h) for h in c["columns"]],
+            "rows": [[fmt_value(v) for v in row] for row in c["rows"]],
+        }
+        for kind, c in (attack.get("curves") or {}).items()
+        if _is_table(c)
+    ]
 
 
 def membership_overlay(attacks: Sequence[Mapping[str, Any]]) -> dict[str, str] | None:
@@ -423,6 +462,23 @@ def membership_overlay(attacks: Sequence[Mapping[str, Any]]) -> dict[str, str] |
     return _plot(title, png, "ROC curves of all membership attacks on log-log axes")
 
 
+def extraction_overlay(attacks: Sequence[Mapping[str, Any]]) -> dict[str, str] | None:
+    """Fidelity against queries of every extraction attack on one plot; ``None`` if fewer than
+    two attacks drew a curve (a single curve is already in its attack's section)."""
+    series: dict[str, tuple[Any, Any]] = {}
+    for a in attacks:
+        c = (a.get("curves") or {}).get("fidelity_vs_queries")
+        if a.get("family") == "extraction" and isinstance(c, Mapping) and "x" in c and "y" in c:
+            series[str(a.get("name"))] = (c["x"], c["y"])
+    if len(series) < 2:
+        return None
+    title = "Model extraction: fidelity against queries"
+    png = plots.line_plot(
+        series, title, xlabel="queries", ylabel="fidelity on held-out records", logx=True
+    )
+    return _plot(title, png, "Fidelity of every extraction attack's copy against queries spent")
+
+
 def _attack_view(i: int, a: Mapping[str, Any], with_plots: bool) -> dict[str, Any]:
     metrics = a.get("metrics") or {}
     drawn, skipped = _attack_plots(a) if with_plots else ([], [])
@@ -444,6 +500,7 @@ def _attack_view(i: int, a: Mapping[str, Any], with_plots: bool) -> dict[str, An
         "notes": [str(n) for n in a.get("notes") or []],
         "plots": drawn,
         "skipped": skipped,
+        "tables": _attack_tables(a),
     }
 
 
@@ -471,6 +528,7 @@ def build_view(report: Report, *, with_plots: bool = True) -> dict[str, Any]:
         "total_seconds": fmt_seconds(summary.get("total_seconds")),
         "attacks": attacks,
         "overlay": membership_overlay(d["attacks"]) if with_plots else None,
+        "extraction_overlay": extraction_overlay(d["attacks"]) if with_plots else None,
         "exposed": _exposed_view(summary.get("most_exposed")),
         "skipped": summary.get("skipped") or [],
         "gap": generalisation_gap(d.get("target") or {}),
@@ -570,7 +628,9 @@ def write_report(report: Report, out_dir: str | os.PathLike[str]) -> dict[str, P
         FILES["model_card"]: render_model_card(report),
     }
     for name, arrays in report.artifacts.items():
-        texts[f"{ARTIFACTS}/{name}"] = _npz_bytes(arrays)
+        # bytes are a file as is (e.g. a stolen model's model.json); arrays become an .npz
+        blob = arrays if isinstance(arrays, bytes) else _npz_bytes(arrays)
+        texts[f"{ARTIFACTS}/{name}"] = blob
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
