@@ -1,0 +1,460 @@
+"""Throughput of the serving gateway vs the bare model behind the same uvicorn.
+
+Two servers, each a child process on a loopback port, the same model, the same uvicorn
+(``--workers N``, access log off):
+
+- **gateway**: ``privguard serve`` with one tier that runs every stage of a request: API-key
+  authentication (SHA-256 lookup, cached), a moving-window rate limit (in memory, set high enough
+  never to refuse), input validation (shape, finite values, feature bounds), a daily budget, the
+  output policy (``round:3``) and the audit log (SQLite in WAL mode, group commit: each answer is
+  sent only after its row is committed);
+- **bare**: a minimal FastAPI app defined here that parses ``{"inputs": [...]}``, runs the model
+  and returns labels and probabilities, nothing else;
+- **noop** (a ceiling, not a competitor): the bare server's ``POST /v1/noop``, which reads the
+  body and answers a constant — what uvicorn and the load generator manage without any work.
+
+A bounded load generator (``httpx.AsyncClient``, ``--concurrency`` requests in flight, a warm-up
+then ``--seconds`` of measurement per run) posts batches of 1 and of 64 real digits records and
+records every request's latency. Runs alternate bare / gateway and repeat ``--repeats`` times;
+the table shows each server's median run, and gateway / bare is the median of the ratios taken
+within each repeat (the machine's other load drifts between repeats). Goal (issue 7): gateway
+≥ 80% of bare throughput at batch 1.
+
+    python benchmarks/gateway_throughput.py                 # ~6 min on 2 cores
+    python benchmarks/gateway_throughput.py --quick         # ~1 min
+    python benchmarks/gateway_throughput.py --workers 2 --markdown
+
+The load generator runs on the same machine as the servers and competes with them for the CPUs;
+both servers face the same generator, so the ratio is the figure to read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Request  # at module level: the route's annotations resolve here
+from fastapi.responses import Response
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import finish_run, machine_info  # noqa: E402
+
+BENCH = "gateway_throughput"
+MODEL_ENV = "PRIVGUARD_BENCH_MODEL"
+GOAL = 0.80
+
+GATEWAY_CONFIG = """
+[server]
+fingerprint_key_file = "{fpkey}"
+
+[tiers.bench]
+access = "probs"
+policy = "round:3"
+rate_limits = "100000/second"
+daily_budget = 1000000000
+max_batch = 64
+"""
+
+
+# -- the bare server -------------------------------------------------------------------------
+
+
+def bare_app():
+    """The model alone behind FastAPI: JSON in, model, JSON out."""
+    import torch
+
+    import privguard
+
+    torch.set_num_threads(1)  # the gateway runs its model on one thread too
+    target = privguard.load_target(os.environ[MODEL_ENV])
+    shape = target.input_shape
+    app = FastAPI()
+
+    @app.post("/v1/predict")
+    async def predict(request: Request) -> Response:
+        import json
+
+        body = json.loads(await request.body())
+        x = np.asarray(body["inputs"], dtype=np.float32).reshape(-1, *shape)
+        p = target.predict_proba(x)
+        out = {"labels": p.argmax(axis=1).tolist(), "probs": p.tolist()}
+        return Response(json.dumps(out), media_type="application/json")
+
+    @app.post("/v1/noop")
+    async def noop(request: Request) -> Response:
+        """Reads the body, answers a constant: what uvicorn + the load generator can do."""
+        await request.body()
+        return Response('{"labels": []}', media_type="application/json")
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app
+
+
+def serve_bare(model: str, port: int, workers: int) -> None:
+    import uvicorn
+
+    os.environ[MODEL_ENV] = model
+    uvicorn.run(
+        "gateway_throughput:bare_app",
+        factory=True,
+        host="127.0.0.1",
+        port=port,
+        workers=workers,
+        access_log=False,
+        log_level="warning",
+        app_dir=str(Path(__file__).resolve().parent),
+    )
+
+
+class BareProcess:
+    """This script in ``--serve-bare`` mode as a child process."""
+
+    def __init__(self, model: Path, workers: int) -> None:
+        from privguard.gateway.process import free_port
+
+        self.port = free_port()
+        self.args = [sys.executable, __file__, "--serve-bare", str(model)]
+        self.args += ["--port", str(self.port), "--workers", str(workers)]
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> BareProcess:
+        import subprocess
+
+        self.proc = subprocess.Popen(self.args, start_new_session=True)
+        _wait_ready(self.url, self.proc)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import signal
+
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        self.proc.wait(20)
+
+
+def _wait_ready(url: str, proc, timeout: float = 180.0) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server at {url} exited with code {proc.returncode}")
+        try:
+            if httpx.get(url + "/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"the server at {url} was not ready after {timeout:.0f} s")
+
+
+# -- the load generator ------------------------------------------------------------------------
+
+
+async def _load(
+    url: str,
+    headers: dict[str, str],
+    bodies: list[bytes],
+    *,
+    concurrency: int,
+    warmup: float,
+    seconds: float,
+) -> dict[str, Any]:
+    """``concurrency`` workers post bodies back to back; only requests started after the
+    warm-up and finished before its end + ``seconds`` are measured."""
+    import httpx
+
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    headers = {**headers, "Content-Type": "application/json"}
+    async with httpx.AsyncClient(limits=limits, timeout=30, headers=headers) as client:
+        t_start = time.perf_counter()
+        t_measure, t_end = t_start + warmup, t_start + warmup + seconds
+
+        async def worker(w: int) -> None:
+            i = w
+            while True:
+                t0 = time.perf_counter()
+                if t0 >= t_end:
+                    return
+                r = await client.post(url, content=bodies[i % len(bodies)])
+                t1 = time.perf_counter()
+                i += concurrency
+                if t0 >= t_measure and t1 <= t_end:
+                    statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+                    if r.status_code == 200:
+                        latencies.append(t1 - t0)
+
+        await asyncio.gather(*(worker(w) for w in range(concurrency)))
+    lat = np.asarray(latencies) * 1000
+    return {
+        "requests": int(len(lat)),
+        "requests_per_second": len(lat) / seconds,
+        "p50_ms": float(np.percentile(lat, 50)) if len(lat) else None,
+        "p99_ms": float(np.percentile(lat, 99)) if len(lat) else None,
+        "statuses": {str(k): v for k, v in sorted(statuses.items())},
+    }
+
+
+def _bodies(x: np.ndarray, batch: int, n: int = 256) -> list[bytes]:
+    """``n`` request bodies of ``batch`` real records each (rows cycle through the data)."""
+    import json
+
+    flat = x.reshape(len(x), -1)
+    out = []
+    for i in range(n):
+        rows = flat[(np.arange(batch) + i * batch) % len(flat)]
+        out.append(json.dumps({"inputs": rows.tolist()}).encode())
+    return out
+
+
+# -- the run -------------------------------------------------------------------------------------
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    import privguard
+    from privguard.data import load_dataset
+    from privguard.gateway.keys import create_key
+    from privguard.gateway.process import GatewayProcess
+    from privguard.gateway.store import Store
+
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    results: dict[str, Any] = {
+        "benchmark": BENCH,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "command": "python " + " ".join(sys.argv),
+        "machine": machine_info(),
+        "versions": _versions(),
+        "settings": {
+            "model": f"digits MLP {args.hidden}, {args.epochs} epochs",
+            "workers": args.workers,
+            "concurrency": args.concurrency,
+            "seconds_per_run": args.seconds,
+            "warmup_seconds": args.warmup,
+            "repeats": args.repeats,
+            "batches": args.batches,
+            "gateway_tier": "probs access, policy round:3, rate limit 100000/second (moving "
+            "window, in memory), daily budget 1e9 records, SQLite WAL audit log",
+        },
+        "runs": [],
+    }
+    ds = load_dataset("digits")
+    hidden = [int(h) for h in args.hidden.split(",")]
+    target = privguard.train(
+        ds, privguard.TrainConfig(model="mlp", hidden=hidden, epochs=args.epochs, seed=0)
+    )
+    with tempfile.TemporaryDirectory(prefix="pg-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        model = target.save(tmp / "model")
+        config = tmp / "gateway.toml"
+        config.write_text(textwrap.dedent(GATEWAY_CONFIG.format(fpkey=tmp / "fp.key")))
+        db = f"sqlite:///{tmp / 'log.db'}"
+        store = Store(db)
+        store.migrate()
+        _, secret = create_key(store, "bench", "client", "bench")
+        store.close()
+        gateway = GatewayProcess(
+            ["--model", str(model), "--config", str(config), "--db", db]
+            + ["--workers", str(args.workers)],
+            log_file=tmp / "serve.log",
+        )
+        with gateway, BareProcess(model, args.workers) as bare:
+            servers = {
+                "noop": (bare.url + "/v1/noop", {}),
+                "bare": (bare.url + "/v1/predict", {}),
+                "gateway": (gateway.url + "/v1/predict", {"Authorization": f"Bearer {secret}"}),
+            }
+            for batch in args.batches:
+                bodies = _bodies(ds.x, batch)
+                for rep in range(args.repeats):
+                    for name, (url, headers) in servers.items():
+                        m = asyncio.run(
+                            _load(
+                                url,
+                                headers,
+                                bodies,
+                                concurrency=args.concurrency,
+                                warmup=args.warmup,
+                                seconds=args.seconds,
+                            )
+                        )
+                        m.update(server=name, batch=batch, repeat=rep)
+                        m["records_per_second"] = m["requests_per_second"] * batch
+                        m["load_average"] = round(os.getloadavg()[0], 2)
+                        results["runs"].append(m)
+                        print(
+                            f"batch {batch:>3} {name:<8} rep {rep}: "
+                            f"{m['requests_per_second']:8.1f} req/s  p50 {m['p50_ms']} ms  "
+                            f"p99 {m['p99_ms']} ms  {m['statuses']}",
+                            file=sys.stderr,
+                        )
+        rows = store_rows(db)
+    results["gateway_log_rows"] = rows
+    results["summary"] = summarise(results["runs"], args.batches)
+    return finish_run(
+        results,
+        Path(args.out),
+        start,
+        print_tables=print_table,
+        markdown=markdown if args.markdown else None,
+    )
+
+
+def store_rows(db: str) -> int:
+    """Rows the gateway's audit log holds after the runs (one per answered request)."""
+    from sqlalchemy import func, select
+
+    from privguard.gateway.store import Store
+    from privguard.gateway.store.models import QueryLog
+
+    store = Store(db)
+    try:
+        with store.engine.connect() as c:
+            return int(c.execute(select(func.count()).select_from(QueryLog)).scalar_one())
+    finally:
+        store.close()
+
+
+def summarise(runs: list[dict[str, Any]], batches: list[int]) -> list[dict[str, Any]]:
+    """Per batch size: the median run of each server, and gateway / bare."""
+    out = []
+    for batch in batches:
+        row: dict[str, Any] = {"batch": batch}
+        for name in ("noop", "bare", "gateway"):
+            mine = [r for r in runs if r["server"] == name and r["batch"] == batch]
+            med = sorted(mine, key=lambda r: r["requests_per_second"])[len(mine) // 2]
+            row[name] = {
+                "requests_per_second": round(med["requests_per_second"], 1),
+                "records_per_second": round(med["records_per_second"], 1),
+                "p50_ms": round(med["p50_ms"], 2),
+                "p99_ms": round(med["p99_ms"], 2),
+                "all_runs_requests_per_second": [round(r["requests_per_second"], 1) for r in mine],
+                "non_200": sum(v for k, v in med["statuses"].items() if k != "200"),
+            }
+        # Each repeat runs noop, bare and gateway back to back: their ratio is taken within one
+        # repeat (the machine's other load drifts between repeats) and the median reported.
+        of_medians = row["gateway"]["requests_per_second"] / row["bare"]["requests_per_second"]
+        row["ratio_of_medians"] = round(of_medians, 3)
+        ratios = [
+            g["requests_per_second"] / b["requests_per_second"]
+            for g, b in zip(
+                [r for r in runs if r["server"] == "gateway" and r["batch"] == batch],
+                [r for r in runs if r["server"] == "bare" and r["batch"] == batch],
+                strict=True,
+            )
+        ]
+        row["ratio_per_repeat"] = [round(v, 3) for v in ratios]
+        ratio = statistics.median(ratios)
+        row["throughput_ratio"] = round(ratio, 3)
+        if batch == 1:
+            row["goal"] = f"gateway >= {GOAL:.0%} of bare throughput"
+            row["verdict"] = "PASS" if ratio >= GOAL else "MISS"
+        out.append(row)
+    return out
+
+
+def _versions() -> dict[str, str]:
+    import fastapi
+    import httpx
+    import torch
+    import uvicorn
+
+    import privguard
+
+    return {
+        "privguard": privguard.__version__,
+        "fastapi": fastapi.__version__,
+        "uvicorn": uvicorn.__version__,
+        "httpx": httpx.__version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+    }
+
+
+def print_table(results: dict[str, Any]) -> None:
+    s = results["settings"]
+    print(
+        f"\n{s['model']}; {s['workers']} uvicorn worker(s) each; {s['concurrency']} requests in "
+        f"flight; {s['seconds_per_run']} s per run, median of {s['repeats']}"
+    )
+    head = f"{'batch':>5} {'server':<8} {'req/s':>9} {'records/s':>10} {'p50 ms':>8} {'p99 ms':>8}"
+    print(head)
+    for row in results["summary"]:
+        for name in ("noop", "bare", "gateway"):
+            m = row[name]
+            print(
+                f"{row['batch']:>5} {name:<8} {m['requests_per_second']:>9.1f} "
+                f"{m['records_per_second']:>10.1f} {m['p50_ms']:>8.2f} {m['p99_ms']:>8.2f}"
+            )
+        line = (
+            f"      gateway / bare throughput: {row['throughput_ratio']:.2f} (median of "
+            f"{', '.join(f'{r:.2f}' for r in row['ratio_per_repeat'])})"
+        )
+        if "verdict" in row:
+            line += f"  ({row['goal']}: {row['verdict']})"
+        print(line)
+    print(f"gateway audit log rows after the runs: {results['gateway_log_rows']}")
+
+
+def markdown(results: dict[str, Any]) -> str:
+    lines = [
+        "| batch | server | requests/s | records/s | p50 ms | p99 ms | gateway / bare |",
+        "|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for row in results["summary"]:
+        for name in ("noop", "bare", "gateway"):
+            m = row[name]
+            ratio = f"**{row['throughput_ratio']:.2f}**" if name == "gateway" else ""
+            lines.append(
+                f"| {row['batch']} | {name} | {m['requests_per_second']:.1f} | "
+                f"{m['records_per_second']:.1f} | {m['p50_ms']:.2f} | {m['p99_ms']:.2f} | "
+                f"{ratio} |"
+            )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--workers", type=int, default=1, help="uvicorn workers per server")
+    ap.add_argument("--concurrency", type=int, default=8, help="requests in flight")
+    ap.add_argument("--seconds", type=float, default=5.0, help="measured seconds per run")
+    ap.add_argument("--warmup", type=float, default=1.5, help="unmeasured seconds per run")
+    ap.add_argument("--repeats", type=int, default=5, help="runs per server and batch size")
+    ap.add_argument("--batches", default="1,64", help="batch sizes, comma-separated")
+    ap.add_argument("--hidden", default="256,256", help="MLP hidden widths")
+    ap.add_argument("--epochs", type=int, default=20, help="training epochs of the served MLP")
+    ap.add_argument("--quick", action="store_true", help="1 repeat of 4 s")
+    ap.add_argument("--out", default=None, help="JSON output path")
+    ap.add_argument("--markdown", action="store_true", help="also print the table in Markdown")
+    ap.add_argument("--serve-bare", metavar="MODEL_DIR", help=argparse.SUPPRESS)
+    ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.serve_bare:
+        serve_bare(args.serve_bare, args.port, args.workers)
+        return
+    if args.quick:
+        args.repeats, args.seconds, args.warmup = 1, 4.0, 1.0
+    args.batches = [int(b) for b in args.batches.split(",")]
+    default = f"results/{BENCH}{'_quick' if args.quick else ''}.json"
+    args.out = args.out or str(Path(__file__).resolve().parent / default)
+    run(args)
+
+
+if __name__ == "__main__":
+    main()
