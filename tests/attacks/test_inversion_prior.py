@@ -218,3 +218,11 @@ def test_mnist_whitebox_and_blackbox_hold_under_both_evaluators(model):
     for guesses in (white, black):
         svm, knn = attack_accuracy(evaluators, guesses)
         assert svm >= 0.9 and knn >= 0.9, (svm, knn)
+
+
+def test_prior_trains_when_the_last_batch_holds_one_record(digits):
+    """65 records at batch size 64: the last batch has one record, whose spread is zero (it was
+    NaN, and the prior's Cholesky factor failed)."""
+    config = PriorConfig(latent_dim=8, epochs=2, batch_size=64, seed=0)
+    prior = train_prior(digits.x[:65], (0.0, 1.0), config)
+    assert np.isfinite(prior.chol_.numpy()).all()

@@ -214,7 +214,8 @@ def train_prior(
             for i in range(0, len(data), config.batch_size):
                 xb = data[order[i : i + config.batch_size]]
                 z = model.encoder(xb)
-                scale = z.detach().std(dim=0, keepdim=True) + 1e-6
+                # correction=0: a last batch of one record has a (zero) spread, not NaN
+                scale = z.detach().std(dim=0, keepdim=True, correction=0) + 1e-6
                 noise = torch.randn(z.shape, generator=gen) * scale * LATENT_NOISE
                 logits = model.decoder(z + noise)
                 loss = bce(logits, xb) + CODE_PENALTY * (z**2).mean()
