@@ -1,0 +1,366 @@
+"""Memorization audits of text models: the text path of ``privguard.audit`` and its evaluators.
+
+The attacks (``exposure``, ``extract``) see a :class:`TextOracle` and :class:`TextKnowledge`
+(the canary formats, public text); the evaluators here alone hold the truth — which canaries
+were inserted and how often, and the training corpus — and turn the attacks' guesses into the
+metrics of docs/metrics.md:
+
+- exposure (Carlini et al. 2019): ``exposure_bits_max`` (log2 |R|), the exposure of every
+  inserted canary grouped by repetition count, ``exposure_bits_top_repeats`` (mean over the
+  canaries inserted most often) and the reference distribution of random non-inserted
+  candidates (``exposure_bits_reference_mean``, about 1/ln 2 ≈ 1.44 bits when nothing leaks);
+- extraction (Carlini et al. 2021): ``precision_at_100``, the share of the attack's submitted
+  samples that reproduce training text verbatim, and the same per ranking metric.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from privguard import __version__
+from privguard.attacks import resolve
+from privguard.attacks.memorization import (
+    ExposureGuesses,
+    ExtractionGuesses,
+    TextKnowledge,
+)
+from privguard.audit.report import AttackResult, Report, summarise
+from privguard.audit.risk import assess
+from privguard.data.corpus import Canary, Corpus, attacker_text, load_corpus
+from privguard.errors import ConfigError, DataError, PrivguardError
+from privguard.models.lm import TextTarget, load_text_target
+from privguard.oracle import Access
+
+Progress = Callable[[str, int, int], None]
+ALIASES = {"extraction": "extract"}  # on a text model, "extraction" means training-data extraction
+N_REFERENCE = 1000  # random non-inserted candidates behind the reference distribution
+N_REFERENCE_EXTRAPOLATED = 300  # each costs a query when exposure is extrapolated
+MIN_MATCH = 40  # characters of verbatim training text that make a sample "memorized"
+MIN_LINE = 12  # or a whole training line at least this long
+PUBLIC_RECORDS = 200  # other people's records in the attacker's public text
+
+
+def text_audit(
+    target: TextTarget | str | Path,
+    *,
+    data: str | None = None,
+    attacks: Sequence[str] | str = ("all",),
+    access: Access | str = Access.PROBS,
+    seed: int = 0,
+    budget: int | None = None,
+    progress: Progress | None = None,
+    command: str | None = None,
+    extrapolate: bool = False,
+) -> Report:
+    """Run the memorization attacks against a text model and score them.
+
+    Args:
+        target: a :class:`TextTarget`, a text model directory, or a local Hugging Face model.
+        data: the training corpus (a .txt file or built-in name); needed for extraction on a
+            plain Hugging Face model, checked against the recorded hash otherwise.
+        attacks: ``all``, ``memorization``, ``exposure``, ``extract`` (``extraction`` is
+            accepted for ``extract``).
+        extrapolate: allow skew-normal extrapolation for candidate spaces too large to rank.
+
+    Example:
+        >>> report = text_audit("lm-dir", attacks="memorization")
+        >>> report.attacks[0].metrics["exposure_bits_top_repeats"]
+    """
+    if not isinstance(target, TextTarget):
+        target = load_text_target(target)
+    access = Access.parse(access)
+    if budget is not None and budget < 1:
+        raise ConfigError("--budget must be a positive number of queries")
+    corpus = _corpus(target, data)
+    raw = [attacks] if isinstance(attacks, str) else list(attacks)
+    names = [ALIASES.get(n, n) for r in raw for n in (x.strip().lower() for x in r.split(",")) if n]
+    chosen = resolve(names, access)
+    knowledge = TextKnowledge(
+        formats=target.formats,
+        public_lines=attacker_text(n_records=PUBLIC_RECORDS, seed=seed + 10_000),
+        extrapolate=bool(extrapolate or target.extrapolate),
+        seed=seed,
+    )
+    runnable, skipped = [], []
+    for cls in chosen:
+        why = cls.unsuitable(knowledge)  # type: ignore[arg-type]
+        if why is None and cls.name == "exposure" and not target.canaries:
+            why = (
+                "no canaries are recorded for this model: train or fine-tune it with "
+                "`privguard train --canary FORMAT` to measure exposure"
+            )
+        if why is None and cls.name == "extract" and corpus is None:
+            why = "extraction needs the training corpus to check samples against: pass --data"
+        if why is None:
+            runnable.append(cls)
+        elif cls.name in names:
+            raise ConfigError(why if "needs" not in why else f"{why}; this is a text model")
+        elif "text" in cls.kinds:  # image / tabular attacks picked by "all" are not listed
+            skipped.append({"attack": cls.name, "reason": why})
+    if not runnable:
+        reasons = "; ".join(s["reason"] for s in skipped)
+        raise ConfigError(f"none of the selected attacks applies to this text model: {reasons}")
+
+    results: list[AttackResult] = []
+    for i, cls in enumerate(runnable):
+        if progress is not None:
+            progress(f"attack {cls.name}", i, len(runnable))
+        oracle = target.text_oracle(budget)
+        t0 = time.perf_counter()
+        try:
+            guesses = cls().run(oracle, knowledge, progress)  # type: ignore[arg-type]
+        except PrivguardError as e:
+            if cls.name in names:
+                raise
+            skipped.append({"attack": cls.name, "reason": str(e)})
+            continue
+        seconds = time.perf_counter() - t0
+        if isinstance(guesses, ExposureGuesses):
+            metrics, curves, notes = exposure_metrics(guesses, target.canaries, seed=seed)
+        else:
+            assert corpus is not None
+            metrics, curves, notes = extraction_metrics(guesses, corpus.lines, target.canaries)
+        results.append(
+            AttackResult(
+                name=cls.name,
+                family=cls.family,
+                access=cls.needs.label,
+                queries=oracle.queries,
+                seconds=round(seconds, 3),
+                metrics=metrics,
+                risk=assess(cls.family, metrics),
+                paper=cls.paper,
+                description=cls.description,
+                notes=list(guesses.notes) + notes,
+                curves=curves,
+            )
+        )
+    if progress is not None:
+        progress("attacks done", len(runnable), len(runnable))
+    summary = summarise(results)
+    if skipped:
+        summary["skipped"] = skipped
+    return Report(
+        privguard_version=__version__,
+        target=target.describe(),
+        data=_describe_data(target, corpus),
+        attacks=results,
+        summary=summary,
+        plan={
+            "attacks": [c.name for c in runnable],
+            "access": access.label,
+            "seed": seed,
+            "budget": budget,
+            "extrapolate": knowledge.extrapolate,
+            "command": command,
+            "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        },
+    )
+
+
+def _corpus(target: TextTarget, data: str | None) -> Corpus | None:
+    if data is None:
+        return target.corpus
+    given = load_corpus(data)
+    if target.corpus is not None:
+        if given.content_hash() != target.corpus.content_hash():
+            raise DataError(
+                f"the corpus {data} differs from the one this model was trained on (kept in "
+                f"{target.path}/corpus.txt); leave out --data to use that one"
+            )
+        return target.corpus
+    return given
+
+
+def _describe_data(target: TextTarget, corpus: Corpus | None) -> dict[str, Any]:
+    if corpus is None:
+        return {"name": None, "kind": "text", "note": "no training corpus given"}
+    d: dict[str, Any] = {
+        "name": corpus.name,
+        "kind": "text",
+        "n_lines": len(corpus.lines),
+        "n_chars": corpus.n_chars,
+        "sha256": corpus.content_hash(),
+    }
+    if target.canaries:
+        d["canaries"] = {
+            "formats": [f.template for f in target.formats],
+            "inserted": len(target.canaries),
+            "repeats": sorted({c.repeats for c in target.canaries}),
+        }
+    return d
+
+
+# -- exposure ------------------------------------------------------------------------------------
+
+
+def exposure_metrics(
+    guesses: ExposureGuesses, canaries: Sequence[Canary], *, seed: int = 0
+) -> tuple[dict[str, float], dict[str, Any], list[str]]:
+    """Exposure of every inserted canary and of random non-inserted reference candidates."""
+    rows: list[list[Any]] = []
+    per_canary: list[tuple[int, float]] = []
+    reference: list[np.ndarray] = []
+    bits_max = 0.0
+    for j, ranking in enumerate(guesses.rankings):
+        fmt = ranking.format
+        bits_max = max(bits_max, fmt.bits)
+        mine = [c for c in canaries if c.format == fmt.template]
+        exact = ranking.mode == "exact"
+        if exact:
+            assert ranking.log_perplexity is not None
+            px = ranking.log_perplexity[[c.index for c in mine]]
+        else:
+            assert ranking.score is not None
+            px = ranking.score([c.text for c in mine])
+        exp = ranking.exposure_of_px(px)
+        for c, e, p in zip(mine, exp, px, strict=True):
+            rank = 2.0 ** (fmt.bits - e)
+            rows.append([c.text, c.repeats, round(float(p), 3), _rank_text(rank, exact), float(e)])
+            per_canary.append((c.repeats, float(e)))
+        rng = np.random.default_rng([seed, j, 7])
+        n_ref = min(N_REFERENCE if exact else N_REFERENCE_EXTRAPOLATED, fmt.space_size - len(mine))
+        ref_idx = fmt.sample(n_ref, rng, exclude=[c.index for c in mine])
+        if exact:
+            ref_px = ranking.log_perplexity[ref_idx.astype(np.int64)]
+        else:
+            ref_px = ranking.score(fmt.render_many(ref_idx))  # type: ignore[misc]
+        reference.append(ranking.exposure_of_px(ref_px))
+    ref = np.concatenate(reference) if reference else np.zeros(0)
+    repeats = sorted({r for r, _ in per_canary})
+    by_repeat = {r: float(np.mean([e for rr, e in per_canary if rr == r])) for r in repeats}
+    m: dict[str, float] = {
+        "exposure_bits_max": round(bits_max, 4),
+        "exposure_bits_top_repeats": round(by_repeat[repeats[-1]], 4) if repeats else 0.0,
+        "exposure_bits_reference_mean": round(float(ref.mean()), 4) if len(ref) else 0.0,
+        "exposure_bits_reference_p95": round(float(np.percentile(ref, 95)), 4) if len(ref) else 0.0,
+        "exposure_top_repeats_fraction": (
+            round(by_repeat[repeats[-1]] / bits_max, 4) if repeats and bits_max else 0.0
+        ),
+        "top_repeats": float(repeats[-1]) if repeats else 0.0,
+        "n_canaries": len(per_canary),
+        "n_reference": len(ref),
+    }
+    for r in repeats:
+        m[f"exposure_bits_repeats_{r}"] = round(by_repeat[r], 4)
+    rows.sort(key=lambda row: (-row[1], -row[4]))
+    for row in rows:
+        row[4] = round(row[4], 3)
+    hist, edges = np.histogram(ref, bins=min(30, max(5, len(ref) // 30)), range=(0, bits_max))
+    curves: dict[str, Any] = {
+        "exposure_vs_repeats": {
+            "x": repeats,
+            "y": [by_repeat[r] for r in repeats],
+            "xlabel": "times the canary was inserted",
+            "ylabel": f"mean exposure (bits; max {bits_max:.1f})",
+            "logx": True,
+        },
+        "reference_distribution": {
+            "x": ((edges[:-1] + edges[1:]) / 2).tolist(),
+            "y": (hist / max(len(ref), 1)).tolist(),
+            "xlabel": "exposure of non-inserted candidates (bits)",
+            "ylabel": "share of reference candidates",
+        },
+        "canary_table": {
+            "title": "Exposure of every inserted canary",
+            "columns": ["canary", "times inserted", "log-perplexity (bits)", "rank", "exposure"],
+            "rows": rows,
+        },
+    }
+    notes = [
+        f"{len(ref)} random non-inserted candidates give the reference: mean exposure "
+        f"{m['exposure_bits_reference_mean']:.2f} bits (1/ln 2 ≈ 1.44 when the model knows "
+        f"nothing); canaries inserted {repeats[-1] if repeats else 0} times reach "
+        f"{m['exposure_bits_top_repeats']:.2f} of {bits_max:.2f} bits"
+    ]
+    return m, curves, notes
+
+
+def _rank_text(rank: float, exact: bool) -> str:
+    r = max(1.0, rank)
+    return f"{int(round(r)):,}" if exact else f"≈{r:.3g}"
+
+
+# -- extraction ----------------------------------------------------------------------------------
+
+
+class _TrainingIndex:
+    """Verbatim look-up of training text: every ``MIN_MATCH``-character window of every line,
+    and every whole line of at least ``MIN_LINE`` characters."""
+
+    def __init__(self, lines: Sequence[str]) -> None:
+        self.lines = {line for line in lines if len(line) >= MIN_LINE}
+        self.windows = {
+            line[i : i + MIN_MATCH] for line in lines for i in range(len(line) - MIN_MATCH + 1)
+        }
+
+    def memorized(self, sample: str) -> bool:
+        s = sample.strip()
+        if s in self.lines:
+            return True
+        return any(s[i : i + MIN_MATCH] in self.windows for i in range(len(s) - MIN_MATCH + 1))
+
+
+def extraction_metrics(
+    guesses: ExtractionGuesses, corpus_lines: Sequence[str], canaries: Sequence[Canary]
+) -> tuple[dict[str, float], dict[str, Any], list[str]]:
+    """Precision at k of the submitted samples (and per ranking) against the training corpus."""
+    index = _TrainingIndex(corpus_lines)
+    hits = np.array([index.memorized(s) for s in guesses.samples], dtype=bool)
+    k = guesses.k
+    m: dict[str, float] = {
+        "precision_at_100": _precision(hits, guesses.submitted),
+        "n_samples": len(guesses.samples),
+        "n_submitted": len(guesses.submitted),
+        "memorized_share_all": round(float(hits.mean()), 4) if len(hits) else 0.0,
+    }
+    for name, order in guesses.rankings.items():
+        m[f"precision_at_100_{name}"] = _precision(hits, list(order[:k]))
+    extracted = {c.text for c in canaries if any(c.text in s for s in guesses.samples)}
+    m["canaries_extracted"] = len(extracted)
+    if canaries:
+        top = max(c.repeats for c in canaries)
+        m["canaries_extracted_top_repeats"] = sum(
+            c.text in extracted for c in canaries if c.repeats == top
+        )
+    ks = [i for i in (1, 5, 10, 20, 50, 100, 200, 500) if i <= len(guesses.submitted)]
+    sub = hits[guesses.submitted] if guesses.submitted else np.zeros(0, bool)
+    curves: dict[str, Any] = {
+        "precision_at_k": {
+            "x": ks,
+            "y": [float(sub[:i].mean()) for i in ks],
+            "xlabel": "k (submitted samples, most suspicious first)",
+            "ylabel": "precision (memorized share)",
+            "logx": True,
+        },
+        "top_samples": {
+            "title": "The attack's ten most suspicious samples",
+            "columns": ["#", "sample", "memorized"],
+            "rows": [
+                [i + 1, guesses.samples[j][:120], "yes" if hits[j] else "no"]
+                for i, j in enumerate(guesses.submitted[:10])
+            ],
+        },
+    }
+    notes = [
+        f"a sample counts as memorized when it reproduces a whole training line (≥ {MIN_LINE} "
+        f"characters) or any {MIN_MATCH} consecutive characters of one; "
+        f"{int(hits.sum())} of {len(hits)} samples do (the baseline for precision)"
+    ]
+    if len(guesses.submitted) < k:
+        notes.append(
+            f"only {len(guesses.submitted)} distinct samples: precision_at_100 is over those"
+        )
+    if extracted:
+        notes.append(f"inserted canaries generated verbatim: {', '.join(sorted(extracted))}")
+    return m, curves, notes
+
+
+def _precision(hits: np.ndarray, chosen: Sequence[int]) -> float:
+    return round(float(hits[list(chosen)].mean()), 4) if len(chosen) else 0.0
