@@ -198,11 +198,19 @@ def test_demo_writes_both_reports(capsys, tmp_path):
         assert (d / "report.json").is_file() and (d / "model-card.md").is_file()
     image = json.loads((tmp_path / "report" / "digits" / "report.json").read_text())
     families = {a["family"] for a in image["attacks"]}
-    assert families == {"membership", "inversion"}
+    assert families == {"membership", "inversion", "extraction"}
     white = next(a for a in image["attacks"] if a["name"] == "prior-inversion")
     assert white["metrics"]["attack_accuracy_consensus"] >= 0.9
     npz = np.load(tmp_path / "report" / "digits" / "artifacts" / "inversion-prior-inversion.npz")
     assert npz["reconstructions"].shape == (10, 1, 8, 8)
     tabular = json.loads((tmp_path / "report" / "report.json").read_text())
-    assert {a["family"] for a in tabular["attacks"]} == {"membership", "attribute"}
+    assert {a["family"] for a in tabular["attacks"]} == {"membership", "attribute", "extraction"}
+    # ... and the defended variants beside the undefended patient model
+    sweep = json.loads((tmp_path / "report" / "defences" / "sweep.json").read_text())
+    rows = {r["name"]: r for r in sweep["rows"]}
+    assert set(rows) == {"undefended", "dp-eps-1", "policy-label"}
+    assert rows["dp-eps-1"]["epsilon"] <= 1.0
+    # measured (seed 0): membership AUC 0.61 undefended, 0.51 with DP-SGD at epsilon 1
+    assert rows["dp-eps-1"]["membership_auc"] < rows["undefended"]["membership_auc"] - 0.05
+    assert (tmp_path / "report" / "defences" / "sweep.html").is_file()
     assert "demo finished" in out

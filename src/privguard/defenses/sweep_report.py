@@ -65,7 +65,7 @@ def plot_tradeoff(rows: list[SweepRow]) -> bytes:
                 label="Pareto frontier",
             )
             ax.axhline(0.01, color="#59636e", linewidth=0.8, linestyle=":", label="chance (= FPR)")
-            ax.legend(fontsize=8, loc="upper left")
+            ax.legend(fontsize=8, loc="best", framealpha=0.6)
         if logy:
             ax.set_yscale("log")
         ax.set_xlabel("test accuracy")
