@@ -1,0 +1,39 @@
+"""Query monitoring: stateful per-client detectors of extraction, inversion and probing attacks.
+
+The gateway holds one :class:`Monitor` and calls ``observe(client, x, labels, probs)`` for every
+answered batch; each detector that fires returns a :class:`Finding` with its statistic,
+threshold, action and evidence. See docs/monitoring.md for each detector's threat model and
+known evasions.
+
+Detectors (short name -> paper):
+
+- ``prada``: PRADA, Juuti et al., IEEE EuroS&P 2019 -- extraction;
+- ``similarity``: stateful detection, Chen, Carlini & Wagner, 2020 -- inversion and black-box
+  attack streams;
+- ``boundary``: label flips within tiny steps -- label-only boundary probing;
+- ``ood``: Mahalanobis score under the training data's probabilistic-PCA covariance;
+- ``volume``: query bursts against the client's own EWMA history.
+"""
+
+from privguard.gateway.monitor.base import ACTIONS, Detector, FeatureSpace, Finding
+from privguard.gateway.monitor.boundary import BoundaryDetector
+from privguard.gateway.monitor.monitor import DEFAULT_ACTIONS, DETECTORS, Monitor
+from privguard.gateway.monitor.ood import OodDetector
+from privguard.gateway.monitor.prada import PradaDetector
+from privguard.gateway.monitor.similarity import SimilarityDetector
+from privguard.gateway.monitor.volume import VolumeDetector
+
+__all__ = [
+    "ACTIONS",
+    "DEFAULT_ACTIONS",
+    "DETECTORS",
+    "BoundaryDetector",
+    "Detector",
+    "FeatureSpace",
+    "Finding",
+    "Monitor",
+    "OodDetector",
+    "PradaDetector",
+    "SimilarityDetector",
+    "VolumeDetector",
+]

@@ -1,0 +1,273 @@
+"""PRADA: detection of model-extraction query streams by the shape of their distance distribution.
+
+Juuti, Szyller, Marchal and Asokan, "PRADA: Protecting Against DNN Model Stealing Attacks",
+IEEE EuroS&P 2019 (arXiv:1805.02628). For each client and each predicted class ``c`` PRADA keeps
+a *growing set* ``G_c`` of earlier queries. For a new query ``x`` labelled ``c``:
+
+- if ``G_c`` is empty, ``x`` joins it;
+- otherwise ``d = min_{g in G_c} ||x - g||_2`` joins the client's set of distances ``D``, and if
+  ``d > T_c`` then ``x`` joins ``G_c``, ``d`` joins ``D_{G_c}`` and
+  ``T_c = max(T_c, mean(D_{G_c}) - std(D_{G_c}))``;
+- once ``D`` holds enough distances (100 in the paper), the Shapiro-Wilk statistic ``W`` of ``D``
+  is computed and an alarm is raised when ``W < delta``.
+
+Natural queries give minimum distances that are close to normally distributed; synthetic
+extraction queries (Jacobian-based augmentation, small perturbations of a seed set, random or
+adaptively generated inputs) produce skewed or multi-modal distances (many near-identical steps,
+a few long jumps), and ``W`` drops.
+
+Choices made here, so that the state per client is bounded:
+
+- distances are L2 in the monitor's feature space, a PCA of the training inputs with
+  ``n_components`` (64 by default) components: exactly the paper's input-space L2 distances for
+  inputs with at most that many features (a rotation), a projection for larger inputs;
+- the growing sets share one ring of at most ``growing`` points per client (oldest first out);
+- ``W`` is computed over the last ``window`` distances, every ``test_every`` new distances;
+- a window whose distances hardly vary (an attacker repeating one query) has no meaningful ``W``
+  and counts as maximally non-normal (``W = 0``);
+- ``delta`` is calibrated on benign streams: below the lowest ``W`` seen on any of them, less a
+  ``margin`` (the paper also chose delta per dataset on benign data). After an alarm the client's
+  distances start afresh.
+
+Threat model: one client (one key) extracting the model with synthetic queries. Known evasions
+(the paper's own discussion and ours): interleaving natural queries (e.g. from public data of
+the same domain) dilutes the synthetic distances until ``D`` looks normal again -- measured in
+``benchmarks/detectors.py``; extraction with natural data only (Knockoff Nets, Orekondy et al.,
+CVPR 2019) looks like a benign client by construction; spreading the queries over many keys.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+from scipy.stats import shapiro
+
+from privguard.errors import ConfigError
+from privguard.gateway.monitor.base import Batch, Detector, Finding, Stream
+from privguard.gateway.monitor.knn import pairwise, sq_norms
+
+CALIBRATION_BATCH = 32
+
+
+class PradaState:
+    def __init__(self, growing: int, k: int, window: int) -> None:
+        self.g = np.zeros((growing, k), dtype=np.float32)
+        self.g_sq = np.zeros(growing, dtype=np.float64)
+        self.g_labels = np.zeros(growing, dtype=np.int64)
+        self.g_filled = 0
+        self.g_pos = 0
+        self.dist = np.zeros(window, dtype=np.float64)
+        self.d_filled = 0
+        self.d_pos = 0
+        self.since_test = 0
+        # per class: threshold T_c and the running sums of D_{G_c}
+        self.classes: dict[int, list[float]] = {}
+
+    def add_point(self, z: np.ndarray, label: int) -> None:
+        self.g[self.g_pos] = z
+        self.g_sq[self.g_pos] = float(np.dot(z.astype(np.float64), z.astype(np.float64)))
+        self.g_labels[self.g_pos] = label
+        self.g_pos = (self.g_pos + 1) % len(self.g)
+        self.g_filled = min(len(self.g), self.g_filled + 1)
+
+    def add_distance(self, d: float) -> None:
+        self.dist[self.d_pos] = d
+        self.d_pos = (self.d_pos + 1) % len(self.dist)
+        self.d_filled = min(len(self.dist), self.d_filled + 1)
+        self.since_test += 1
+
+    def window(self) -> np.ndarray:
+        return self.dist[: self.d_filled]
+
+    def reset_distances(self) -> None:
+        self.d_filled = 0
+        self.d_pos = 0
+        self.since_test = 0
+
+
+def normality(d: np.ndarray) -> float:
+    """Shapiro-Wilk W of the distances; 0 for a window that does not vary."""
+    spread = float(np.std(d))
+    if spread <= 1e-9 * max(float(np.mean(np.abs(d))), 1e-12):
+        return 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scipy warns on ties and large n; W is still defined
+        return float(shapiro(d).statistic)
+
+
+class PradaDetector(Detector):
+    """Shapiro-Wilk W of per-class minimum distances below ``delta`` (Juuti et al. 2019).
+
+    Example:
+        >>> det = PradaDetector(window=300)     # inside a Monitor; calibrated by Monitor.fit
+    """
+
+    name = "prada"
+    statistic_name = "Shapiro-Wilk W of the minimum distances"
+
+    def __init__(
+        self,
+        *,
+        growing: int = 1000,
+        window: int = 300,
+        min_distances: int = 100,
+        test_every: int = 20,
+        margin: float = 0.02,
+        delta: float | None = None,
+        dim: int | None = None,
+    ) -> None:
+        """Args:
+        growing: points of the growing sets kept per client (all classes together).
+        window: most recent minimum distances the test runs on.
+        min_distances: distances needed before the first test (the paper's 100).
+        test_every: run the test after this many new distances.
+        margin: how far below the lowest benign W ``delta`` is set.
+        delta, dim: calibrated values (``delta`` may also be set by hand).
+        """
+        if growing < 2 or min_distances < 3 or window < min_distances or test_every < 1:
+            raise ConfigError(
+                "prada: growing must be >= 2, min_distances >= 3, window >= min_distances and "
+                "test_every >= 1"
+            )
+        self.growing = int(growing)
+        self.window = int(window)
+        self.min_distances = int(min_distances)
+        self.test_every = int(test_every)
+        self.margin = float(margin)
+        self.delta_ = delta
+        self.fixed_delta = delta is not None and dim is None  # set by hand, not calibrated
+        self.dim_ = dim
+        self.benign_min_w_: float | None = None
+
+    def new_state(self) -> PradaState:
+        if self.dim_ is None:
+            raise ConfigError("prada is not calibrated; call Monitor.fit first")
+        return PradaState(self.growing, self.dim_, self.window)
+
+    def _tests(
+        self, state: PradaState, batch: Batch, seen: list[float] | None = None
+    ) -> tuple[int, float] | None:
+        """Run the batch through the paper's per-query step; the first (index, W) at which
+        W < delta. While calibrating (``seen`` given) every tested W is appended to ``seen``.
+
+        The distances to the growing sets as they stood before the batch are one matrix
+        product; points the batch adds are compared with later rows of the batch in the loop.
+        """
+        z = batch.z
+        n, filled = len(z), state.g_filled
+        g_labels = state.g_labels[:filled].copy()
+        qq = sq_norms(z)
+        dg = pairwise(z, qq, state.g[:filled], state.g_sq[:filled])
+        dz = pairwise(z, qq, z, qq)
+        valid = np.ones(filled, dtype=bool)  # snapshot rows not yet overwritten by the ring
+        added: list[int] = []  # batch rows that joined a growing set
+        for i in range(n):
+            label = int(batch.labels[i])
+            stats = state.classes.get(label)
+            mask = valid & (g_labels == label)
+            d2 = dg[i][mask].min(initial=np.inf)
+            same = [j for j in added if batch.labels[j] == label]
+            if same:
+                d2 = min(d2, float(dz[i, same].min()))
+            if stats is None or not np.isfinite(d2):
+                state.classes.setdefault(label, [0.0, 0.0, 0.0, 0.0])  # T_c, n, sum, squares
+                self._grow(state, z[i], label, valid, added, i)
+                continue
+            d = float(np.sqrt(max(d2, 0.0)))
+            state.add_distance(d)
+            if d > stats[0]:
+                self._grow(state, z[i], label, valid, added, i)
+                stats[1] += 1
+                stats[2] += d
+                stats[3] += d * d
+                mean = stats[2] / stats[1]
+                stats[0] = max(stats[0], mean - np.sqrt(max(stats[3] / stats[1] - mean**2, 0.0)))
+            if state.d_filled < self.min_distances or state.since_test < self.test_every:
+                continue
+            state.since_test = 0
+            w = normality(state.window())
+            if seen is not None:
+                seen.append(w)
+            elif self.delta_ is not None and w < self.delta_:
+                return i, w
+        return None
+
+    @staticmethod
+    def _grow(
+        state: PradaState, z: np.ndarray, label: int, valid: np.ndarray, added: list[int], i: int
+    ) -> None:
+        if state.g_pos < len(valid):
+            valid[state.g_pos] = False  # the ring overwrites a snapshot row
+        state.add_point(z, label)
+        added.append(i)
+
+    def calibrate(self, streams: list[Stream], target_fpr: float) -> None:
+        self.dim_ = int(streams[0].z.shape[1])
+        minima = []
+        for s in streams:
+            seen: list[float] = []
+            state = self.new_state()
+            for batch in s.batches(CALIBRATION_BATCH):
+                self._tests(state, batch, seen)
+            if seen:
+                minima.append(min(seen))
+        if not minima:
+            raise ConfigError(
+                f"prada: the benign calibration streams give fewer than {self.min_distances} "
+                "distances each; give longer benign streams (more held-out records)"
+            )
+        self.benign_min_w_ = float(min(minima))
+        # with few benign streams no quantile at 1% is resolvable: stay below all of them
+        if not self.fixed_delta:
+            self.delta_ = float(np.min(minima) - self.margin)
+
+    def observe(self, state: PradaState, batch: Batch) -> Finding | None:
+        if self.delta_ is None:
+            raise ConfigError("prada is not calibrated; call Monitor.fit first")
+        hit = self._tests(state, batch)
+        if hit is None:
+            return None
+        i, w = hit
+        finding = Finding(
+            detector=self.name,
+            statistic=w,
+            threshold=self.delta_,
+            evidence={
+                "direction": "below",
+                "statistic": "Shapiro-Wilk W of the last minimum distances to earlier queries "
+                "of the same predicted class",
+                "distances": int(state.d_filled),
+                "median_distance": float(np.median(state.window())),
+                "benign_min_w": self.benign_min_w_,
+                "query_index": batch.start + i,
+                "fingerprints": batch.fingerprints(i),
+            },
+        )
+        state.reset_distances()
+        return finding
+
+    def state_bytes(self, state: PradaState) -> int:
+        fixed = state.g.nbytes + state.g_sq.nbytes + state.g_labels.nbytes + state.dist.nbytes
+        return fixed + 48 * len(state.classes)
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "growing": self.growing,
+            "window": self.window,
+            "min_distances": self.min_distances,
+            "test_every": self.test_every,
+            "margin": self.margin,
+            "delta": self.delta_,
+            "dim": self.dim_,
+            "benign_min_w": self.benign_min_w_,
+        }
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> PradaDetector:
+        params = dict(params)
+        benign = params.pop("benign_min_w", None)
+        det = cls(**params)
+        det.benign_min_w_ = benign
+        return det

@@ -1,0 +1,321 @@
+"""The query monitor's detectors on real attack streams against a real small target.
+
+privguard's own attacks run against the digits MLP through an oracle that records every query
+(``RecordingPredictor``); the recorded stream is then fed to a monitor in order, 32 queries per
+batch, as the gateway would. Benign clients replay held-out records the monitor was not
+calibrated on. The margins below come from measured runs on a 2-core machine (seed 0).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import privguard
+from privguard.attacks import Knowledge
+from privguard.attacks.inversion.blackbox import BlackBoxInversion
+from privguard.attacks.membership.label_only import LabelOnlyAugmentation, LabelOnlyBoundary
+from privguard.attacks.registry import ATTACKS, all_attacks
+from privguard.errors import ConfigError, DataError, ModelError
+from privguard.gateway.monitor import Finding, Monitor, OodDetector, PradaDetector
+from privguard.gateway.monitor.base import count_threshold
+from privguard.gateway.monitor.evaluation import (
+    RecordingPredictor,
+    answers,
+    interleave,
+    jacobian_queries,
+    replay,
+    uniform_queries,
+)
+
+
+@pytest.fixture(scope="module")
+def setup(digits_mlp):
+    """The digits MLP, a monitor fitted on its members and calibrated on half of its held-out
+    records, and the records kept for benign clients."""
+    target = digits_mlp
+    ds, s = target.load_data(), target.split
+    held = np.random.default_rng(0).permutation(s.nonmembers)
+    cal, ev = np.sort(held[: len(held) // 2]), np.sort(held[len(held) // 2 :])
+    monitor = Monitor().fit(ds.x[s.members], ds.x[cal], target.predict_proba)
+    # benign clients replay records never trained on nor calibrated on: the other half of the
+    # held-out records and the auxiliary pool (809 records)
+    return target, ds, monitor, np.sort(np.r_[ev, s.aux])
+
+
+def _knowledge(target, ds, n=20, seed=0):
+    s = target.split
+    cand = np.r_[s.members[: n // 2], s.nonmembers[: n // 2]]
+    return Knowledge(
+        ds.x[s.aux],
+        ds.y[s.aux],
+        ds.x[cand],
+        ds.y[cand],
+        recipe=target.recipe,
+        bounds=ds.bounds,
+        seed=seed,
+        kind=ds.kind,
+    )
+
+
+def _record(target, access, run) -> np.ndarray:
+    rec = RecordingPredictor(target.predictor)
+    run(privguard.Oracle(rec, access))
+    return rec.stream()
+
+
+def _replay(monitor, target, client, x):
+    labels, probs = answers(target.predictor, x)
+    return replay(monitor, client, x, labels, probs, max_batch=32)
+
+
+def test_benign_clients_replaying_held_out_data_are_not_flagged(setup):
+    target, ds, monitor, ev = setup
+    rng = np.random.default_rng(1)
+    orders = [ev] + [rng.permutation(ev) for _ in range(10)]
+    flagged = [_replay(monitor, target, f"benign-{i}", ds.x[o]).first for i, o in enumerate(orders)]
+    # measured: no benign client flagged by any detector (natural order and 10 shuffles of
+    # 809 records)
+    assert sum(bool(f) for f in flagged) <= 1
+
+
+def test_blackbox_inversion_is_flagged_by_similarity_within_a_few_percent(setup):
+    target, ds, monitor, _ = setup
+    know = _knowledge(target, ds)
+    x = _record(target, "probs", lambda o: BlackBoxInversion(queries_per_class=300).run(o, know))
+    got = _replay(monitor, target, "inverter", x)
+    # NES sends 41 near-identical queries per class and step; measured: similarity at query
+    # 15 of ~3,000 (0.5%), the OOD score at 5
+    assert got.first["similarity"] <= 0.05 * len(x)
+    assert got.detected_by() <= 0.02 * len(x)
+    f = next(f for f in got.findings if f.detector == "similarity")
+    assert f.client == "inverter" and f.action == "throttle"
+    assert f.statistic >= f.threshold and f.evidence["value"] < f.evidence["radius"]
+    assert len(f.evidence["fingerprints"]) >= 1
+
+
+def test_label_only_boundary_search_is_flagged_by_the_boundary_detector(setup):
+    target, ds, monitor, _ = setup
+    know = _knowledge(target, ds)
+    attack = LabelOnlyBoundary(calibration_records=20)
+    x = _record(target, "label", lambda o: attack.run(o, know))
+    got = _replay(monitor, target, "boundary-prober", x)
+    # bisection sends pairs a tiny step apart with different labels; measured: the boundary
+    # detector at query 85 of 3,342 (2.5%)
+    assert got.first["boundary"] <= 0.1 * len(x)
+    f = next(f for f in got.findings if f.detector == "boundary")
+    assert f.action == "alert"
+
+
+def test_label_only_augmentation_is_flagged(setup):
+    target, ds, monitor, _ = setup
+    know = _knowledge(target, ds, n=40)
+    x = _record(
+        target, "label", lambda o: LabelOnlyAugmentation(calibration_records=40).run(o, know)
+    )
+    got = _replay(monitor, target, "augmenter", x)
+    # shifted copies of each candidate: off the training distribution (measured: OOD at 23 of 200)
+    assert got.detected_by() is not None and got.detected_by() <= 0.2 * len(x)
+
+
+def test_jacobian_extraction_is_flagged_by_prada(setup):
+    target, ds, monitor, _ = setup
+    seeds = ds.x[target.split.aux][:20]
+    x = _record(target, "label", lambda o: jacobian_queries(o, seeds, 1500, ds.bounds))
+    got = _replay(monitor, target, "jacobian", x)
+    # measured: PRADA's W fell below delta at query 109 of 1,500 (7%), similarity at 80
+    assert got.first["prada"] <= 0.2 * len(x)
+    f = next(f for f in got.findings if f.detector == "prada")
+    assert f.statistic < f.threshold and f.evidence["direction"] == "below"
+
+
+def test_uniform_random_extraction_is_flagged_by_the_ood_score(setup):
+    target, ds, monitor, _ = setup
+    x = _record(target, "label", lambda o: uniform_queries(o, 1000, ds.bounds))
+    got = _replay(monitor, target, "uniform", x)
+    # every uniform query is far off the digits manifold: measured at query 5
+    assert got.first["ood"] <= 0.02 * len(x)
+
+
+def test_registered_extraction_attacks_are_flagged(setup):
+    all_attacks()
+    names = [n for n in ("random-queries", "jacobian") if n in ATTACKS]
+    if not names:
+        pytest.skip("privguard.attacks.extraction registers no synthetic-query attack yet")
+    target, ds, monitor, _ = setup
+    know = _knowledge(target, ds)
+    for name in names:
+        attack = ATTACKS[name](queries=1000, epochs=1, final_epochs=1)
+        x = _record(target, "probs", lambda o, a=attack: a.run(o, know))
+        got = _replay(monitor, target, f"registered-{name}", x)
+        # measured: random-queries by the OOD score at query 7; jacobian (150 natural seeds,
+        # then augmented points) by the OOD score at 107 -- PRADA did not fire on it here
+        assert got.detected_by() is not None and got.detected_by() <= 0.2 * len(x), name
+
+
+@pytest.mark.parametrize("name", ["knockoff", "active-extraction"])
+def test_natural_data_extraction_is_flagged_once_it_leaves_natural_data(setup, name):
+    all_attacks()
+    if name not in ATTACKS:
+        pytest.skip(f"privguard.attacks.extraction has no {name} attack yet")
+    target, ds, monitor, _ = setup
+    know = _knowledge(target, ds)
+    attack = ATTACKS[name](queries=1000, epochs=1, final_epochs=1)
+    x = _record(target, "probs", lambda o: attack.run(o, know))
+    got = _replay(monitor, target, name, x)
+    natural = len(target.split.aux)  # the pool is asked first, then augmented pool records
+    # Natural queries look like a benign client by construction (the known evasion of every
+    # detector here); augmented records do not. Measured: knockoff's first finding at query
+    # 546, its 7th augmented one; active extraction's at 267 (OOD: the records the substitute
+    # is least sure of are the natural pool's odd ones).
+    assert got.detected_by() is not None
+    assert got.detected_by() <= natural + 50
+
+
+def test_interleaving_natural_queries_delays_prada(setup):
+    target, ds, monitor, _ = setup
+    aux = ds.x[target.split.aux]
+    x = _record(target, "label", lambda o: jacobian_queries(o, aux[:20], 250, ds.bounds))
+    plain = _replay(monitor, target, "jacobian-plain", x)
+    mixed, is_attack = interleave(x, aux[20:], 2, seed=0)
+    evasive = _replay(monitor, target, "jacobian-evasive", mixed)
+    assert is_attack.sum() == len(x) and len(mixed) == 3 * len(x)
+    plain_at = plain.first.get("prada")
+    evasive_at = evasive.first.get("prada")
+    attack_sent = None if evasive_at is None else int(is_attack[:evasive_at].sum())
+    # honest: two distinct natural records per synthetic one push PRADA's alarm later in the
+    # attack, or past its end (measured: query 109 plain; missed when interleaved)
+    assert plain_at is not None
+    assert attack_sent is None or attack_sent > plain_at
+
+
+def test_a_burst_against_the_clients_own_history_is_flagged(setup):
+    target, ds, monitor, ev = setup
+    rng = np.random.default_rng(0)
+    x = ds.x[ev]
+    labels, probs = answers(target.predictor, x)
+    now = [0.0]
+    monitor.clock = lambda: now[0]
+    try:
+        for client, burst in (("steady", False), ("burster", True)):
+            fired = []
+            for i in range(900):
+                # 20 minutes at ~20 queries a minute, then either the same or 32 a second
+                now[0] += 1 / 32 if burst and i >= 400 else rng.exponential(3.0)
+                j = i % len(x)
+                for f in monitor.observe(client, x[j : j + 1], labels[j : j + 1], probs[j : j + 1]):
+                    if f.detector == "volume":
+                        fired.append((i, f))
+            if burst:
+                assert fired and 400 <= fired[0][0] <= 400 + 110  # measured: 101 queries in
+                assert fired[0][1].statistic > fired[0][1].threshold >= 100
+            else:
+                assert not fired
+    finally:
+        monitor.clock = time.time
+
+
+def test_count_threshold_bounds_the_benign_flag_rate():
+    m = count_threshold(0.01, 50, 1000, 0.01)
+    rng = np.random.default_rng(0)
+    flags = rng.random((2000, 1000)) < 0.01
+    windows = np.lib.stride_tricks.sliding_window_view(flags, 50, axis=1).sum(axis=2)
+    # measured: m = 7; 0 of 2,000 simulated streams reach it, 0.1% reach 6, 1.45% reach 5
+    assert (windows.max(axis=1) >= m).mean() <= 0.01
+    assert (windows.max(axis=1) >= m - 2).mean() > 0.01  # the union bound costs one count
+
+
+def test_save_and_load_round_trip_without_pickle(setup, tmp_path):
+    target, ds, monitor, ev = setup
+    monitor.save(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["monitor.json", "monitor.npz"]
+    again = Monitor.load(tmp_path)
+    assert again.describe()["detectors"] == monitor.describe()["detectors"]
+    x = _record(target, "label", lambda o: uniform_queries(o, 300, ds.bounds, seed=3))
+    a = _replay(monitor, target, "round-trip-a", x)
+    b = _replay(again, target, "round-trip-b", x)
+    assert a.first == b.first
+    blob = bytearray((tmp_path / "monitor.npz").read_bytes())
+    blob[-40] ^= 0xFF
+    (tmp_path / "monitor.npz").write_bytes(bytes(blob))
+    with pytest.raises(ModelError, match="altered"):
+        Monitor.load(tmp_path)
+    with pytest.raises(ModelError, match="no saved monitor"):
+        Monitor.load(tmp_path / "missing")
+
+
+def test_state_is_bounded_per_client_and_in_clients(setup):
+    target, ds, monitor, ev = setup
+    m = Monitor(max_clients=3)
+    x = ds.x[ev][:300]
+    labels, probs = answers(target.predictor, x)
+    m.fit(ds.x[target.split.members], x, target.predict_proba, shuffles=1)
+    fresh = m.state_bytes()
+    for c in range(5):
+        m.observe(f"c{c}", x, labels, probs)
+    assert m.clients() == ["c2", "c3", "c4"]
+    for _ in range(5):
+        m.observe("c4", x, labels, probs)
+    assert m.state_bytes("c4") <= fresh + 10_000  # windows and rings: no growth with queries
+    assert fresh < 1_000_000
+
+
+def test_concurrent_clients_are_counted_exactly(setup):
+    target, ds, monitor, ev = setup
+    x = ds.x[ev][:64]
+    labels, probs = answers(target.predictor, x)
+    errors = []
+
+    def work(name):
+        try:
+            for i in range(0, 64, 8):
+                monitor.observe(name, x[i : i + 8], labels[i : i + 8], probs[i : i + 8])
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(f"t{i % 2}",)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for name in ("t0", "t1"):
+        assert monitor._clients[name].queries == 3 * 64
+
+
+def test_actions_follow_the_tier(setup):
+    target, ds, monitor, _ = setup
+    m = Monitor(tier_actions={"free": {"ood": "block"}}, actions={"ood": "alert"})
+    m.space_, m.input_shape_, m.detectors = monitor.space_, monitor.input_shape_, monitor.detectors
+    x = np.random.default_rng(0).uniform(0, 1, (64, 1, 8, 8)).astype(np.float32)
+    labels, _ = answers(target.predictor, x)
+    paid = m.observe("paid", x, labels, tier="pro")
+    free = m.observe("free", x, labels, tier="free")
+    assert [f.action for f in paid if f.detector == "ood"] == ["alert"]
+    assert [f.action for f in free if f.detector == "ood"] == ["block"]
+    assert isinstance(free[0], Finding) and free[0].to_dict()["client"] == "free"
+    with pytest.raises(ConfigError, match="unknown action"):
+        Monitor(actions={"prada": "ban"})
+
+
+def test_bad_inputs_raise_privguard_errors(setup):
+    target, ds, monitor, ev = setup
+    with pytest.raises(ConfigError, match="not fitted"):
+        Monitor().observe("a", ds.x[:2], np.zeros(2))
+    with pytest.raises(DataError, match="fitted on"):
+        monitor.observe("a", np.zeros((2, 3)), np.zeros(2))
+    with pytest.raises(DataError, match="labels"):
+        monitor.observe("a", ds.x[:2], np.zeros(3))
+    with pytest.raises(DataError, match="NaN"):
+        monitor.observe("a", np.full((1, 64), np.nan), np.zeros(1))
+    with pytest.raises(DataError, match="at least 20"):
+        Monitor().fit(ds.x[:50], ds.x[:5], target.predict_proba)
+    with pytest.raises(ConfigError):
+        PradaDetector(window=10, min_distances=100)
+    with pytest.raises(ConfigError):
+        OodDetector(query_rate=0)
+    flat = monitor.observe("flat-ok", ds.x[:2].reshape(2, -1), np.zeros(2))
+    assert flat == []
