@@ -585,6 +585,46 @@ keys_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(keys_app, name="keys")
+monitor_app = typer.Typer(
+    help="The gateway's query monitor (attack detectors, docs/monitoring.md).",
+    no_args_is_help=True,
+)
+app.add_typer(monitor_app, name="monitor")
+
+
+@monitor_app.command("fit")
+def monitor_fit(
+    model: Path = typer.Option(..., help="Model directory the gateway serves."),
+    out_dir: Path = typer.Option(..., "--out", help="Where to save the monitor."),
+    target_fpr: float = typer.Option(
+        0.01, help="Share of benign clients each detector may flag (calibration target)."
+    ),
+    seed: int = typer.Option(0, help="Seeds the calibration shuffles and the PCA."),
+) -> None:
+    """Calibrate the attack detectors on the model's own data (its members as natural
+    traffic, its held-out records as benign clients) and save them for `[monitor] path`."""
+    from privguard.gateway.monitor import Monitor
+
+    if not 0 < target_fpr < 1:
+        raise ConfigError("--target-fpr must be between 0 and 1, e.g. 0.01")
+    _check_out(out_dir)
+    target = privguard.load_target(model)
+    ds = target.load_data()
+    split = target.split
+    with _progress() as update:
+        monitor = Monitor(target_fpr=target_fpr).fit(
+            ds.x[split.members],
+            ds.x[split.nonmembers],
+            target.predict_proba,
+            seed=seed,
+            progress=update,
+        )
+    monitor.save(out_dir)
+    out.print(
+        f"monitor calibrated on {len(split.members)} training and {len(split.nonmembers)} "
+        f"held-out records (target false-positive rate {target_fpr:g} per detector); saved to "
+        f'{out_dir}/ — point the gateway at it with \\[monitor] path = "{out_dir}"'
+    )
 DB_HELP = (
     "Audit database URL [default: $PRIVGUARD_DB, the config's [server] db, or "
     "sqlite:///privguard-gateway.db]."

@@ -86,3 +86,30 @@ def test_bad_database_urls_are_one_line_errors(capsys):
     assert main(["keys", "list", "--db", "mysql://x"]) == 2
     assert "unsupported database" in capsys.readouterr().err
     assert main(["keys", "list", "--db", "::nonsense::"]) == 2
+
+
+def test_monitor_fit_calibrates_on_the_models_data_and_flags_synthetic_queries(
+    model_dir, tmp_path, capsys
+):
+    """`privguard monitor fit` saves a monitor the gateway loads; benign held-out traffic passes,
+    uniform random queries (a data-free extraction stream) are flagged."""
+    import numpy as np
+
+    import privguard
+    from privguard.gateway.monitor import Monitor
+
+    out = tmp_path / "monitor"
+    assert main(["monitor", "fit", "--model", str(model_dir), "--out", str(out)]) == 0
+    assert "[monitor] path" in capsys.readouterr().out
+    monitor = Monitor.load(out)
+    target = privguard.load_target(model_dir)
+    ds = target.load_data()
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, size=(64, *ds.input_shape)).astype(np.float32)
+    p = target.predict_proba(x)
+    findings = monitor.observe("mallory", x, p.argmax(axis=1), p)
+    assert any(f.detector == "ood" for f in findings)
+    benign = ds.x[target.split.nonmembers][:64]
+    q = target.predict_proba(benign)
+    assert monitor.observe("alice", benign, q.argmax(axis=1), q) == []
+    assert main(["monitor", "fit", "--model", str(tmp_path / "nope"), "--out", str(out)]) == 2

@@ -10,11 +10,14 @@ A prediction request takes this path, in this order (:func:`create_app`, route `
 4. **budget** — the tier's daily budget in records (429 + Retry-After until UTC midnight);
 5. **answer** — the model's probabilities through the tier's output policy, exposed no further
    than ``min(tier access, policy.max_access)``; gradients never;
-6. **monitor** — the optional query monitor (issue 8) sees the answered batch;
+6. **monitor** — the optional query monitor (issue 8) sees the answered batch; each finding
+   is stored as an alert, counted on ``/metrics`` and queued for the optional webhook
+   (``webhook.py``);
 7. **log** — one row (HMAC fingerprints, not inputs) committed by the group-commit writer
    before the answer is sent.
 
 Every refusal is ``{"error": {"code", "message"}}`` with a 4xx status; no input produces a 5xx.
+The admin dashboard (``/dashboard``, for browsers) is in ``dashboard.py``.
 """
 
 from __future__ import annotations
@@ -52,11 +55,13 @@ from privguard.gateway.config import (
     ServeSettings,
     Tier,
 )
+from privguard.gateway.dashboard import mount_dashboard
 from privguard.gateway.errors import GatewayError
-from privguard.gateway.inputs import fingerprints, parse_inputs
+from privguard.gateway.inputs import Fingerprinter, parse_inputs
 from privguard.gateway.limits import Limiter
 from privguard.gateway.metrics import CONTENT_TYPE, Metrics
 from privguard.gateway.store import LogWriter, Store, utcnow
+from privguard.gateway.webhook import AlertWebhook, alert_payload
 from privguard.oracle import Access
 
 log = logging.getLogger("privguard.gateway")
@@ -186,6 +191,8 @@ class Gateway:
         self.name = name
         self.monitor = monitor
         self.metrics = Metrics()
+        # alerts also go to [monitor] webhook, from a background thread (webhook.py)
+        self.webhook = AlertWebhook.from_config(config.monitor, registry=self.metrics.registry)
         self.writer = LogWriter(
             store, max_batch=config.server.log_batch_max, on_commit=self.metrics.on_commit
         )
@@ -196,6 +203,8 @@ class Gateway:
         self._keys: dict[str, tuple[keystore.KeyInfo, float]] = {}
         self._held: dict[str, tuple[str, float]] = {}  # key id -> (action, until) from findings
         self.chains = {name: t.chain for name, t in config.tiers.items()}
+        self.fingerprinter = Fingerprinter(fingerprint_key)  # keyed once, copied per record
+        self.specs = {name: chain.spec for name, chain in self.chains.items()}  # built once
 
     # -- auth ----------------------------------------------------------------------------
     async def authenticate(self, secret: str | None) -> keystore.KeyInfo:
@@ -264,8 +273,11 @@ class Gateway:
         del self._held[key.id]
 
     # -- answers -------------------------------------------------------------------------
-    def answer(self, x: np.ndarray, tier: Tier) -> tuple[dict[str, Any], np.ndarray, Any]:
-        """The JSON answer for ``x`` under ``tier``, the labels and the served probabilities."""
+    def answer(
+        self, x: np.ndarray, tier: Tier
+    ) -> tuple[dict[str, Any], np.ndarray, Any, np.ndarray]:
+        """The JSON answer for ``x`` under ``tier``, the labels, the served probabilities and
+        the top served score per record (NaN when labels only; the log's output summary)."""
         p = np.asarray(self.target.predict_proba(x), dtype=np.float64)
         chain = self.chains[tier.name]
         q = chain.apply(p, self.rng) if chain.steps else p
@@ -274,19 +286,25 @@ class Gateway:
         out: dict[str, Any] = {
             "model": self.name,
             "access": exposure.label,
-            "policy": chain.spec,
+            "policy": self.specs[tier.name],
             "labels": labels.tolist(),
         }
+        top = None
         if exposure == Access.TOPK:
             k = min(tier.k, q.shape[1])
             idx = np.argsort(-q, axis=1, kind="stable")[:, :k]
             out["classes"] = idx.tolist()
-            out["scores"] = np.take_along_axis(q, idx, axis=1).tolist()
+            scores = np.take_along_axis(q, idx, axis=1)
+            out["scores"] = scores.tolist()
+            top = scores[:, 0]
         if exposure >= Access.PROBS:
             out["probs"] = q.tolist()
+            top = np.max(q, axis=1)
         if exposure >= Access.LOGITS and not chain.steps:
             out["logits"] = np.asarray(self.target.predictor.predict_logits(x)).tolist()
-        return out, labels, (q if exposure >= Access.PROBS else None)
+        if top is None:
+            top = np.full(len(labels), np.nan)
+        return out, labels, (q if exposure >= Access.PROBS else None), top
 
     def log_row(
         self,
@@ -298,7 +316,6 @@ class Gateway:
         x: np.ndarray | None = None,
         outputs: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        chain = self.chains.get(tier.name) if tier else None
         return {
             "id": uuid.uuid4().hex,
             "time": utcnow(),
@@ -307,10 +324,10 @@ class Gateway:
             "tier": tier.name if tier else None,
             "status": status,
             "n_inputs": 0 if x is None else len(x),
-            "fingerprints": json.dumps([] if x is None else fingerprints(self.fingerprint_key, x)),
+            "fingerprints": self.fingerprinter.json(x),
             "outputs": json.dumps(outputs or {}),
             "access": tier.exposure.label if tier else None,
-            "policy": chain.spec if chain is not None else None,
+            "policy": self.specs.get(tier.name) if tier else None,
             "latency_ms": round((time.perf_counter() - t0) * 1000, 3),
         }
 
@@ -322,7 +339,9 @@ class Gateway:
         ``throttle`` refuses it for ``throttle_seconds`` (``[monitor]``, default 60)."""
         if self.monitor is None:
             return
-        findings = await run_in_threadpool(self.monitor.observe, key.name, x, labels, probs)
+        findings = await run_in_threadpool(
+            self.monitor.observe, key.name, x, labels, probs, tier=key.tier
+        )
         if not findings:
             return
         rows = []
@@ -340,6 +359,9 @@ class Gateway:
                 }
             )
         await run_in_threadpool(self.store.add_alerts, rows)
+        if self.webhook is not None:
+            for row in rows:
+                self.webhook.submit(alert_payload(row, self.name))
         actions = {f.action for f in findings}
         if "block" in actions:
             self._held[key.id] = ("block", math.inf)
@@ -490,7 +512,7 @@ class _Count:
         try:
             await self.app(scope, receive, counting_send)
         finally:
-            self.metrics.requests.labels(route, str(status[0])).inc()
+            self.metrics.child(self.metrics.requests, route, str(status[0])).inc()
 
 
 def _too_large(limit: int) -> GatewayError:
@@ -501,6 +523,23 @@ def _too_large(limit: int) -> GatewayError:
 
 def _error_response(e: GatewayError) -> JSONResponse:
     return JSONResponse(e.body(), status_code=e.status, headers=e.headers)
+
+
+#: what ``POST /v1/predict`` accepts, in OpenAPI terms (the schemes of ``caller``'s dependencies)
+PREDICT_SECURITY = [{"HTTPBearer": []}, {"APIKeyHeader": []}]
+
+
+def _presented_secret(request: Request) -> str | None:
+    """The key in ``Authorization: Bearer <key>``, else in ``X-API-Key`` — what the HTTPBearer
+    and APIKeyHeader security schemes of ``caller`` read, without the dependency machinery."""
+    headers = request.headers
+    authorization = headers.get("authorization")
+    if authorization:
+        scheme, _, credentials = authorization.partition(" ")
+        credentials = credentials.strip()
+        if scheme and credentials and scheme.lower() == "bearer":
+            return credentials
+    return headers.get("x-api-key") or None
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -569,12 +608,16 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         gw.writer.start()
+        if gw.webhook is not None:
+            gw.webhook.start()
         purge = asyncio.create_task(_purge_periodically(gw))
         try:
             yield
         finally:
             purge.cancel()
             await run_in_threadpool(gw.writer.stop)
+            if gw.webhook is not None:
+                await run_in_threadpool(gw.webhook.stop)
             store.close()
 
     app = FastAPI(
@@ -593,7 +636,7 @@ def create_app(
     # -- errors: every refusal is {"error": {"code", "message"}} --------------------------
     @app.exception_handler(GatewayError)
     async def _gateway_error(request: Request, e: GatewayError) -> JSONResponse:
-        gw.metrics.refused.labels(e.code).inc()
+        gw.metrics.child(gw.metrics.refused, e.code).inc()
         return _error_response(e)
 
     @app.exception_handler(RequestValidationError)
@@ -719,11 +762,14 @@ def create_app(
         response_model=PredictAnswer,
         response_model_exclude_none=True,
         responses=ERRORS,
-        openapi_extra={"requestBody": predict_body},
+        # the key is read by _presented_secret, not by the security dependencies (their
+        # per-request cost is most of a batch-1 request's); the schema says the same
+        openapi_extra={"requestBody": predict_body, "security": PREDICT_SECURITY},
     )
-    async def predict(request: Request, key: keystore.KeyInfo = Depends(caller)) -> Response:
+    async def predict(request: Request) -> Response:
         """Predictions for a batch of records, as much as the caller's tier allows."""
         t0 = time.perf_counter()
+        key = await gw.authenticate(_presented_secret(request))
         tier = None
         x = None
         try:
@@ -733,7 +779,7 @@ def create_app(
             body = await _read_body(request, server.max_body_bytes)
             x = parse_inputs(body, gw.input_shape, bounds=gw.bounds, max_batch=tier.max_batch)
             await gw.limiter.spend(key.id, tier, len(x))
-            out, labels, probs = gw.answer(x, tier)
+            out, labels, probs, top = gw.answer(x, tier)
             await gw.observe(key, x, labels, probs)
             gw.check_held(key)  # a 'block' finding refuses this very answer
         except GatewayError as e:
@@ -745,7 +791,7 @@ def create_app(
             200,
             t0,
             x=x,
-            outputs={"labels": out["labels"], "top": np.round(probs_max(out), 4).tolist()},
+            outputs={"labels": out["labels"], "top": np.round(top, 4).tolist()},
         )
         inputs = None
         if tier.retain_inputs_days > 0:
@@ -765,8 +811,8 @@ def create_app(
                 "the answer could not be logged, so it is withheld; retry shortly",
                 {"Retry-After": "1"},
             ) from None
-        gw.metrics.records.labels(tier.name).inc(len(x))
-        gw.metrics.latency.labels(tier.name).observe(time.perf_counter() - t0)
+        gw.metrics.child(gw.metrics.records, tier.name).inc(len(x))
+        gw.metrics.child(gw.metrics.latency, tier.name).observe(time.perf_counter() - t0)
         return Response(json.dumps(out), media_type="application/json")
 
     # -- admin --------------------------------------------------------------------------
@@ -834,6 +880,7 @@ def create_app(
         """Findings of the query monitor, newest first."""
         return store.alerts(client, limit)
 
+    mount_dashboard(app, gw)  # /dashboard: admin login, keys, queries, alerts (dashboard.py)
     return app
 
 

@@ -62,6 +62,7 @@ class Limiter:
         )
         self.strategy = cls(self.storage)
         self._items: dict[str, list[Any]] = {}
+        self._day: tuple[str, float] | None = None
 
     @property
     def shared(self) -> bool:
@@ -101,10 +102,9 @@ class Limiter:
         budget = tier.daily_budget
         if budget is None:
             return
-        now = datetime.now(UTC)
-        midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
-        to_midnight = max(1, math.ceil((midnight - now).total_seconds()))
-        counter = f"budget/{key_id}/{now:%Y-%m-%d}"
+        day, midnight = self._today()
+        to_midnight = max(1, math.ceil(midnight - time.time()))
+        counter = f"budget/{key_id}/{day}"
         try:
             used = await self.storage.incr(counter, to_midnight + 60, n)
             if used > budget:
@@ -120,6 +120,16 @@ class Limiter:
                 )
         except StorageError as e:
             raise _unavailable(e) from None
+
+    def _today(self) -> tuple[str, float]:
+        """Today's UTC date (``YYYY-MM-DD``) and the epoch seconds of the next UTC midnight,
+        recomputed only when that midnight has passed."""
+        day = self._day
+        if day is None or time.time() >= day[1]:
+            now = datetime.now(UTC)
+            midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+            day = self._day = (f"{now:%Y-%m-%d}", midnight.timestamp())
+        return day
 
     async def used_today(self, key_id: str) -> int:
         now = datetime.now(UTC)

@@ -7,6 +7,8 @@ status codes, never client names or inputs.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -53,6 +55,19 @@ class Metrics:
             ["detector", "action"],
             registry=r,
         )
+
+        # labelled children, looked up once per label set: ``labels()`` takes a lock and
+        # validates its arguments on every call, which the predict path cannot afford
+        self._children: dict[tuple[Any, ...], Any] = {}
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, cached (label values here are tiers, routes, statuses
+        and error codes: a small, bounded set)."""
+        k = (id(metric), *labels)
+        c = self._children.get(k)
+        if c is None:
+            c = self._children[k] = metric.labels(*labels)
+        return c
 
     def on_commit(self, rows: int, _seconds: float) -> None:
         self.log_commits.inc()

@@ -78,6 +78,13 @@ def serve(
             f"tiers: {', '.join(config.tiers)}, log: {_redact(db)}, "
             f"rate limits: {'redis' if redis else 'in memory'})"
         )
+    # One BLAS thread per process: the monitor's distance products and the model are small, and
+    # on a busy machine two BLAS threads per request made them 5-7x slower (docs/monitoring.md).
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")  # inherited by worker processes
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
     common = dict(
         host=host,
         port=port,
