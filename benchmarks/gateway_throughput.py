@@ -52,6 +52,7 @@ from _common import finish_run, machine_info  # noqa: E402
 BENCH = "gateway_throughput"
 MODEL_ENV = "PRIVGUARD_BENCH_MODEL"
 GOAL = 0.80
+SERVERS = ("noop", "bare", "gateway", "monitored")  # monitored: the gateway, detectors on
 
 GATEWAY_CONFIG = """
 [server]
@@ -274,11 +275,36 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             + ["--workers", str(args.workers)],
             log_file=tmp / "serve.log",
         )
-        with gateway, BareProcess(model, args.workers) as bare:
+        # The same gateway with the query monitor on: every detector runs on every batch and
+        # its findings are stored, but acts by "record" only, so the benign load is never
+        # throttled and the cost measured is the detectors' own.
+        from privguard.gateway.monitor import DETECTORS, Monitor
+
+        split = target.split
+        Monitor(actions=dict.fromkeys(DETECTORS, "record")).fit(
+            ds.x[split.members], ds.x[split.nonmembers], target.predict_proba
+        ).save(tmp / "monitor")
+        config_mon = tmp / "gateway-monitor.toml"
+        config_mon.write_text(config.read_text() + f'\n[monitor]\npath = "{tmp / "monitor"}"\n')
+        db_mon = f"sqlite:///{tmp / 'log-monitor.db'}"
+        store = Store(db_mon)
+        store.migrate()
+        _, secret_mon = create_key(store, "bench", "client", "bench")
+        store.close()
+        monitored = GatewayProcess(
+            ["--model", str(model), "--config", str(config_mon), "--db", db_mon]
+            + ["--workers", str(args.workers)],
+            log_file=tmp / "serve-monitor.log",
+        )
+        with gateway, monitored, BareProcess(model, args.workers) as bare:
             servers = {
                 "noop": (bare.url + "/v1/noop", {}),
                 "bare": (bare.url + "/v1/predict", {}),
                 "gateway": (gateway.url + "/v1/predict", {"Authorization": f"Bearer {secret}"}),
+                "monitored": (
+                    monitored.url + "/v1/predict",
+                    {"Authorization": f"Bearer {secret_mon}"},
+                ),
             }
             for batch in args.batches:
                 bodies = _bodies(ds.x, batch)
@@ -336,7 +362,7 @@ def summarise(runs: list[dict[str, Any]], batches: list[int]) -> list[dict[str, 
     out = []
     for batch in batches:
         row: dict[str, Any] = {"batch": batch}
-        for name in ("noop", "bare", "gateway"):
+        for name in SERVERS:
             mine = [r for r in runs if r["server"] == name and r["batch"] == batch]
             med = sorted(mine, key=lambda r: r["requests_per_second"])[len(mine) // 2]
             row[name] = {
@@ -360,6 +386,16 @@ def summarise(runs: list[dict[str, Any]], batches: list[int]) -> list[dict[str, 
             )
         ]
         row["ratio_per_repeat"] = [round(v, 3) for v in ratios]
+        with_monitor = [
+            g["requests_per_second"] / b["requests_per_second"]
+            for g, b in zip(
+                [r for r in runs if r["server"] == "monitored" and r["batch"] == batch],
+                [r for r in runs if r["server"] == "bare" and r["batch"] == batch],
+                strict=True,
+            )
+        ]
+        row["monitored_ratio_per_repeat"] = [round(v, 3) for v in with_monitor]
+        row["monitored_throughput_ratio"] = round(statistics.median(with_monitor), 3)
         ratio = statistics.median(ratios)
         row["throughput_ratio"] = round(ratio, 3)
         if batch == 1:
@@ -396,7 +432,7 @@ def print_table(results: dict[str, Any]) -> None:
     head = f"{'batch':>5} {'server':<8} {'req/s':>9} {'records/s':>10} {'p50 ms':>8} {'p99 ms':>8}"
     print(head)
     for row in results["summary"]:
-        for name in ("noop", "bare", "gateway"):
+        for name in SERVERS:
             m = row[name]
             print(
                 f"{row['batch']:>5} {name:<8} {m['requests_per_second']:>9.1f} "
@@ -409,6 +445,10 @@ def print_table(results: dict[str, Any]) -> None:
         if "verdict" in row:
             line += f"  ({row['goal']}: {row['verdict']})"
         print(line)
+        print(
+            f"      gateway with the monitor on / bare: {row['monitored_throughput_ratio']:.2f} "
+            f"(median of {', '.join(f'{r:.2f}' for r in row['monitored_ratio_per_repeat'])})"
+        )
     print(f"gateway audit log rows after the runs: {results['gateway_log_rows']}")
 
 
@@ -418,9 +458,12 @@ def markdown(results: dict[str, Any]) -> str:
         "|---:|---|---:|---:|---:|---:|---:|",
     ]
     for row in results["summary"]:
-        for name in ("noop", "bare", "gateway"):
+        for name in SERVERS:
             m = row[name]
-            ratio = f"**{row['throughput_ratio']:.2f}**" if name == "gateway" else ""
+            ratio = {
+                "gateway": f"**{row['throughput_ratio']:.2f}**",
+                "monitored": f"**{row['monitored_throughput_ratio']:.2f}**",
+            }.get(name, "")
             lines.append(
                 f"| {row['batch']} | {name} | {m['requests_per_second']:.1f} | "
                 f"{m['records_per_second']:.1f} | {m['p50_ms']:.2f} | {m['p99_ms']:.2f} | "
