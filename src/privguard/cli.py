@@ -625,6 +625,8 @@ def monitor_fit(
         f"held-out records (target false-positive rate {target_fpr:g} per detector); saved to "
         f'{out_dir}/ — point the gateway at it with \\[monitor] path = "{out_dir}"'
     )
+
+
 DB_HELP = (
     "Audit database URL [default: $PRIVGUARD_DB, the config's [server] db, or "
     "sqlite:///privguard-gateway.db]."
