@@ -30,6 +30,7 @@ import json
 import math
 import time
 import warnings
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -340,19 +341,21 @@ def _bits_per_char(predictor: TextModel, lines: Sequence[str]) -> float:
     return float(-ll.sum() / LN2 / sum(len(line) + 1 for line in lines))
 
 
-class TextModel:
+class TextModel(ABC):
     """What a text oracle needs from a model. Log-likelihoods are natural-log, per whole text,
     conditioned on the start of a line and including the closing newline when ``end=True``."""
 
     granularity: str = "token"
 
+    @abstractmethod
     def log_likelihood(self, texts: list[str], *, end: bool = False) -> np.ndarray:
-        raise NotImplementedError
+        """Log-likelihood of each text, ``(len(texts),)`` float64."""
 
+    @abstractmethod
     def sample(
         self, n: int, *, max_len: int, seed: int, top_k: int = 40, prefix: str = ""
     ) -> list[str]:
-        raise NotImplementedError
+        """``n`` generations of at most ``max_len`` units, seeded, top-k sampling."""
 
 
 class CharLMPredictor(TextModel):
