@@ -292,25 +292,28 @@ def audit(
     out_path = Path(plan.out)
     _check_out(out_path)
     with _progress() as update:
-        report = privguard.audit(
-            plan.model,
-            data=plan.data,
-            label=plan.label,
-            attacks=plan.attacks,
-            access=plan.access,
-            policy=plan.policy,
-            sensitive=plan.sensitive,
-            seed=plan.seed,
-            budget=plan.budget,
-            n_jobs=plan.jobs,
-            scheduler=plan.scheduler,
-            cache_dir=plan.cache_dir,
-            progress=update,
-            command=_command_line(),
-        )
+        report = privguard.audit(plan.model, access=plan.access, **_audit_options(plan, update))
     privguard.write_report(report, out_path)
     _print_summary(report, out_path)
     _maybe_fail(report, plan.fail_on)
+
+
+def _audit_options(plan, progress) -> dict:
+    """The plan's options as ``privguard.audit`` (and ``audit_endpoint``) keywords."""
+    return dict(
+        data=plan.data,
+        label=plan.label,
+        attacks=plan.attacks,
+        policy=plan.policy,
+        sensitive=plan.sensitive,
+        seed=plan.seed,
+        budget=plan.budget,
+        n_jobs=plan.jobs,
+        scheduler=plan.scheduler,
+        cache_dir=plan.cache_dir,
+        progress=progress,
+        command=_command_line(),
+    )
 
 
 def _audit_endpoint(plan, url: str, key_file, map_file, access: str | None) -> None:
@@ -330,19 +333,8 @@ def _audit_endpoint(plan, url: str, key_file, map_file, access: str | None) -> N
             api_key=api_key,
             mapping=mapping,
             model=plan.model,
-            data=plan.data,
-            label=plan.label,
-            attacks=plan.attacks,
             access=access,
-            policy=plan.policy,
-            sensitive=plan.sensitive,
-            seed=plan.seed,
-            budget=plan.budget,
-            n_jobs=plan.jobs,
-            scheduler=plan.scheduler,
-            cache_dir=plan.cache_dir,
-            progress=update,
-            command=_command_line(),
+            **_audit_options(plan, update),
         )
     privguard.write_report(report, out_path)
     _print_summary(report, out_path)
