@@ -102,7 +102,7 @@ def session_secret(fingerprint_key: bytes) -> bytes:
 
 def mount_dashboard(app: FastAPI, gw: Any) -> None:
     """Add ``/dashboard`` (pages, JSON for the chart, static files) to the gateway's ``app``;
-    ``gw`` is its :class:`~privguard.gateway.app.Gateway`. The routes stay out of the OpenAPI
+    ``gw`` is its :class:`~privguard.gateway.service.Gateway`. The routes stay out of the OpenAPI
     schema (they are for browsers, not API clients)."""
     secret = session_secret(gw.fingerprint_key)
     sessions = URLSafeTimedSerializer(secret, salt="privguard-dashboard-session")

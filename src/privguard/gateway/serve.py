@@ -18,8 +18,8 @@ log = logging.getLogger("privguard.gateway")
 def prepare(settings: ServeSettings):
     """Load config and model, migrate the database, create the fingerprint key: whatever is
     wrong is reported here, once, before any worker starts. Returns (config, target, db)."""
-    from privguard.gateway.app import fingerprint_key
     from privguard.gateway.seal import load_model
+    from privguard.gateway.startup import fingerprint_key
     from privguard.gateway.store import Store
 
     config = settings.load_config()
