@@ -20,7 +20,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from privguard.gateway.process import GatewayProcess
+from privguard.testing.servers import GatewayProcess
 
 POSTGRES = os.environ.get(
     "PRIVGUARD_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"

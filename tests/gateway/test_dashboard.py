@@ -27,10 +27,10 @@ from privguard.attacks import Knowledge
 from privguard.attacks.inversion.blackbox import BlackBoxInversion
 from privguard.gateway.keys import create_key
 from privguard.gateway.monitor import Monitor
-from privguard.gateway.process import GatewayProcess
 from privguard.gateway.store import Store
 from privguard.http_oracle import HttpPredictor
 from privguard.models.threads import single_thread
+from privguard.testing.servers import GatewayProcess
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

@@ -112,7 +112,7 @@ def session_secret(session_key: bytes) -> bytes:
 
 def mount_dashboard(app: FastAPI, gw: Any) -> None:
     """Add ``/dashboard`` (pages, JSON for the chart, static files) to the gateway's ``app``;
-    ``gw`` is its :class:`~privguard.gateway.app.Gateway`. The routes stay out of the OpenAPI
+    ``gw`` is its :class:`~privguard.gateway.service.Gateway`. The routes stay out of the OpenAPI
     schema (they are for browsers, not API clients)."""
     key = getattr(gw, "session_key", None) or session_key(gw.config, gw.store.url)
     secret = session_secret(key)
