@@ -18,6 +18,7 @@ from rich.box import SIMPLE_HEAD
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Column, Table
+from rich.text import Text
 
 import privguard
 from privguard.errors import ConfigError, PrivguardError
@@ -717,9 +718,7 @@ def keys_list(
     table = Table("name", "role", "tier", "created", "expires", "status")
     table.columns.insert(0, _name_column("id"))
     for k in list_keys(store):
-        d = k.to_dict()
-        status = "revoked" if k.revoked else "expired" if k.expired() else "active"
-        table.add_row(k.id, k.name, k.role, str(k.tier), d["created"], str(d["expires"]), status)
+        table.add_row(*(Text(c) for c in k.display_row()))  # escaped, never read as markup
     store.close()
     out.print(table)
 

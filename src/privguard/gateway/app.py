@@ -36,6 +36,7 @@ from starlette.concurrency import run_in_threadpool
 
 from privguard.gateway.config import GatewayConfig, ServeSettings
 from privguard.gateway.errors import install_error_handlers
+from privguard.gateway.keyfiles import inputs_key, session_key
 from privguard.gateway.limits import Limiter
 from privguard.gateway.middleware import BodyLimit, Count
 from privguard.gateway.routers import include_routers
@@ -74,7 +75,10 @@ def create_app(
         store.migrate()
     else:
         store.check_schema()
-    limiter = Limiter(redis or config.server.redis, strategy=config.server.rate_limit_strategy)
+    limiter = Limiter(
+        redis or config.server.redis, strategy=config.server.rate_limit_strategy, store=store
+    )
+    retains = any(t.retain_inputs_days > 0 for t in config.tiers.values())
     gw = Gateway(
         target,
         config,
@@ -83,6 +87,8 @@ def create_app(
         fingerprint_key(config, db),
         name=name or config.server.model_name or model_name(target),
         monitor=monitor if monitor is not None else load_monitor(config, target),
+        session_key=session_key(config, db),
+        inputs_key=inputs_key(config, db) if retains else None,
     )
 
     @asynccontextmanager

@@ -76,6 +76,14 @@ class KeyInfo:
     def expired(self, now: datetime | None = None) -> bool:
         return self.expires is not None and (now or utcnow()) >= self.expires
 
+    def display_row(self) -> list[str]:
+        """id, name, role, tier, created, expires, status for a terminal table, with control
+        characters escaped (a name stored before they were refused is not replayed raw)."""
+        d = self.to_dict()
+        status = "revoked" if self.revoked else "expired" if self.expired() else "active"
+        cells = [self.id, self.name, self.role, str(self.tier), d["created"], str(d["expires"])]
+        return [printable(c) for c in cells] + [status]
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "id": self.id,
