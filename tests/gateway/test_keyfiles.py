@@ -309,6 +309,20 @@ def test_keys_cli_writes_the_admin_trail(tmp_path, capsys):
     assert all(e["actor"].startswith("cli:") for e in events)
 
 
+def test_purge_ages_out_alerts_with_the_log(store):
+    """Item 4: alert evidence holds input fingerprints, so it goes with the log's retention."""
+    from datetime import timedelta
+
+    from privguard.gateway.store import utcnow
+
+    now = utcnow()
+    alert = {"client": "c", "detector": "ood", "action": "record", "evidence": "{}"}
+    store.add_alerts([{**alert, "time": now - timedelta(days=40)}, {**alert, "time": now}])
+    assert store.purge(now=now)["alerts"] == 0  # no log retention set: alerts are kept
+    assert store.purge(now=now, log_retention_days=30)["alerts"] == 1
+    assert len(store.alerts()) == 1
+
+
 # -- item 13: SQLite files 0600, retained inputs sealed ------------------------------------------
 
 

@@ -142,7 +142,7 @@ class KeySpec:
         if db_url.startswith("sqlite:///"):
             db = Path(db_url[len("sqlite:///") :].split("?", 1)[0])
             return db.with_name(f"{db.name}.{self.suffix}")
-        return Path(f"privguard-{self.suffix}")
+        return Path(f"privguard-{self.name}.key")
 
     def load(self, configured: str | None, db_url: str, *, create: bool = True) -> bytes:
         """The key from the environment, else its file (created on first start)."""
