@@ -37,13 +37,14 @@ from starlette.concurrency import run_in_threadpool
 from privguard.gateway.config import GatewayConfig, ServeSettings
 from privguard.gateway.errors import install_error_handlers
 from privguard.gateway.limits import Limiter
-from privguard.gateway.middleware import BodyLimit, Count
+from privguard.gateway.middleware import install_middleware
 from privguard.gateway.routers import include_routers
 from privguard.gateway.service import Gateway
 from privguard.gateway.startup import (
     fingerprint_key,
     load_monitor,
     model_name,
+    private_sqlite,
     purge_periodically,
     version,
 )
@@ -69,6 +70,7 @@ def create_app(
     import torch
 
     torch.set_num_threads(1)  # small models: one thread per worker is fastest (threads.py)
+    private_sqlite(db)
     store = Store(db)
     if migrate:
         store.migrate()
@@ -108,10 +110,14 @@ def create_app(
             "input validation and an audit log. See docs/gateway.md."
         ),
         lifespan=lifespan,
+        # /docs and /redoc would load scripts from a CDN; the schema is at /openapi.json
+        docs_url=None,
+        redoc_url=None,
+        # no redirect whose Location is built from the Host header: /v1/predict/ is a 404
+        redirect_slashes=False,
     )
     app.state.gateway = gw
-    app.add_middleware(BodyLimit, limit=config.server.max_body_bytes)
-    app.add_middleware(Count, metrics=gw.metrics)
+    install_middleware(app, gw)
     install_error_handlers(app, gw.metrics)
     include_routers(app, gw)
     return app

@@ -1,6 +1,6 @@
 """What the gateway needs before its first request, shared by :func:`create_app` and
-``privguard serve``: the fingerprint HMAC key, the query monitor named by ``[monitor]``, the
-model's display name, and the periodic purge of the log."""
+``privguard serve``: a private SQLite file, the fingerprint HMAC key, the query monitor named by
+``[monitor]``, the model's display name, and the periodic purge of the log."""
 
 from __future__ import annotations
 
@@ -20,6 +20,28 @@ from privguard.errors import ConfigError
 from privguard.gateway.config import FINGERPRINT_KEY_ENV, GatewayConfig
 
 log = logging.getLogger("privguard.gateway")
+
+
+def private_sqlite(db_url: str) -> None:
+    """Create a SQLite database file readable by its owner only (0600) before SQLAlchemy
+    would create it world-readable; it may hold retained raw inputs. SQLite gives its WAL and
+    shared-memory files the database file's mode. An existing file that others can read is
+    left as it is, with a warning."""
+    if not db_url.startswith("sqlite:///"):
+        return
+    name = db_url[len("sqlite:///") :].split("?", 1)[0]
+    if not name or name == ":memory:":
+        return
+    path = Path(name)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        if path.stat().st_mode & 0o077:
+            log.warning("%s can be read by other users; chmod 600 it", path)
+        return
+    except OSError:  # a missing directory: the store reports it
+        return
+    os.close(fd)
 
 
 def fingerprint_key_path(config: GatewayConfig, db_url: str) -> Path:
