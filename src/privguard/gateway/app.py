@@ -38,7 +38,7 @@ from privguard.gateway.config import GatewayConfig, ServeSettings
 from privguard.gateway.errors import install_error_handlers
 from privguard.gateway.keyfiles import inputs_key, session_key
 from privguard.gateway.limits import Limiter
-from privguard.gateway.middleware import BodyLimit, Count
+from privguard.gateway.middleware import install_middleware
 from privguard.gateway.routers import include_routers
 from privguard.gateway.service import Gateway
 from privguard.gateway.startup import (
@@ -114,10 +114,14 @@ def create_app(
             "input validation and an audit log. See docs/gateway.md."
         ),
         lifespan=lifespan,
+        # /docs and /redoc would load scripts from a CDN; the schema is at /openapi.json
+        docs_url=None,
+        redoc_url=None,
+        # no redirect whose Location is built from the Host header: /v1/predict/ is a 404
+        redirect_slashes=False,
     )
     app.state.gateway = gw
-    app.add_middleware(BodyLimit, limit=config.server.max_body_bytes)
-    app.add_middleware(Count, metrics=gw.metrics)
+    install_middleware(app, gw)
     install_error_handlers(app, gw.metrics)
     include_routers(app, gw)
     return app

@@ -70,9 +70,10 @@ def install_error_handlers(app: FastAPI, metrics: Any) -> None:
     async def _http_error(request: Request, e: StarletteHTTPException) -> JSONResponse:
         codes = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
         code = codes.get(e.status_code, "http_error")
+        path = request.url.path[:100]
         message = {
-            404: f"no such endpoint {request.url.path[:100]!r}; see /docs",
-            405: f"{request.method} is not allowed on {request.url.path[:100]!r}; see /docs",
+            404: f"no such endpoint {path!r}; see /openapi.json",
+            405: f"{request.method} is not allowed on {path!r}; see /openapi.json",
         }.get(e.status_code, str(e.detail))
         return JSONResponse(
             {"error": {"code": code, "message": message}},

@@ -71,6 +71,9 @@ def serve(
         if f and not Path(f).is_file():
             raise ConfigError(f"no TLS file at {f}")
     config, target, db = prepare(settings)
+    exposed = exposure_warning(host, tls=bool(tls_cert))
+    if exposed:
+        log.warning("%s", exposed)
     redis = settings.resolve_redis(config)
     if workers > 1 and not redis:
         log.warning(
@@ -91,6 +94,8 @@ def serve(
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1)
+    from privguard.gateway.protocol import protocol_class
+
     common = dict(
         host=host,
         port=port,
@@ -99,6 +104,11 @@ def serve(
         access_log=False,
         log_level=log_level,
         timeout_graceful_shutdown=5,
+        # slow clients: request heads must arrive within HEADER_SECONDS (protocol.py), idle
+        # keep-alive connections close after 5 s, and an h11 request head is at most 16 kB
+        http=protocol_class(),
+        timeout_keep_alive=5,
+        h11_max_incomplete_event_size=16 * 1024,
     )
     if workers == 1:
         from privguard.gateway.app import create_app
@@ -116,4 +126,15 @@ def serve(
         workers=workers,
         timeout_worker_healthcheck=90,
         **common,
+    )
+
+
+def exposure_warning(host: str, *, tls: bool) -> str | None:
+    """What to warn about when ``host`` accepts connections from other machines without TLS:
+    API keys and answers would cross the network in clear text."""
+    if tls or host in ("127.0.0.1", "localhost", "::1") or host.startswith("127."):
+        return None
+    return (
+        f"serving on {host} without TLS: API keys and answers cross the network in clear "
+        "text; pass --tls-cert/--tls-key or put a TLS-terminating reverse proxy in front"
     )

@@ -21,14 +21,19 @@ from starlette.concurrency import run_in_threadpool
 from privguard.defenses.output import answer_labels
 from privguard.errors import ConfigError
 from privguard.gateway import keys as keystore
+from privguard.gateway.auth import FailedAuth, auth_error, unknown_key
 from privguard.gateway.config import GatewayConfig, Tier
 from privguard.gateway.errors import GatewayError
 from privguard.gateway.inputs import Fingerprinter, parse_inputs
+from privguard.gateway.keys import KeyInfo
 from privguard.gateway.limits import Limiter
 from privguard.gateway.metrics import Metrics
 from privguard.gateway.store import InputCipher, LogWriter, Store, utcnow
 from privguard.gateway.webhook import AlertWebhook, alert_payload
 from privguard.oracle import Access
+
+#: batches of at least this many numbers are answered in a worker thread (issue 16, item 11)
+OFFLOAD_ELEMENTS = 8192
 
 
 class Gateway:
@@ -74,16 +79,20 @@ class Gateway:
         self.input_shape = tuple(int(d) for d in target.input_shape)
         b = (getattr(target, "dataset", None) or {}).get("bounds")
         self.bounds = (float(b[0]), float(b[1])) if b else None
-        self._keys: dict[str, tuple[keystore.KeyInfo, float]] = {}
+        self._keys: dict[str, tuple[KeyInfo, float]] = {}
+        self.failed_auth = FailedAuth()
         self._held: dict[str, tuple[str, float]] = {}  # key id -> (action, until) from findings
         self.chains = {name: t.chain for name, t in config.tiers.items()}
         self.fingerprinter = Fingerprinter(fingerprint_key)  # keyed once, copied per record
         self.specs = {name: chain.spec for name, chain in self.chains.items()}  # built once
 
     # -- auth ----------------------------------------------------------------------------
-    async def authenticate(self, secret: str | None) -> keystore.KeyInfo:
+    async def authenticate(self, secret: str | None, address: str | None = None) -> KeyInfo:
+        """The key of ``secret``, presented from ``address``: verified keys are cached for
+        ``key_cache_seconds``; bad secrets and floods of them are refused without a database
+        lookup (:class:`~privguard.gateway.auth.FailedAuth`)."""
         if not secret:
-            raise _auth_error(
+            raise auth_error(
                 "missing_api_key",
                 "send an API key: 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
             )
@@ -93,20 +102,21 @@ class Gateway:
         if cached is not None and cached[1] > now:
             key = cached[0]
         else:
+            self.failed_auth.check(h, address)
             key = await run_in_threadpool(keystore.lookup, self.store, secret)
             if key is None:
-                raise _auth_error(
-                    "invalid_api_key", "this API key is not known; check it or ask for a new one"
-                )
+                self.failed_auth.failed(h, address)
+                raise unknown_key()
+            self.failed_auth.verified(h)
             if len(self._keys) > 10_000:
                 self._keys.clear()
             self._keys[h] = (key, now + self.config.server.key_cache_seconds)
         if key.revoked:
-            raise _auth_error(
+            raise auth_error(
                 "revoked_api_key", "this API key was revoked; ask the gateway's admin for another"
             )
         if key.expired():
-            raise _auth_error(
+            raise auth_error(
                 "expired_api_key", "this API key has expired; ask the gateway's admin for another"
             )
         return key
@@ -116,7 +126,7 @@ class Gateway:
             if k.id == key_id:
                 del self._keys[h]
 
-    def tier_of(self, key: keystore.KeyInfo) -> Tier:
+    def tier_of(self, key: KeyInfo) -> Tier:
         tier = self.config.tier(key.tier)
         if tier is None:
             raise GatewayError(
@@ -127,7 +137,7 @@ class Gateway:
             )
         return tier
 
-    def check_held(self, key: keystore.KeyInfo) -> None:
+    def check_held(self, key: KeyInfo) -> None:
         held = self._held.get(key.id)
         if held is None:
             return
@@ -182,7 +192,7 @@ class Gateway:
 
     def log_row(
         self,
-        key: keystore.KeyInfo,
+        key: KeyInfo,
         tier: Tier | None,
         status: int,
         t0: float,
@@ -205,9 +215,7 @@ class Gateway:
             "latency_ms": round((time.perf_counter() - t0) * 1000, 3),
         }
 
-    async def observe(
-        self, key: keystore.KeyInfo, x: np.ndarray, labels: np.ndarray, probs: Any
-    ) -> None:
+    async def observe(self, key: KeyInfo, x: np.ndarray, labels: np.ndarray, probs: Any) -> None:
         """Hand the answered batch to the monitor; act on its findings: every finding becomes
         an alert row; ``block`` refuses this key (this request included) until restart,
         ``throttle`` refuses it for ``throttle_seconds`` (``[monitor]``, default 60)."""
@@ -245,11 +253,12 @@ class Gateway:
 
     # -- the predict path ------------------------------------------------------------------
     async def predict(
-        self, key: keystore.KeyInfo, read_body: Callable[[], Awaitable[bytes]], t0: float
+        self, key: KeyInfo, read_body: Callable[[], Awaitable[bytes]], t0: float
     ) -> bytes:
         """The JSON answer to ``POST /v1/predict`` for the authenticated ``key``: held by the
         monitor? -> tier -> rate limit -> body (``read_body``, size-limited) -> validate ->
-        budget -> answer -> monitor -> log (committed before the answer is returned). Every
+        answer -> monitor -> budget -> log (committed before the answer is returned). The
+        budget is charged after the monitor, so an answer the monitor refuses costs none. Every
         refusal is a :class:`GatewayError`, logged as a row with its code."""
         tier = None
         x = None
@@ -259,10 +268,13 @@ class Gateway:
             await self.limiter.hit(key.id, tier)
             body = await read_body()
             x = parse_inputs(body, self.input_shape, bounds=self.bounds, max_batch=tier.max_batch)
-            await self.limiter.spend(key.id, tier, len(x))
-            out, labels, probs, top = self.answer(x, tier)
+            if x.size >= OFFLOAD_ELEMENTS:  # a large batch must not stall the event loop
+                out, labels, probs, top = await run_in_threadpool(self.answer, x, tier)
+            else:  # a small one answers faster here than a thread hop
+                out, labels, probs, top = self.answer(x, tier)
             await self.observe(key, x, labels, probs)
-            self.check_held(key)  # a 'block' finding refuses this very answer
+            self.check_held(key)  # a 'block' or 'throttle' finding refuses this very answer
+            await self.limiter.spend(key.id, tier, len(x))  # charged only when answered
         except GatewayError as e:
             self.writer.submit(
                 self.log_row(key, tier, e.status, t0, x=x, outputs={"error": e.code})
@@ -298,7 +310,7 @@ class Gateway:
         self.metrics.child(self.metrics.latency, tier.name).observe(time.perf_counter() - t0)
         return json.dumps(out).encode()
 
-    def model_info(self, key: keystore.KeyInfo) -> dict[str, Any]:
+    def model_info(self, key: KeyInfo) -> dict[str, Any]:
         """Public metadata of the model, and what ``key``'s tier gets (``GET /v1/model``)."""
         tier = self.config.tier(key.tier)
         ds = getattr(self.target, "dataset", None) or {}
@@ -340,10 +352,6 @@ def _json_default(o: Any) -> Any:
     if isinstance(o, np.ndarray):
         return o.tolist()
     return str(o)
-
-
-def _auth_error(code: str, message: str) -> GatewayError:
-    return GatewayError(401, code, message, {"WWW-Authenticate": "Bearer"})
 
 
 def unknown_tier(tier: str, config: GatewayConfig) -> GatewayError:

@@ -1,7 +1,8 @@
 """What the gateway needs before its first request, shared by :func:`create_app` and
 ``privguard serve``: the fingerprint HMAC key (from :mod:`~privguard.gateway.keyfiles`), the
-query monitor named by ``[monitor]``, the
-model's display name, and the periodic purge of the log."""
+query monitor named by ``[monitor]``, the model's display name, and the periodic purge of the
+log. (SQLite files are created 0600 by the store itself, :func:`~privguard.gateway.store.db.
+make_engine`, for the CLI's key and purge commands too.)"""
 
 from __future__ import annotations
 

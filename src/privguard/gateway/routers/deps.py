@@ -1,9 +1,9 @@
 """Dependencies the routers share: the app's :class:`~privguard.gateway.service.Gateway`, the
 caller's key and the admin check.
 
-``caller`` reads the key through FastAPI's security schemes (so ``/openapi.json`` documents
-them); ``POST /v1/predict`` reads it with :func:`presented_secret` instead, which reads the same
-headers without the dependency machinery (its per-request cost is most of a batch-1 request's).
+The key was verified by the ``Authenticate`` middleware before any body was read
+(``middleware.py``); ``caller`` hands it to the route. It declares the HTTPBearer and
+APIKeyHeader schemes so that ``/openapi.json`` documents how to send a key.
 """
 
 from __future__ import annotations
@@ -11,8 +11,10 @@ from __future__ import annotations
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from privguard.gateway import keys as keystore
+from privguard.gateway.auth import presented_secret
 from privguard.gateway.errors import GatewayError
+from privguard.gateway.keys import KeyInfo
+from privguard.gateway.middleware import KEY_SCOPE
 from privguard.gateway.service import Gateway
 
 bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer pg_...")
@@ -23,28 +25,26 @@ def gateway(request: Request) -> Gateway:
     return request.app.state.gateway
 
 
-async def caller(
-    request: Request,
-    cred: HTTPAuthorizationCredentials | None = Security(bearer),
-    api_key: str | None = Security(header_key),
-) -> keystore.KeyInfo:
-    return await gateway(request).authenticate(cred.credentials if cred else api_key)
-
-
-async def admin(key: keystore.KeyInfo = Depends(caller)) -> keystore.KeyInfo:
-    if key.role != "admin":
-        raise GatewayError(403, "forbidden", "this endpoint needs an admin key")
+async def verified_key(request: Request) -> KeyInfo:
+    """The key the middleware verified (verified here when a route is reached without it)."""
+    key = request.scope.get(KEY_SCOPE)
+    if key is None:
+        client = request.client
+        key = await gateway(request).authenticate(
+            presented_secret(request.headers), client.host if client else None
+        )
     return key
 
 
-def presented_secret(request: Request) -> str | None:
-    """The key in ``Authorization: Bearer <key>``, else in ``X-API-Key`` — what the HTTPBearer
-    and APIKeyHeader security schemes of ``caller`` read, without the dependency machinery."""
-    headers = request.headers
-    authorization = headers.get("authorization")
-    if authorization:
-        scheme, _, credentials = authorization.partition(" ")
-        credentials = credentials.strip()
-        if scheme and credentials and scheme.lower() == "bearer":
-            return credentials
-    return headers.get("x-api-key") or None
+async def caller(
+    request: Request,
+    _bearer: HTTPAuthorizationCredentials | None = Security(bearer),
+    _api_key: str | None = Security(header_key),
+) -> KeyInfo:
+    return await verified_key(request)
+
+
+async def admin(key: KeyInfo = Depends(caller)) -> KeyInfo:
+    if key.role != "admin":
+        raise GatewayError(403, "forbidden", "this endpoint needs an admin key")
+    return key

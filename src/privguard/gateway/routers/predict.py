@@ -6,16 +6,18 @@ import time
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
+from starlette.exceptions import HTTPException
 
 from privguard.gateway import keys as keystore
 from privguard.gateway.errors import too_large
-from privguard.gateway.routers.deps import caller, presented_secret
+from privguard.gateway.routers.deps import caller, verified_key
 from privguard.gateway.schemas import ERRORS, KEY_SECURITY, ModelInfo, PredictAnswer, predict_body
 from privguard.gateway.service import Gateway
 
 
 def predict_router(gw: Gateway) -> APIRouter:
-    """The client routes of ``gw`` (the predict body's schema is the served model's)."""
+    """The client routes of ``gw`` (the predict body's schema is the served model's). The
+    caller's key was verified by the middleware, before the body was read."""
     router = APIRouter(tags=["predict"])
     limit = gw.config.server.max_body_bytes
     max_batch = max(t.max_batch for t in gw.config.tiers.values())
@@ -38,16 +40,15 @@ def predict_router(gw: Gateway) -> APIRouter:
     async def predict(request: Request) -> Response:
         """Predictions for a batch of records, as much as the caller's tier allows."""
         t0 = time.perf_counter()
-        key = await gw.authenticate(presented_secret(request))
+        key = await verified_key(request)
 
         async def read_body() -> bytes:
-            chunks, size = [], 0
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limit:
-                    raise too_large(limit)
-                chunks.append(chunk)
-            return b"".join(chunks)
+            try:  # BodyLimit stops the stream past max_body_bytes
+                return await request.body()
+            except HTTPException as e:
+                if e.status_code == 413:
+                    raise too_large(limit) from None  # a GatewayError: logged as a row
+                raise
 
         return Response(await gw.predict(key, read_body, t0), media_type="application/json")
 

@@ -13,6 +13,7 @@ the tables in their own schema.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,6 +29,8 @@ from privguard.errors import ConfigError
 from privguard.gateway.redact import redact_url
 from privguard.gateway.store.crypto import InputCipher
 from privguard.gateway.store.models import AdminEvent, Alert, DailyUsage, QueryInput, QueryLog
+
+log = logging.getLogger("privguard.gateway")
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -84,11 +87,13 @@ def make_engine(url: str) -> Engine:
 def _private_file(path: Path) -> None:
     """Create the SQLite file ``path`` readable by its owner only (0600) before SQLite opens
     it: it may hold retained inputs. SQLite gives its ``-wal`` and ``-shm`` files the same mode.
-    An existing file keeps its mode."""
+    An existing file keeps its mode, with a warning when other users can read it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
+        if path.stat().st_mode & 0o077:
+            log.warning("%s can be read by other users; chmod 600 it", path)
         return
     except OSError as e:
         raise ConfigError(f"cannot create the audit database {path}: {e.strerror}") from None
