@@ -323,6 +323,20 @@ def test_purge_ages_out_alerts_with_the_log(store):
     assert len(store.alerts()) == 1
 
 
+def test_the_database_budget_charges_atomically(store):
+    """Item 6: the charge is one conditional upsert; concurrent charges never overspend."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    assert store.charge_budget("k1", "2026-01-01", 4, 10) == (True, 4)
+    assert store.charge_budget("k1", "2026-01-01", 7, 10) == (False, 4)  # refused, not charged
+    assert store.charge_budget("k1", "2026-01-01", 6, 10) == (True, 10)
+    assert store.charge_budget("k1", "2026-01-02", 11, 10) == (False, 0)  # never fits
+    assert store.used_today("k1", "2026-01-01") == 10 and store.used_today("k2", "x") == 0
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda _: store.charge_budget("k2", "d", 1, 25)[0], range(40)))
+    assert sum(results) == 25 and store.used_today("k2", "d") == 25
+
+
 # -- item 13: SQLite files 0600, retained inputs sealed ------------------------------------------
 
 

@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, delete, event, func, insert, select, text, update
+from sqlalchemy import create_engine, delete, event, func, insert, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine, make_url
@@ -218,21 +218,23 @@ class Store:
     # -- daily budgets (without Redis) ---------------------------------------------------
     def charge_budget(self, key_id: str, day: str, n: int, budget: int) -> tuple[bool, int]:
         """Charge ``n`` records to ``key_id``'s count of ``day`` if the total stays within
-        ``budget``, atomically (a conditional UPDATE: concurrent workers cannot both take the
-        last records). Returns (charged, records used today after the attempt)."""
+        ``budget``, atomically: one ``INSERT ... ON CONFLICT DO UPDATE ... WHERE used + n <=
+        budget`` (concurrent workers cannot both take the last records; one round trip and one
+        commit). Returns (charged, records used today after the attempt)."""
         dialect = sqlite_insert if self.backend == "sqlite" else pg_insert
-        row = DailyUsage.key_id == key_id, DailyUsage.day == day
+        if n > budget:
+            return False, self.used_today(key_id, day)
+        stmt = dialect(DailyUsage).values(key_id=key_id, day=day, used=n)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[DailyUsage.key_id, DailyUsage.day],
+            set_={"used": DailyUsage.used + n},
+            where=DailyUsage.used + n <= budget,
+        ).returning(DailyUsage.used)
         with self.engine.begin() as conn:
-            conn.execute(
-                dialect(DailyUsage).values(key_id=key_id, day=day, used=0).on_conflict_do_nothing()
-            )
-            res = conn.execute(
-                update(DailyUsage)
-                .where(*row, DailyUsage.used + n <= budget)
-                .values(used=DailyUsage.used + n)
-            )
-            used = int(conn.execute(select(DailyUsage.used).where(*row)).scalar_one())
-        return bool(res.rowcount), used
+            used = conn.execute(stmt).scalar()
+        if used is not None:
+            return True, int(used)
+        return False, self.used_today(key_id, day)
 
     def used_today(self, key_id: str, day: str) -> int:
         q = select(DailyUsage.used).where(DailyUsage.key_id == key_id, DailyUsage.day == day)
