@@ -12,7 +12,7 @@ from torch import nn
 
 import privguard
 from privguard.cli import main
-from privguard.defenses.dp import (
+from privguard.training.dp import (
     check_private_module,
     default_delta,
     epsilon_for,
