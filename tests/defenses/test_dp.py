@@ -12,6 +12,8 @@ from torch import nn
 
 import privguard
 from privguard.cli import main
+from privguard.errors import ConfigError
+from privguard.models.train import train_module
 from privguard.training.dp import (
     check_private_module,
     default_delta,
@@ -19,8 +21,6 @@ from privguard.training.dp import (
     noise_for,
     resolve_delta,
 )
-from privguard.errors import ConfigError
-from privguard.models.train import train_module
 
 THRESHOLD_ATTACKS = [
     "loss-threshold",
