@@ -15,7 +15,7 @@ from privguard.data.corpus import (
     parse_repeats,
 )
 from privguard.errors import ConfigError, DataError, ModelError
-from privguard.models.lm import (
+from privguard.models.text import (
     HFTuneConfig,
     LMConfig,
     finetune_hf,
