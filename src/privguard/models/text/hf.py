@@ -173,6 +173,7 @@ class HFPredictor(TextModel):
 
 
 def pad_batch(seqs: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(ids, attention mask)``, both ``(len(seqs), longest)``: sequences right-padded."""
     width = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), width), pad, dtype=torch.long)
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
