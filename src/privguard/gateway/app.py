@@ -1,28 +1,38 @@
 """The serving gateway: a FastAPI app in front of one model.
 
-A prediction request takes this path, in this order (``routers/predict.py`` hands the body to
+A prediction request takes this path, in this order (steps 1-2 are ASGI middleware,
+``middleware.py``, for every route; ``routers/predict.py`` hands the rest to
 :meth:`Gateway.predict <privguard.gateway.service.Gateway.predict>`):
 
-1. **authenticate** — ``Authorization: Bearer <secret>`` or ``X-API-Key``; unknown, revoked or
-   expired keys get 401; keys are cached for ``key_cache_seconds``;
-2. **rate limit** — the tier's windows, per key (429 + Retry-After);
-3. **validate** — body size (413), JSON (400), shape, dtype, finite values, feature bounds
-   (422), batch size (413);
-4. **budget** — the tier's daily budget in records (429 + Retry-After until UTC midnight);
+1. **body limit** — a ``Content-Length`` over ``max_body_bytes`` is refused (413) before
+   anything reads the body; a chunked body is counted as it streams in and refused at the
+   first byte past the limit;
+2. **authenticate** — ``Authorization: Bearer <secret>`` or ``X-API-Key``, from the headers
+   alone, before any body is read; unknown, revoked or expired keys get 401; keys are cached
+   for ``key_cache_seconds``, unknown secrets for a minute, and an address sending too many
+   unknown keys gets 429 (``auth.py``); ``/v1/admin/*`` and ``/metrics`` need an admin key;
+3. **rate limit** — the tier's windows, per key (429 + Retry-After);
+4. **validate** — JSON (400), shape, dtype, finite values, feature bounds (422), batch size
+   (413);
 5. **answer** — the model's probabilities through the tier's output policy, exposed no further
-   than ``min(tier access, policy.max_access)``; gradients never;
+   than ``min(tier access, policy.max_access)``; gradients never; large batches in a worker
+   thread, off the event loop;
 6. **monitor** — the optional query monitor (issue 8) sees the answered batch; each finding
    is stored as an alert, counted on ``/metrics`` and queued for the optional webhook
-   (``webhook.py``);
-7. **log** — one row (HMAC fingerprints, not inputs) committed by the group-commit writer
-   before the answer is sent.
+   (``webhook.py``); a ``throttle`` or ``block`` finding refuses this very answer;
+7. **budget** — the tier's daily budget in records (429 + Retry-After until UTC midnight),
+   charged only for answers the monitor let through; counted in Redis, else in the database;
+8. **log** — one row (HMAC fingerprints, not inputs; inputs a tier retains are encrypted)
+   committed by the group-commit writer before the answer is sent.
 
 Every refusal is ``{"error": {"code", "message"}}`` with a 4xx status; no input produces a 5xx.
+Every answer carries ``nosniff`` and ``no-store`` (and HSTS over TLS).
 
 Where things are: ``schemas.py`` (API types), ``service.py`` (the gateway's state and the
-predict path), ``middleware.py`` (what every request passes first), ``errors.py`` (refusals),
-``routers/`` (predict, admin, health; the browser dashboard is ``dashboard.py``),
-``startup.py`` (fingerprint key, monitor, purge), ``serve.py`` (``privguard serve``).
+predict path), ``middleware.py`` and ``auth.py`` (what every request passes first),
+``errors.py`` (refusals), ``routers/`` (predict, admin, health; the browser dashboard is
+``dashboard.py``), ``keyfiles.py`` (secret keys), ``startup.py`` (monitor, purge), ``serve.py`` and
+``protocol.py`` (``privguard serve``, uvicorn with a deadline on request heads).
 """
 
 from __future__ import annotations
