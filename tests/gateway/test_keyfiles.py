@@ -62,6 +62,13 @@ def test_session_key_is_a_separate_file_and_rotating_one_key_leaves_the_other(tm
     assert session_key(cfg, db) != sk and fingerprint_key(cfg, db) == fp2
 
 
+def test_one_file_cannot_be_both_the_fingerprint_and_the_session_key(tmp_path):
+    shared = tmp_path / "one.key"
+    cfg = _config(tmp_path, fingerprint_key_file=str(shared), session_key_file=str(shared))
+    with pytest.raises(ConfigError, match="the session key is the fingerprint key"):
+        session_key(cfg, f"sqlite:///{tmp_path / 'g.db'}")
+
+
 @pytest.mark.parametrize(
     ("content", "why"),
     [
@@ -92,6 +99,7 @@ def test_keys_from_the_environment_need_32_random_bytes(tmp_path, monkeypatch):
     monkeypatch.setenv("PRIVGUARD_FINGERPRINT_KEY", _b64(os.urandom(16)))
     with pytest.raises(ConfigError, match="PRIVGUARD_FINGERPRINT_KEY .*fewer than 32"):
         fingerprint_key(_config(tmp_path), db)
+    monkeypatch.setenv("PRIVGUARD_FINGERPRINT_KEY", new_key_text())
     good = new_key_text()
     monkeypatch.setenv("PRIVGUARD_SESSION_KEY", good)
     assert session_key(_config(tmp_path), db) == decode_key(good, "x")

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hmac
 import os
 import re
 import secrets
@@ -185,8 +186,15 @@ def fingerprint_key(config: GatewayConfig, db_url: str) -> bytes:
 def session_key(config: GatewayConfig, db_url: str) -> bytes:
     """The key that signs dashboard sessions: distinct from the fingerprint key, so that
     whoever holds that one (every replica, every log reader's HMAC) cannot forge an admin
-    session. Created on first start when absent (deployments from before it existed)."""
-    return SESSION.load(config.server.session_key_file, db_url)
+    session. Created on first start when absent (deployments from before it existed); refused
+    when it is the fingerprint key itself (one file configured for both)."""
+    key = SESSION.load(config.server.session_key_file, db_url)
+    if hmac.compare_digest(key, fingerprint_key(config, db_url)):
+        raise ConfigError(
+            "the session key is the fingerprint key: give [server] session_key_file (or "
+            f"{SESSION.env}) a key of its own, so the fingerprint key cannot sign admin sessions"
+        )
+    return key
 
 
 def inputs_key(config: GatewayConfig, db_url: str) -> bytes:
