@@ -282,10 +282,10 @@ def _allowed(attacks: str, policy: str | None) -> str:
     """The named attacks a policy leaves applicable (a ``label`` policy rules out the
     confidence-based ones: they are not run, which is the policy's effect)."""
     from privguard.attacks.registry import ATTACKS, all_attacks
-    from privguard.defenses.output import parse_policy
+    from privguard.defenses.output import policy_access
     from privguard.oracle import Access
 
-    cap = min(parse_policy(policy).max_access, Access.PROBS)
+    cap = policy_access(Access.PROBS, policy)
     all_attacks()  # loads the registry
     names = [n.strip() for n in attacks.split(",") if n.strip()]
     kept = [n for n in names if n not in ATTACKS or ATTACKS[n].needs <= cap]

@@ -87,7 +87,7 @@ class ExposureGuesses:
 
 
 @register
-class Exposure(Attack):
+class Exposure(Attack[TextOracle, TextKnowledge]):
     """Rank every candidate of each canary format by the model's log-perplexity."""
 
     name: ClassVar[str] = "exposure"

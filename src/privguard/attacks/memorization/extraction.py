@@ -53,13 +53,14 @@ class ExtractionGuesses:
 
 
 @register
-class Extract(Attack):
+class Extract(Attack[TextOracle, TextKnowledge]):
     """Generate, rank by perplexity ratios, submit the top k."""
 
     name: ClassVar[str] = "extract"
     family: ClassVar[str] = "memorization"
     needs: ClassVar[Access] = Access.PROBS
     kinds: ClassVar[tuple[str, ...]] = ("text",)
+    alias: ClassVar[str | None] = "extraction"  # on a text model: training-data extraction
     paper: ClassVar[str] = (
         "Carlini, Tramèr, Wallace, Jagielski, Herbert-Voss, Lee, Roberts, Brown, Song, "
         "Erlingsson, Oprea, Raffel, Extracting Training Data from Large Language Models, "
