@@ -227,7 +227,7 @@ def sweep(
         >>> recommend(result, "medium")["variant"]
     """
     import privguard
-    from privguard.audit.writers import write_report
+    from privguard.audit.report.write import write_report
     from privguard.data import load_dataset
     from privguard.models.train import TrainConfig
 

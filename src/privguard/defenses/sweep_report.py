@@ -16,7 +16,9 @@ from typing import Any
 
 from privguard import __version__
 from privguard.audit.plots import RISK_COLOURS, _new_figure, _png
-from privguard.audit.writers import _b64, _environment, to_jsonable
+from privguard.audit.report.figures import b64
+from privguard.audit.report.html import environment
+from privguard.audit.report.serialize import to_jsonable
 from privguard.defenses.sweep import SweepResult, SweepRow
 
 PANELS = (
@@ -82,8 +84,8 @@ def sweep_dict(result: SweepResult) -> dict[str, Any]:
 
 def render_sweep_html(result: SweepResult) -> str:
     view = sweep_dict(result)
-    view["plot"] = "data:image/png;base64," + _b64(plot_tradeoff(result.rows))
-    return _environment().get_template("sweep.html.j2").render(s=view)
+    view["plot"] = "data:image/png;base64," + b64(plot_tradeoff(result.rows))
+    return environment().get_template("sweep.html.j2").render(s=view)
 
 
 def write_sweep(result: SweepResult, out: str | os.PathLike[str]) -> dict[str, Path]:
