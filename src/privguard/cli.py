@@ -320,7 +320,7 @@ def _audit_endpoint(plan, url: str, key_file, map_file, access: str | None) -> N
     """``audit --endpoint``: the attacks talk HTTP only (docs/endpoint-audit.md)."""
     from dataclasses import replace
 
-    from privguard.http_oracle import EndpointMap, audit_endpoint, read_api_key
+    from privguard.endpoint import EndpointMap, audit_endpoint, read_api_key
 
     replace(plan, model=plan.model or url).check()
     mapping = EndpointMap.load(map_file) if map_file else None
