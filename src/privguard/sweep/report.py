@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from privguard import __version__
-from privguard.audit.plots import RISK_COLOURS, _new_figure, _png
+from privguard.audit.plots import RISK_COLOURS, new_figure, to_png
 from privguard.audit.report.figures import b64
 from privguard.audit.report.html import environment
 from privguard.audit.report.serialize import to_jsonable
-from privguard.defenses.sweep import SweepResult, SweepRow
+from privguard.sweep.run import SweepResult, SweepRow
 
 PANELS = (
     ("membership_tpr_at_fpr_0_01", "membership TPR at 1% FPR (lower is safer)", False),
@@ -31,7 +31,7 @@ PANELS = (
 def plot_tradeoff(rows: list[SweepRow]) -> bytes:
     """Attack success against test accuracy, frontier marked; one panel per measured attack."""
     panels = [p for p in PANELS if any(getattr(r, p[0]) is not None for r in rows)]
-    fig = _new_figure(5.2 * len(panels), 4.4)
+    fig = new_figure(5.2 * len(panels), 4.4)
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (key, title, logy) in zip(axes, panels, strict=True):
         pts = [(r, getattr(r, key)) for r in rows if getattr(r, key) is not None]
@@ -73,7 +73,7 @@ def plot_tradeoff(rows: list[SweepRow]) -> bytes:
         ax.set_xlabel("test accuracy")
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
-    return _png(fig, dpi=110)
+    return to_png(fig, dpi=110)
 
 
 def sweep_dict(result: SweepResult) -> dict[str, Any]:
