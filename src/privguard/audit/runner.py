@@ -119,7 +119,7 @@ def audit(
     ds = target.load_data(data, label=label)
     truth = ClassifierTruth.build(ds, target.split, seed)
     # the real model: only the extraction evaluator looks at it (an endpoint audit's target,
-    # privguard.http_oracle.EndpointTarget, keeps the served model's directory in .local)
+    # privguard.endpoint.EndpointTarget, keeps the served model's directory in .local)
     truth.target = getattr(target, "local", None) or target
     truth.audited = target
     truth.members_known = members_known

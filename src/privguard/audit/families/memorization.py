@@ -57,7 +57,7 @@ MEMORIZATION = register_family(
             ("epsilon_lower_bound", "ε lower bound"),
             ("exposure_bits_reference_mean", "reference"),
         ),
-        needs_member_truth=False,
+        needs_member_truth=True,  # the canaries inserted into training are its member truth
         unsuitable=unsuitable,
     )
 )
