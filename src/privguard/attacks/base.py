@@ -200,6 +200,10 @@ class Setting:
             kind += f", {lo}..{hi}"
         return f"{self.name} ({kind}, default {self.default!r}): {self.help}"
 
+    def _kind(self) -> str:
+        kinds = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+        return kinds.get(self.type, self.type.__name__)
+
     def parse(self, value: Any, who: str) -> Any:
         """``value`` checked (and converted from a string, for ``--set``) or a ConfigError
         naming the attack, the setting and what it takes."""
@@ -215,13 +219,13 @@ class Setting:
                     v = self.type(text)
             except ValueError:
                 raise ConfigError(
-                    f"{who}: {self.name} takes a {self.type.__name__}, not {value!r}"
+                    f"{who}: {self.name} takes {self._kind()}, not {value!r}"
                 ) from None
         ok = isinstance(v, self.type) and not (self.type is not bool and isinstance(v, bool))
         if self.type is float and isinstance(v, int) and not isinstance(v, bool):
             v, ok = float(v), True
         if not ok:
-            raise ConfigError(f"{who}: {self.name} takes a {self.type.__name__}, not {value!r}")
+            raise ConfigError(f"{who}: {self.name} takes {self._kind()}, not {value!r}")
         if self.choices and v not in self.choices:
             raise ConfigError(
                 f"{who}: {self.name} is one of {', '.join(self.choices)}, not {value!r}"

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from privguard.audit.families import family
 from privguard.audit.report import risk_rank
 from privguard.errors import ConfigError
 from privguard.sweep.frontier import mark_pareto
@@ -33,10 +34,6 @@ from privguard.sweep.grid import (
 )
 
 Progress = Callable[[str, int, int], None]
-
-# Families whose success means training data leaks; extraction copies the model itself (its
-# cost is reported beside, but it does not decide whether a variant protects the data).
-DATA_FAMILIES = ("membership", "inversion", "attribute", "memorization")
 
 # What "queries for 95% fidelity" reads when extraction never got there within its budget.
 NOT_REACHED = math.inf
@@ -208,7 +205,9 @@ def _row(v: Variant, target: Any, report: Any, report_dir: str) -> SweepRow:
     inv = fam.get("inversion", [])
     ext = fam.get("extraction", [])
     privacy = target.metrics.get("privacy") or {}
-    leaks = [a for a in report.attacks if a.family in DATA_FAMILIES]
+    # Only families whose success means training data leaks decide a variant's risk;
+    # extraction copies the model itself (its cost is reported beside).
+    leaks = [a for a in report.attacks if family(a.family).leaks_training_data]
     worst = max(leaks, key=lambda a: risk_rank(a.risk), default=None)
     q95 = [m.get("queries_to_95_fidelity") for m in ext]
     q95 = [q if q is not None and math.isfinite(q) else NOT_REACHED for q in q95]

@@ -30,7 +30,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from privguard.attacks.base import Attack, Progress
+from privguard.attacks.base import Attack, Progress, Setting
 from privguard.attacks.memorization.knowledge import TextKnowledge
 from privguard.attacks.memorization.oracle import LN2, TextOracle
 from privguard.attacks.registry import register
@@ -69,6 +69,11 @@ class Extract(Attack[TextOracle, TextKnowledge]):
     description: ClassVar[str] = (
         "Samples many generations, ranks them by perplexity, zlib, lowercase and "
         "reference-model ratios, and submits the most suspicious as extracted training data."
+    )
+
+    settings = (
+        Setting("n_samples", int, 1000, "lines sampled from the model", 1),
+        Setting("k", int, 100, "samples submitted as extracted (precision at k)", 1),
     )
 
     def __init__(
