@@ -22,6 +22,7 @@ from typing import Any
 
 from privguard.audit.families import family
 from privguard.audit.report import risk_rank
+from privguard.compute import fan_out
 from privguard.errors import ConfigError
 from privguard.sweep.frontier import mark_pareto
 from privguard.sweep.grid import (
@@ -154,7 +155,8 @@ def sweep(
     jobs = [(data, label, kw, str(models_dir / name)) for name, kw in configs.items()]
     if progress is not None:
         progress("training variants", 0, len(jobs))
-    _fan_out(jobs, n_jobs, scheduler)
+    for _ in fan_out(_train_one, jobs, n_jobs=n_jobs if len(jobs) > 1 else 1, scheduler=scheduler):
+        pass  # each job writes its model directory
     if progress is not None:
         progress("training variants", len(jobs), len(jobs))
 
@@ -174,27 +176,6 @@ def sweep(
         rows.append(_row(v, target, report, str(reports_dir / v.name)))
     mark_pareto(rows)
     return SweepResult(data=data, model=model, seed=seed, attacks=attacks, rows=rows)
-
-
-def _fan_out(jobs: list[tuple], n_jobs: int, scheduler: Any) -> None:
-    from joblib import Parallel, delayed, parallel_config
-
-    if scheduler is not None:
-        from distributed import Client
-
-        client = scheduler if isinstance(scheduler, Client) else Client(scheduler)
-        try:
-            with parallel_config(backend="dask", wait_for_workers_timeout=60):
-                Parallel()(delayed(_train_one)(*j) for j in jobs)
-        finally:
-            if client is not scheduler:
-                client.close()
-        return
-    if n_jobs == 1 or len(jobs) == 1:
-        for j in jobs:
-            _train_one(*j)
-        return
-    Parallel(n_jobs=min(n_jobs, len(jobs)), backend="loky")(delayed(_train_one)(*j) for j in jobs)
 
 
 def _row(v: Variant, target: Any, report: Any, report_dir: str) -> SweepRow:
