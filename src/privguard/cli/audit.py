@@ -76,10 +76,16 @@ def audit(
     endpoint_map: Path | None = typer.Option(
         None, help="TOML/JSON request/response mapping of a non-privguard JSON API."
     ),
+    set_: list[str] | None = typer.Option(
+        None,
+        "--set",
+        help="An attack's setting, ATTACK.SETTING=VALUE (repeatable), e.g. "
+        "lira-online.n_reference=32; `privguard attacks --settings` lists them.",
+    ),
 ) -> None:
     """Run attacks against a model and write report.json, report.html and model-card.md."""
     import privguard
-    from privguard.audit.plan import AuditPlan
+    from privguard.audit.plan import AuditPlan, parse_set
 
     plan = AuditPlan.from_toml(plan_file) if plan_file else AuditPlan()
     plan = plan.merged(
@@ -98,6 +104,7 @@ def audit(
             "cache_dir": str(cache_dir) if cache_dir else None,
             "out": str(out_dir) if out_dir else None,
             "fail_on": fail_on,
+            "settings": parse_set(set_) if set_ else None,
         }
     )
     if endpoint is not None:
@@ -128,6 +135,7 @@ def _audit_options(plan: Any, update: Any) -> dict:
         n_jobs=plan.jobs,
         scheduler=plan.scheduler,
         cache_dir=plan.cache_dir,
+        settings=plan.settings or None,
         progress=update,
         command=command_line(),
     )
@@ -140,7 +148,7 @@ def _audit_endpoint(
     from dataclasses import replace
 
     import privguard
-    from privguard.http_oracle import EndpointMap, audit_endpoint, read_api_key
+    from privguard.endpoint import EndpointMap, audit_endpoint, read_api_key
 
     replace(plan, model=plan.model or url).check()
     mapping = EndpointMap.load(map_file) if map_file else None
@@ -188,9 +196,9 @@ def sweep(
 ) -> None:
     """Train defended variants (DP, regularization, output policies), audit each with the same
     attacks, and write sweep.html: attack success against accuracy, Pareto frontier marked."""
-    from privguard.defenses.sweep import load_grid, recommend
-    from privguard.defenses.sweep import sweep as run_sweep
-    from privguard.defenses.sweep_report import write_sweep
+    from privguard.sweep import load_grid, recommend
+    from privguard.sweep import sweep as run_sweep
+    from privguard.sweep.report import write_sweep
 
     if target_risk is not None and target_risk not in ("low", "medium", "high"):
         raise ConfigError(f"--target-risk takes low, medium or high, not {target_risk!r}")
