@@ -10,8 +10,7 @@ Python API:
     >>> privguard.write_report(report, "privguard-report")
 """
 
-__version__ = "0.1.0"
-
+from privguard._version import __version__
 from privguard.audit.report import AttackResult, Report  # noqa: E402
 from privguard.audit.runner import audit  # noqa: E402
 from privguard.errors import (  # noqa: E402
