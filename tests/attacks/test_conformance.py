@@ -6,12 +6,14 @@ For every class in :func:`privguard.attacks.all_attacks`:
 
 (a) the same seed gives the same guesses;
 (b) the query budget holds: the model behind the oracle answers at most ``budget`` records,
-    and the attack either finishes within it or stops with ``BudgetExhaustedError``;
+    and the attack either finishes within it, stops with ``BudgetExhaustedError``, or refuses
+    up front with a ``ConfigError`` that names the budget;
 (c) an oracle below ``cls.needs`` is refused with ``AccessError``, before any query;
-(d) the result is the family's guesses type;
-(e) no ground truth is read: the knowledge dataclasses hold no member flags, and shuffling the
-    candidates (or partial records) shuffles the guesses with them: the attack cannot tell
-    where a record sat.
+(d) the result is the guesses type of the family's record (``privguard.audit.families``);
+(e) no ground truth is read: the knowledge dataclasses hold no member flags, and reordering the
+    candidates (or partial records) reorders the guesses with them: the attack cannot tell
+    where a record sat;
+and its declared settings (``Attack.settings``) have the constructor's defaults and are checked.
 
 Targets are small and real: a 32-unit MLP on digits (image attacks; a softmax regression for
 equation solving, which recovers exactly that), the same MLP on heart-disease (tabular and
@@ -32,14 +34,12 @@ import privguard
 from privguard.attacks import (
     Attack,
     AttributeGuesses,
-    ExtractionGuesses,
-    InversionGuesses,
     Knowledge,
     MembershipGuesses,
     all_attacks,
 )
-from privguard.attacks.memorization import ExposureGuesses, TextKnowledge, TextOracle
-from privguard.attacks.memorization import ExtractionGuesses as TextExtractionGuesses
+from privguard.attacks.memorization import TextKnowledge, TextOracle
+from privguard.audit.families import family
 from privguard.data import load_dataset
 from privguard.errors import AccessError, BudgetExhaustedError, ConfigError
 from privguard.models.threads import single_thread
@@ -51,15 +51,6 @@ IDS = [c.name for c in ATTACKS]
 ABOVE_LABEL = [c for c in ATTACKS if c.needs > Access.LABEL]
 # The families whose guesses are one per candidate (or partial record).
 PER_CANDIDATE = [c for c in ATTACKS if c.family in ("membership", "attribute")]
-
-# Each family's guesses type (the record `attacks.base` documents for each family).
-GUESSES: dict[str, tuple[type, ...]] = {
-    "membership": (MembershipGuesses,),
-    "inversion": (InversionGuesses,),
-    "attribute": (AttributeGuesses,),
-    "extraction": (ExtractionGuesses,),
-    "memorization": (ExposureGuesses, TextExtractionGuesses),
-}
 
 # Settings that keep one run to seconds on two busy cores; an attack not listed runs with its
 # defaults (slower, but still checked).
@@ -314,29 +305,55 @@ def assert_same(a: Any, b: Any, where: str = "guesses") -> None:
 # -- the checks --------------------------------------------------------------------------------
 
 
-def test_every_family_has_a_guesses_type() -> None:
-    assert {c.family for c in ATTACKS} <= set(GUESSES)
+def guesses_type(cls: type[Attack]) -> type | tuple[type, ...]:
+    """The family record's guesses type(s) (a ConfigError when no family module defines it)."""
+    return family(cls.family).guesses
 
 
 @pytest.mark.parametrize("cls", ATTACKS, ids=IDS)
 def test_declares_what_the_registry_and_the_cli_show(cls: type[Attack]) -> None:
     assert cls.name == cls.name.strip().lower() and " " not in cls.name
     assert isinstance(cls.needs, Access)
-    assert cls.paper.strip() and cls.family in GUESSES
+    assert cls.paper.strip()
     assert cls.kinds and set(cls.kinds) <= {"image", "tabular", "text"}
-    assert set(CHEAP.get(cls.name, {})) <= set(_settings_of(cls)), "CHEAP names unknown settings"
+    assert guesses_type(cls)  # its family has a record (evaluator, risk rule, ...)
+    assert set(CHEAP.get(cls.name, {})) <= set(_constructor_defaults(cls)), "CHEAP: unknown keys"
 
 
-def _settings_of(cls: type[Attack]) -> set[str]:
-    """The keyword settings of the attack's constructor and of the bases it passes them to."""
+@pytest.mark.parametrize("cls", ATTACKS, ids=IDS)
+def test_declared_settings_have_defaults_and_are_checked(cls: type[Attack]) -> None:
+    """What ``--set``, ``[attacks.NAME]`` and ``audit(settings=...)`` reach: every declared
+    setting is a constructor keyword with the same default, the default passes its own check,
+    and a wrong type or an unknown name is a ConfigError naming the attack."""
+    defaults = _constructor_defaults(cls)
+    for s in cls.settings:
+        assert s.name in defaults, f"{s.name} is not a constructor keyword"
+        assert s.default == defaults[s.name], f"{s.name}: declared {s.default!r}"
+        assert s.help.strip()
+        if s.default is not None:  # None means "chosen at run time" (e.g. the oracle's budget)
+            assert cls.configure({s.name: s.default}) == {s.name: s.default}
+        if s.type is not str:
+            with pytest.raises(ConfigError, match=cls.name):
+                cls.configure({s.name: "not-a-value"})
+        if s.choices:
+            with pytest.raises(ConfigError, match=s.choices[0]):
+                cls.configure({s.name: "no-such-choice"})
+    with pytest.raises(ConfigError, match=cls.name):
+        cls.configure({"no_such_setting": 1})
+    assert isinstance(cls.create({}), cls)
+
+
+def _constructor_defaults(cls: type[Attack]) -> dict[str, Any]:
+    """Keyword settings of the attack's constructor (and of the bases it passes ``**settings``
+    on to) with their defaults."""
     import inspect
 
-    names: set[str] = set()
-    for k in cls.__mro__:
+    out: dict[str, Any] = {}
+    for k in reversed(cls.__mro__):
         if "__init__" in vars(k) and issubclass(k, Attack):
             params = inspect.signature(vars(k)["__init__"]).parameters.values()
-            names |= {p.name for p in params if p.kind is p.KEYWORD_ONLY}
-    return names
+            out.update({p.name: p.default for p in params if p.kind is p.KEYWORD_ONLY})
+    return out
 
 
 @pytest.mark.parametrize("cls", ABOVE_LABEL, ids=[c.name for c in ABOVE_LABEL])
@@ -353,7 +370,7 @@ def test_access_below_needs_is_refused_before_any_query(
 @pytest.mark.parametrize("cls", ATTACKS, ids=IDS)
 def test_returns_its_familys_guesses(cls: type[Attack], setups: dict[str, Setup]) -> None:
     guesses, oracle = first_run(cls, setups)
-    assert isinstance(guesses, GUESSES[cls.family])
+    assert isinstance(guesses, guesses_type(cls))
     assert oracle.queries == answered(oracle) > 0  # every answer went through the oracle
     if isinstance(guesses, MembershipGuesses):
         assert len(guesses.scores) == len(guesses.decisions) == N_CANDIDATES
