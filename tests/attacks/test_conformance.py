@@ -175,7 +175,7 @@ def _classifier_setup(name: str, *, sensitive: bool, model: str = "mlp") -> Setu
 
 def _text_setup() -> Setup:
     from privguard.data.corpus import CanaryFormat, builtin_corpus, insert_canaries, public_text
-    from privguard.models.lm import LMConfig, train_char_lm
+    from privguard.models.text import LMConfig, train_char_lm
 
     corpus, canaries = insert_canaries(
         builtin_corpus("synthetic-records", n_records=60, seed=0),
