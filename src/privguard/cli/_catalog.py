@@ -41,26 +41,40 @@ class _Module:
 
 
 class _Reader:
+    """The modules of a package, parsed on first use: those that register attacks, and those
+    their classes and constants come from."""
+
     def __init__(self, root: Path, package: str) -> None:
-        self.modules: dict[str, _Module] = {}
+        self.sources: dict[str, str] = {}
+        self._parsed: dict[str, _Module] = {}
         for path in sorted(root.rglob("*.py")):
             parts = path.relative_to(root).with_suffix("").parts
             if parts[-1] == "__init__":
                 parts = parts[:-1]
-            dotted = ".".join((package, *parts))
             try:
-                tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
-            except (OSError, SyntaxError, UnicodeDecodeError):
+                self.sources[".".join((package, *parts))] = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError):
                 raise _Unreadable(str(path)) from None
-            self.modules[dotted] = _Module(dotted, tree)
+
+    def module(self, dotted: str) -> _Module | None:
+        if dotted not in self._parsed and dotted in self.sources:
+            try:
+                tree = ast.parse(self.sources[dotted], dotted)
+            except SyntaxError:
+                raise _Unreadable(dotted) from None
+            self._parsed[dotted] = _Module(dotted, tree)
+        return self._parsed.get(dotted)
 
     def rows(self) -> list[Row]:
         rows = []
-        for mod in self.modules.values():
+        for dotted, text in self.sources.items():
+            if "@register" not in text:
+                continue
+            mod = self.module(dotted)
+            assert mod is not None
             for cls in mod.classes.values():
                 if any(_is_register(d) for d in cls.decorator_list):
-                    values = tuple(self._attr(mod, cls, f) for f in FIELDS)
-                    rows.append(values)
+                    rows.append(tuple(self._attr(mod, cls, f) for f in FIELDS))
         return rows  # type: ignore[return-value]
 
     def _attr(self, mod: _Module, cls: ast.ClassDef, field: str) -> str:
@@ -85,8 +99,9 @@ class _Reader:
             return mod, mod.classes[name]
         if name in mod.imports:
             home, original = mod.imports[name]
-            if home in self.modules and original in self.modules[home].classes:
-                return self.modules[home], self.modules[home].classes[original]
+            other = self.module(home)
+            if other is not None and original in other.classes:
+                return other, other.classes[original]
         raise _Unreadable(f"{mod.dotted}: class {name}")
 
     def _value(self, mod: _Module, node: ast.expr, field: str) -> str:
@@ -106,9 +121,9 @@ class _Reader:
                 return self._value(mod, mod.constants[node.id], field)
             if node.id in mod.imports:
                 home, original = mod.imports[node.id]
-                if home in self.modules and original in self.modules[home].constants:
-                    target = self.modules[home]
-                    return self._value(target, target.constants[original], field)
+                other = self.module(home)
+                if other is not None and original in other.constants:
+                    return self._value(other, other.constants[original], field)
         raise _Unreadable(f"{mod.dotted}: {field} = {ast.dump(node)}")
 
 
@@ -147,9 +162,8 @@ def static_catalog() -> list[Row] | None:
         reader = _Reader(root, "privguard.attacks")
         rows = reader.rows()
         # the registry's display order of families, read from it like the rest
-        order = ast.literal_eval(
-            reader.modules["privguard.attacks.registry"].constants["FAMILY_ORDER"]
-        )
+        registry = reader.module("privguard.attacks.registry")
+        order = ast.literal_eval(registry.constants["FAMILY_ORDER"]) if registry else ()
     except (_Unreadable, _Missing, RecursionError, KeyError, ValueError):
         return None
     if len({r[0] for r in rows}) != len(rows):
