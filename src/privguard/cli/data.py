@@ -15,29 +15,28 @@ def list_attacks(
     ),
 ) -> None:
     """List every attack with its family, the access it needs and the paper it implements."""
-    from rich.table import Column, Table
+    from rich.table import Table
 
-    from privguard.attacks import all_attacks
+    from privguard.cli._catalog import registry_catalog, static_catalog
 
-    if settings:
-        table = Table(
-            Column("setting", no_wrap=True),
-            "type",
-            "default",
-            Column("range", no_wrap=True),
-            "what it does",
+    if settings:  # one line each: a table of six columns is unreadable at 80 columns
+        from privguard.attacks import all_attacks
+
+        out.print(
+            "privguard audit --set ATTACK.SETTING=VALUE, or [attacks.ATTACK] in a plan:",
+            markup=False,
         )
-        table.columns.insert(0, name_column("attack"))
         for cls in all_attacks():
             for s in cls.settings:
-                span = " | ".join(s.choices) if s.choices else s.span()
-                table.add_row(cls.name, s.name, s.type.__name__, repr(s.default), span, s.help)
-        out.print(table)
+                line = f"  {cls.name}.{s.describe()}"
+                out.print(line, markup=False, highlight=False, soft_wrap=True)
         return
+    # reading the attack modules' source answers at once; importing them loads torch
+    rows = static_catalog()
     table = Table("family", "needs", "paper")
     table.columns.insert(0, name_column("attack"))
-    for cls in all_attacks():
-        table.add_row(cls.name, cls.family, cls.needs.label, short_citation(cls.paper))
+    for name, family, needs, paper in rows or registry_catalog():
+        table.add_row(name, family, needs, short_citation(paper))
     out.print(table)
 
 
