@@ -337,17 +337,6 @@ def test_the_openapi_schema_says_metrics_needs_a_key(server):
     assert "401" in doc["paths"]["/metrics"]["get"]["responses"]
 
 
-def test_a_sqlite_store_is_created_readable_by_its_owner_only(tmp_path):
-    from privguard.gateway.store import Store
-
-    store = Store(f"sqlite:///{tmp_path / 'keys.db'}")  # what `privguard keys create` makes
-    store.migrate()
-    create_key(store, "ops", "admin", None)
-    modes = {f.name: stat.S_IMODE(os.stat(f).st_mode) for f in tmp_path.glob("keys.db*")}
-    store.close()
-    assert "keys.db" in modes and set(modes.values()) == {0o600}, modes
-
-
 def test_a_large_batch_is_answered_and_logged_like_a_small_one(digits_logreg, tmp_path):
     # 200 records of 64 numbers: parsed and answered in a worker thread, off the event loop
     from privguard.gateway.service import OFFLOAD_BYTES, OFFLOAD_ELEMENTS

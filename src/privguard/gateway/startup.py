@@ -23,17 +23,25 @@ log = logging.getLogger("privguard.gateway")
 
 
 def private_sqlite(db_url: str) -> None:
-    """Warn when a SQLite database file can be read by other users: it may hold retained raw
-    inputs. (The store creates new files 0600; SQLite gives its WAL files the same mode.)"""
+    """Create a SQLite database file readable by its owner only (0600) before SQLAlchemy
+    would create it world-readable; it may hold retained raw inputs. SQLite gives its WAL and
+    shared-memory files the database file's mode. An existing file that others can read is
+    left as it is, with a warning."""
     if not db_url.startswith("sqlite:///"):
         return
-    path = Path(db_url[len("sqlite:///") :].split("?", 1)[0]).expanduser()
-    try:
-        readable = path.stat().st_mode & 0o077
-    except OSError:  # not created yet, or not reachable: the store says so
+    name = db_url[len("sqlite:///") :].split("?", 1)[0]
+    if not name or name == ":memory:":
         return
-    if readable:
-        log.warning("%s can be read by other users; chmod 600 it", path)
+    path = Path(name)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        if path.stat().st_mode & 0o077:
+            log.warning("%s can be read by other users; chmod 600 it", path)
+        return
+    except OSError:  # a missing directory: the store reports it
+        return
+    os.close(fd)
 
 
 def fingerprint_key_path(config: GatewayConfig, db_url: str) -> Path:

@@ -10,8 +10,6 @@ the tables in their own schema.
 from __future__ import annotations
 
 import json
-import os
-from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -44,10 +42,7 @@ def make_engine(url: str) -> Engine:
     if backend == "sqlite":
         if not parsed.database or parsed.database == ":memory:":
             raise ConfigError("the audit log needs a file: use sqlite:///path/to/file.db")
-        db_file = Path(parsed.database).expanduser()
-        db_file.parent.mkdir(parents=True, exist_ok=True)
-        with suppress(OSError):  # owner-only (0600; WAL files follow): it may hold raw inputs
-            os.close(os.open(db_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(parsed, connect_args={"timeout": 30, "check_same_thread": False})
 
         @event.listens_for(engine, "connect")
