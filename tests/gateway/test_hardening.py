@@ -7,6 +7,7 @@ hide the attack, and the gateway app in this process where its state is what is 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import select
@@ -334,3 +335,32 @@ def test_the_openapi_schema_says_metrics_needs_a_key(server):
         doc = c.get("/openapi.json").json()
     assert doc["paths"]["/metrics"]["get"]["security"]
     assert "401" in doc["paths"]["/metrics"]["get"]["responses"]
+
+
+def test_a_large_batch_is_answered_and_logged_like_a_small_one(digits_logreg, tmp_path):
+    # 200 records of 64 numbers: parsed and answered in a worker thread, off the event loop
+    from privguard.gateway.service import OFFLOAD_BYTES, OFFLOAD_ELEMENTS
+
+    target = digits_logreg
+    ds = target.load_data()
+    x = ds.x[:200].reshape(200, -1)
+    body = json.dumps({"inputs": x.tolist()}).encode()
+    assert x.size >= OFFLOAD_ELEMENTS and len(body) >= OFFLOAD_BYTES
+    config = {
+        "server": {"max_body_bytes": 1 << 20},
+        "tiers": {"big": {"access": "probs", "max_batch": 256, "retain_inputs_days": 1}},
+    }
+    with _in_process(target, tmp_path, config) as (url, app):
+        store = app.state.gateway.store
+        _, secret = create_key(store, "bulk", "client", "big")
+        with httpx.Client(base_url=url, headers={"X-API-Key": secret}, timeout=60) as c:
+            r = c.post("/v1/predict", content=body, headers={"Content-Type": "application/json"})
+            small = c.post("/v1/predict", json={"inputs": x[:2].tolist()})
+        assert r.status_code == 200 and small.status_code == 200, r.text
+        got = r.json()
+        want = target.predict_proba(ds.x[:200]).argmax(axis=1)
+        assert got["labels"] == want.tolist() and len(got["probs"]) == 200
+        np.testing.assert_allclose(got["probs"][:2], small.json()["probs"], atol=1e-6)
+        rows = store.queries("bulk", 10)
+        assert sorted(r["n_inputs"] for r in rows) == [2, 200]
+        assert len(store.retained_inputs()) == 2

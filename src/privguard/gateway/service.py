@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -32,7 +33,9 @@ from privguard.gateway.store import InputCipher, LogWriter, Store, utcnow
 from privguard.gateway.webhook import AlertWebhook, alert_payload
 from privguard.oracle import Access, top_k
 
-#: batches of at least this many numbers are answered in a worker thread (issue 16, item 11)
+#: bodies of at least this many bytes are parsed, and batches of at least this many numbers
+#: answered, in a worker thread (issue 16, item 11)
+OFFLOAD_BYTES = 64 * 1024
 OFFLOAD_ELEMENTS = 8192
 
 
@@ -266,10 +269,15 @@ class Gateway:
             tier = self.tier_of(key)
             await self.limiter.hit(key.id, tier)
             body = await read_body()
-            x = parse_inputs(body, self.input_shape, bounds=self.bounds, max_batch=tier.max_batch)
-            if x.size >= OFFLOAD_ELEMENTS:  # a large batch must not stall the event loop
+            # a large batch is parsed and answered in a worker thread, so that it does not
+            # stall the event loop; a small one is answered faster here than a thread hop
+            parse = partial(
+                parse_inputs, body, self.input_shape, bounds=self.bounds, max_batch=tier.max_batch
+            )
+            x = await run_in_threadpool(parse) if len(body) >= OFFLOAD_BYTES else parse()
+            if x.size >= OFFLOAD_ELEMENTS:
                 out, labels, probs, top = await run_in_threadpool(self.answer, x, tier)
-            else:  # a small one answers faster here than a thread hop
+            else:
                 out, labels, probs, top = self.answer(x, tier)
             await self.observe(key, x, labels, probs)
             self.check_held(key)  # a 'block' or 'throttle' finding refuses this very answer
@@ -279,6 +287,27 @@ class Gateway:
                 self.log_row(key, tier, e.status, t0, x=x, outputs={"error": e.code})
             )
             raise
+        large = x.size >= OFFLOAD_ELEMENTS  # its log row and JSON too
+        finish = partial(self._answered, key, tier, t0, x, out, top)
+        row, inputs, answer = await run_in_threadpool(finish) if large else finish()
+        try:
+            await self.writer.write(row, inputs)
+        except SQLAlchemyError:
+            raise GatewayError(
+                503,
+                "audit_log_unavailable",
+                "the answer could not be logged, so it is withheld; retry shortly",
+                {"Retry-After": "1"},
+            ) from None
+        self.metrics.child(self.metrics.records, tier.name).inc(len(x))
+        self.metrics.child(self.metrics.latency, tier.name).observe(time.perf_counter() - t0)
+        return answer
+
+    def _answered(
+        self, key: KeyInfo, tier: Tier, t0: float, x: np.ndarray, out: dict[str, Any], top: Any
+    ) -> tuple[dict[str, Any], list[dict[str, Any]] | None, bytes]:
+        """The log row of an answered batch, its retained inputs (when the tier keeps them)
+        and the answer's JSON."""
         row = self.log_row(
             key,
             tier,
@@ -296,18 +325,7 @@ class Gateway:
                     "expires_at": row["time"] + timedelta(days=tier.retain_inputs_days),
                 }
             ]
-        try:
-            await self.writer.write(row, inputs)
-        except SQLAlchemyError:
-            raise GatewayError(
-                503,
-                "audit_log_unavailable",
-                "the answer could not be logged, so it is withheld; retry shortly",
-                {"Retry-After": "1"},
-            ) from None
-        self.metrics.child(self.metrics.records, tier.name).inc(len(x))
-        self.metrics.child(self.metrics.latency, tier.name).observe(time.perf_counter() - t0)
-        return json.dumps(out).encode()
+        return row, inputs, json.dumps(out).encode()
 
     def model_info(self, key: KeyInfo) -> dict[str, Any]:
         """Public metadata of the model, and what ``key``'s tier gets (``GET /v1/model``)."""
