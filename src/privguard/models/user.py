@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from privguard.data.user import Codec, UserData, load_user_split
+from privguard.data.user import ArrayCodec, Codec, UserData, load_user_split
 from privguard.errors import ConfigError
 from privguard.models.adapters.base import ModelAdapter, Recipe, adapt, check_proba
 from privguard.models.target import Target
@@ -114,6 +114,9 @@ class UserTarget(Target):
         )
         self.adapter = adapter
         self.user = user
+        if isinstance(user.codec, ArrayCodec):
+            # the attacks' space is the model's own: evaluators may read its parameters
+            self.estimator = getattr(adapter, "estimator", None)
         members, non = user.split.members, user.split.nonmembers
         # one pass over members and non-members: checks every answer (width, NaN) up front
         train_acc = _accuracy(predictor, ds.x[members], ds.y[members])

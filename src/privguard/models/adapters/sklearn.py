@@ -150,7 +150,7 @@ class SklearnAdapter(ModelAdapter):
 
     def fingerprint(self) -> bytes:
         h = hashlib.sha256()
-        _feed(h, self.estimator, set())
+        _feed(h, self.estimator, {})
         return h.digest()
 
 
@@ -184,8 +184,9 @@ class CloneRecipe(Recipe):
         return SklearnAdapter(est, classes=self.classes)
 
 
-def _feed(h: Any, obj: Any, seen: set[int]) -> None:
-    """Hash an object's parameters and fitted state, walking estimators, containers and arrays."""
+def _feed(h: Any, obj: Any, seen: dict[int, Any]) -> None:
+    """Hash an object's parameters and fitted state, walking estimators, containers and arrays.
+    ``seen`` keeps every visited object alive, so a temporary's id is never reused."""
     if id(obj) in seen:
         h.update(b"<cycle>")
         return
@@ -198,7 +199,7 @@ def _feed(h: Any, obj: Any, seen: set[int]) -> None:
     if obj is None or isinstance(obj, bool | int | float | str | bytes | np.generic):
         h.update(f"{type(obj).__name__}:{obj!r}".encode())
         return
-    seen.add(id(obj))
+    seen[id(obj)] = obj
     if isinstance(obj, dict):
         for k in sorted(obj, key=repr):
             h.update(repr(k).encode())
