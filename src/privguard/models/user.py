@@ -233,9 +233,9 @@ def as_user_target(
         )
     if isinstance(target, Target | str | Path):
         return target
-    from privguard.models.lm import TextTarget, is_text_model
+    from privguard.models.lm import TextTarget
 
-    if isinstance(target, TextTarget) or is_text_model(target):
+    if isinstance(target, TextTarget):
         return target
     raise ConfigError(
         f"to audit your own {type(target).__name__}, pass the records it was trained on and "
