@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from privguard._io import atomic_write_bytes as _atomic_write
 from privguard.data import Dataset, Split, load_dataset, make_split
 from privguard.errors import ConfigError, DataError, ModelError
 from privguard.models.nets import count_parameters
@@ -363,19 +362,6 @@ def _fit_metrics(predictor, ds: Dataset, split: Split, n_params, log) -> dict[st
 
 def _manifest_hash(manifest: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
-
-
-def _atomic_write(path: Path, blob: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(blob)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_target(directory: str | Path, *, trusted: Iterable[str] = ()) -> Target:
