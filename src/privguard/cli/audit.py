@@ -25,7 +25,25 @@ def audit(
         None,
         "--model",
         "--model-dir",
-        help="Model directory written by `privguard train`, or a local Hugging Face model.",
+        help="Model directory written by `privguard train`, a local Hugging Face model, or "
+        "your own model file (.skops, ...) audited on --members / --nonmembers.",
+    ),
+    members: Path | None = typer.Option(
+        None, help="Your model's training records (CSV / Parquet / NPZ) to audit it on."
+    ),
+    nonmembers: Path | None = typer.Option(
+        None, help="Records your model never saw (CSV / Parquet / NPZ); goes with --members."
+    ),
+    population: Path | None = typer.Option(
+        None,
+        help="Other records from the same population, the attacker's knowledge [default: half "
+        "of the non-members].",
+    ),
+    trust: list[str] | None = typer.Option(
+        None,
+        "--trust",
+        help="An exact type name (module.Class) a .skops file may use beyond the built-in "
+        "allowlist; repeat for several. Only for files you know are safe.",
     ),
     data: str | None = typer.Option(
         None, help="The training data (default: as recorded in model.json, hash-checked)."
@@ -108,11 +126,29 @@ def audit(
     plan.check()
     out_path = Path(plan.out)
     check_out(out_path)
+    split = _user_split(members, nonmembers, population, trust)
     with progress() as update:
-        report = privguard.audit(plan.model, access=plan.access, **_audit_options(plan, update))
+        report = privguard.audit(
+            plan.model, access=plan.access, **split, **_audit_options(plan, update)
+        )
     privguard.write_report(report, out_path)
     print_summary(report, out_path)
     maybe_fail(report, plan.fail_on)
+
+
+def _user_split(
+    members: Path | None, nonmembers: Path | None, population: Path | None, trust: list[str] | None
+) -> dict[str, Any]:
+    """``--members`` / ``--nonmembers`` / ``--population`` / ``--trust`` as audit keywords
+    (docs/byom.md); empty when auditing a privguard model directory on its recorded split."""
+    if (members is None) != (nonmembers is None):
+        raise ConfigError("--members and --nonmembers go together: give both files")
+    if population is not None and members is None:
+        raise ConfigError("--population goes with --members and --nonmembers")
+    split: dict[str, Any] = {"trusted": list(trust or [])}
+    if members is not None:
+        split.update(members=members, nonmembers=nonmembers, population=population)
+    return split
 
 
 def _audit_options(plan: Any, update: Any) -> dict:

@@ -191,6 +191,11 @@ def user_target(
             "already records its split"
         )
     if isinstance(model, str | Path):
+        if (Path(model) / "model.json").is_file():
+            raise ConfigError(
+                f"{model} is a privguard model directory: it records its own split, so leave "
+                "out --members / --nonmembers / --population"
+            )
         adapter = adapt(model, trusted=list(trusted), **options)
     else:
         adapter = adapt(model, **options)
@@ -230,6 +235,12 @@ def as_user_target(
             label=label,
             trusted=trusted,
             seed=seed,
+        )
+    if isinstance(target, str | Path) and Path(target).is_file():
+        raise ConfigError(
+            f"to audit your own model {target}, pass the records it was trained on and records "
+            "it never saw: --members FILE --nonmembers FILE --label COLUMN (Python: members=, "
+            "nonmembers=, label=)"
         )
     if isinstance(target, Target | str | Path):
         return target
