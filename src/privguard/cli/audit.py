@@ -136,6 +136,38 @@ def audit(
     maybe_fail(report, plan.fail_on)
 
 
+def import_model(
+    model: Path = typer.Option(..., "--model", help="Your model file (.skops, ...)."),
+    members: Path = typer.Option(..., help="The records it was trained on (CSV/Parquet/NPZ)."),
+    nonmembers: Path = typer.Option(..., help="Records it never saw (CSV/Parquet/NPZ)."),
+    population: Path | None = typer.Option(None, help="Other records of the same population."),
+    label: str | None = typer.Option(None, help="Label column of CSV/Parquet files."),
+    trust: list[str] | None = typer.Option(
+        None, "--trust", help="An exact type name a .skops file may use (repeatable)."
+    ),
+    out_dir: Path = typer.Option(..., "--out", help="Model directory to write."),
+) -> None:
+    """Write your own model and split into a privguard model directory: the model, and the
+    member / non-member files as content hashes (not copies), checked by later audits."""
+    from privguard.models.user import user_target
+
+    check_out(out_dir)
+    target = user_target(
+        str(model),
+        members=members,
+        nonmembers=nonmembers,
+        population=population,
+        label=label,
+        trusted=list(trust or []),
+    )
+    target.save(out_dir)
+    out.print(
+        f"wrote {out_dir} (train accuracy {target.metrics['train_accuracy']:.3f}, test "
+        f"{target.metrics['test_accuracy']:.3f}); audit it with --model {out_dir} --members "
+        f"{members} --nonmembers {nonmembers}"
+    )
+
+
 def _user_split(
     members: Path | None, nonmembers: Path | None, population: Path | None, trust: list[str] | None
 ) -> dict[str, Any]:
