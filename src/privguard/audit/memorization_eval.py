@@ -27,7 +27,7 @@ from privguard.attacks.memorization import (
 )
 from privguard.data.corpus import Canary, Corpus, load_corpus
 from privguard.errors import DataError
-from privguard.models.lm import TextTarget
+from privguard.models.text import TextTarget
 
 Progress = Callable[[str, int, int], None]
 ALIASES = {"extraction": "extract"}  # on a text model, "extraction" means training-data extraction

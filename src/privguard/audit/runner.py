@@ -105,7 +105,7 @@ def audit(
     )
     if isinstance(target, (str, Path)) and trusted:
         target = load_target(target, trusted=trusted)
-    from privguard.models.lm import TextTarget, is_text_model
+    from privguard.models.text import TextTarget, is_text_model
 
     if isinstance(target, TextTarget) or (not isinstance(target, Target) and is_text_model(target)):
         # text models (canary exposure, training-data extraction): other truth, same engine
@@ -207,7 +207,7 @@ def text_audit(
     :func:`audit`, through the same engine).
 
     Args:
-        target: a :class:`~privguard.models.lm.TextTarget`, a text model directory, or a local
+        target: a :class:`~privguard.models.text.TextTarget`, a text model directory, or a local
             Hugging Face model.
         data: the training corpus (a .txt file or built-in name); needed for extraction on a
             plain Hugging Face model, checked against the recorded hash otherwise.
@@ -222,7 +222,7 @@ def text_audit(
     from privguard.attacks.memorization import TextKnowledge
     from privguard.audit.memorization_eval import PUBLIC_RECORDS, corpus_for, describe_corpus
     from privguard.data.corpus import attacker_text
-    from privguard.models.lm import TextTarget, load_text_target
+    from privguard.models.text import TextTarget, load_text_target
 
     checked = engine.check_settings(settings)
     if not isinstance(target, TextTarget):

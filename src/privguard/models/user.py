@@ -34,7 +34,7 @@ from privguard.models.adapters.base import (
     check_proba,
     register_loader,
 )
-from privguard.models.target import FORMAT_VERSION, Target, _manifest_hash
+from privguard.models.target import FORMAT_VERSION, Target, manifest_hash
 
 
 class EncodedPredictor:
@@ -199,7 +199,7 @@ class UserTarget(Target):
         }
         manifest["integrity"] = {
             "model.skops": hashlib.sha256(blob).hexdigest(),
-            "manifest": _manifest_hash(manifest),
+            "manifest": manifest_hash(manifest),
         }
         return {"model.skops": blob, "model.json": json.dumps(manifest, indent=1).encode()}
 
@@ -287,7 +287,7 @@ def as_user_target(
         )
     if isinstance(target, Target | str | Path):
         return target
-    from privguard.models.lm import TextTarget
+    from privguard.models.text import TextTarget
 
     if isinstance(target, TextTarget):
         return target
@@ -322,7 +322,7 @@ def load_user_dir(path: Path, *, trusted: Iterable[str] = (), **_: Any) -> Model
         name = manifest["weights"]
     except (json.JSONDecodeError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
         raise ModelError(f"{mpath} is not a valid privguard model.json") from None
-    if not isinstance(integrity, dict) or _manifest_hash(manifest) != integrity.get("manifest"):
+    if not isinstance(integrity, dict) or manifest_hash(manifest) != integrity.get("manifest"):
         raise ModelError(f"{mpath} was altered after it was written (checksum mismatch)")
     wpath = weights_path(path, name)
     if not wpath.is_file():
