@@ -172,3 +172,26 @@ def test_from_sklearn_fits_a_clone_and_leaves_the_callers_estimator_alone(digits
     before = pickle.dumps(fitted)
     privguard.from_sklearn(fitted, "digits")
     assert pickle.dumps(fitted) == before
+
+
+def test_category_bool_and_nullable_columns_keep_their_dtypes_through_the_codec():
+    raw = pd.DataFrame(
+        {
+            "colour": pd.Categorical(["red", "blue", None, "red"] * 5),
+            "flag": [True, False, True, False] * 5,
+            "count": pd.array([1, None, 3, 4] * 5, dtype="Int64"),
+            "score": [0.5, 1.5, np.nan, 2.0] * 5,
+        }
+    )
+    codec = FrameCodec(raw)
+    x = codec.encode(raw)
+    assert codec.feature_names == [
+        "colour=blue", "colour=red", "colour=missing", "flag=False", "flag=True",
+        "count", "count?missing", "score", "score?missing",
+    ]  # fmt: skip
+    fresh = codec.decode(np.clip(x + 0.01, 0, 1))  # not a remembered record
+    assert dict(fresh.dtypes) == dict(raw.dtypes)
+    assert fresh["colour"].isna().tolist() == raw["colour"].isna().tolist()
+    assert fresh["flag"].tolist() == raw["flag"].tolist()
+    assert fresh["count"].isna().tolist() == raw["count"].isna().tolist()
+    np.testing.assert_allclose(fresh["score"].fillna(-1), raw["score"].fillna(-1), atol=0.02)
