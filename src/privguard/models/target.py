@@ -202,6 +202,11 @@ class Target:
                 f"{wpath} was altered after training (checksum mismatch); restore the original "
                 "or retrain the model"
             )
+        if manifest["kind"] == "user":  # privguard import: the split is recorded as hashes
+            raise ModelError(
+                f"{d} holds your own model and records its split as hashes: audit it with "
+                "privguard.audit(DIR, members=..., nonmembers=...) (CLI --members/--nonmembers)"
+            )
         split = Split.from_dict(manifest["split"])
         arch = manifest["architecture"]
         common = dict(
