@@ -33,11 +33,11 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || { \
 	  echo "installing Debian's chromium for the dashboard test"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
-	} || echo "chromium could not be installed: the dashboard test will skip and say so"
+	} || echo "chromium could not be installed: the dashboard test will skip and say so (in CI: fail)"
 
 test: $(VENV)/.installed-test browser
 	$(PY) -m ruff check src tests benchmarks
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -rs
 
 lint: $(VENV)/.installed-test
 	$(PY) -m ruff check src tests benchmarks
