@@ -29,7 +29,7 @@ from privguard.oracle import Access, Oracle, as_predictor  # noqa: E402
 
 def write_report(report: Report, out_dir):
     """Write report.json, report.html and model-card.md into ``out_dir`` atomically."""
-    from privguard.audit.writers import write_report as _write
+    from privguard.audit.report.write import write_report as _write
 
     return _write(report, out_dir)
 

@@ -320,7 +320,7 @@ def _audit_endpoint(plan, url: str, key_file, map_file, access: str | None) -> N
     """``audit --endpoint``: the attacks talk HTTP only (docs/endpoint-audit.md)."""
     from dataclasses import replace
 
-    from privguard.http_oracle import EndpointMap, audit_endpoint, read_api_key
+    from privguard.endpoint import EndpointMap, audit_endpoint, read_api_key
 
     replace(plan, model=plan.model or url).check()
     mapping = EndpointMap.load(map_file) if map_file else None
@@ -392,9 +392,9 @@ def demo(
 def _demo_defences(sweep_dir: Path, seed: int) -> None:
     """The patient-records model beside two defended variants (DP at ε = 1, a label-only
     output policy), audited alike; the sweep report goes to OUT/defences."""
-    from privguard.defenses.sweep import Variant, recommend
-    from privguard.defenses.sweep import sweep as run_sweep
-    from privguard.defenses.sweep_report import write_sweep
+    from privguard.sweep import Variant, recommend
+    from privguard.sweep import sweep as run_sweep
+    from privguard.sweep.report import write_sweep
 
     grid = [
         Variant("undefended"),
@@ -440,9 +440,9 @@ def sweep(
 ) -> None:
     """Train defended variants (DP, regularization, output policies), audit each with the same
     attacks, and write sweep.html: attack success against accuracy, Pareto frontier marked."""
-    from privguard.defenses.sweep import load_grid, recommend
-    from privguard.defenses.sweep import sweep as run_sweep
-    from privguard.defenses.sweep_report import write_sweep
+    from privguard.sweep import load_grid, recommend
+    from privguard.sweep import sweep as run_sweep
+    from privguard.sweep.report import write_sweep
 
     if target_risk is not None and target_risk not in ("low", "medium", "high"):
         raise ConfigError(f"--target-risk takes low, medium or high, not {target_risk!r}")

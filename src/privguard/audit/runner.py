@@ -111,7 +111,7 @@ def audit(
     ds = target.load_data(data, label=label)
     truth = _Truth.build(ds, target.split, seed)
     # the real model: only the extraction evaluator looks at it (an endpoint audit's target,
-    # privguard.http_oracle.EndpointTarget, keeps the served model's directory in .local)
+    # privguard.endpoint.EndpointTarget, keeps the served model's directory in .local)
     truth.target = getattr(target, "local", None) or target
     if n_jobs < 1:
         raise ConfigError("--jobs must be at least 1")

@@ -15,14 +15,22 @@ Training fans out like the reference models: local processes through joblib, or 
 from __future__ import annotations
 
 import math
-import tomllib
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from privguard.audit.report import risk_rank
 from privguard.errors import ConfigError
+from privguard.sweep.frontier import mark_pareto
+from privguard.sweep.grid import (
+    DEFAULT_ATTACKS,
+    TRAIN_KEYS,
+    Variant,
+    allowed_attacks,
+    check_grid,
+    load_grid,
+)
 
 Progress = Callable[[str, int, int], None]
 
@@ -32,117 +40,6 @@ DATA_FAMILIES = ("membership", "inversion", "attribute", "memorization")
 
 # What "queries for 95% fidelity" reads when extraction never got there within its budget.
 NOT_REACHED = math.inf
-
-_TRAIN_KEYS = {
-    "epochs",
-    "hidden",
-    "lr",
-    "batch_size",
-    "dropout",
-    "weight_decay",
-    "early_stopping",
-    "patience",
-    "label_smoothing",
-    "dp_epsilon",
-    "dp_delta",
-    "max_grad_norm",
-}
-
-
-@dataclass(frozen=True)
-class Variant:
-    """One point of the sweep: training changes (TrainConfig fields) and an output policy."""
-
-    name: str
-    train: dict[str, Any] = field(default_factory=dict)
-    policy: str | None = None
-
-    @property
-    def defence(self) -> str:
-        parts = [f"{k}={v}" for k, v in sorted(self.train.items())]
-        if self.policy:
-            parts.append(f"policy {self.policy}")
-        return ", ".join(parts) or "none (baseline)"
-
-
-DEFAULT_GRID: tuple[Variant, ...] = (
-    Variant("baseline"),
-    Variant("dropout-0.5", {"dropout": 0.5}),
-    Variant("weight-decay-0.01", {"weight_decay": 1e-2}),
-    Variant("early-stopping", {"early_stopping": True}),
-    Variant("dp-eps-8", {"dp_epsilon": 8.0}),
-    Variant("dp-eps-1", {"dp_epsilon": 1.0}),
-    Variant("policy-round-1", policy="round:1"),
-    Variant("policy-label", policy="label"),
-)
-
-# Cheap, comparable attacks per data kind. label-only-augmentation runs in every variant, so
-# even the `label` policy has a membership figure; knockoff measures extraction cost.
-DEFAULT_ATTACKS = {
-    "image": (
-        "loss-threshold,confidence-threshold,label-only-augmentation,blackbox-inversion,knockoff"
-    ),
-    "tabular": "loss-threshold,confidence-threshold,label-only-augmentation,knockoff",
-}
-
-
-def load_grid(spec: str | Path | None) -> list[Variant]:
-    """``None`` / ``"default"``: :data:`DEFAULT_GRID`; else a TOML file::
-
-    [[variant]]
-    name = "dp-eps-2"
-    dp_epsilon = 2.0          # any TrainConfig field: dropout, weight_decay, ...
-
-    [[variant]]
-    name = "top1"
-    policy = "topk:1"         # an output policy on the undefended model
-    """
-    if spec is None or str(spec) == "default":
-        return list(DEFAULT_GRID)
-    path = Path(spec)
-    try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"no grid file at {path}; pass --grid default or a TOML file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"cannot read the grid file {path}: {e}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path} is not valid TOML: {e}") from None
-    items = raw.get("variant")
-    if not isinstance(items, list) or not items:
-        raise ConfigError(f"{path}: no [[variant]] tables; see `privguard sweep --help`")
-    out: list[Variant] = []
-    for i, item in enumerate(items):
-        item = {k.replace("-", "_"): v for k, v in item.items()}
-        name = item.pop("name", None)
-        policy = item.pop("policy", None)
-        if not isinstance(name, str) or not name.strip():
-            raise ConfigError(f"{path}: variant {i + 1} needs a name")
-        unknown = sorted(set(item) - _TRAIN_KEYS)
-        if unknown:
-            raise ConfigError(
-                f"{path}: variant {name!r} has unknown key(s) {', '.join(unknown)}; use "
-                f"policy or training fields: {', '.join(sorted(_TRAIN_KEYS))}"
-            )
-        out.append(Variant(name.strip(), item, policy))
-    return _checked(out)
-
-
-def _checked(grid: list[Variant]) -> list[Variant]:
-    from privguard.defenses.output import parse_policy
-    from privguard.models.train import TrainConfig
-
-    names = [v.name for v in grid]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise ConfigError(f"variant names must be unique; repeated: {', '.join(dupes)}")
-    for v in grid:
-        parse_policy(v.policy)
-        try:
-            TrainConfig(**v.train)
-        except TypeError as e:
-            raise ConfigError(f"variant {v.name!r}: {e}") from None
-    return grid
 
 
 @dataclass
@@ -227,14 +124,14 @@ def sweep(
         >>> recommend(result, "medium")["variant"]
     """
     import privguard
-    from privguard.audit.writers import write_report
+    from privguard.audit.report.write import write_report
     from privguard.data import load_dataset
     from privguard.models.train import TrainConfig
 
     variants = list(grid) if isinstance(grid, Sequence) and not isinstance(grid, str) else None
-    variants = _checked(variants) if variants is not None else load_grid(grid)
+    variants = check_grid(variants) if variants is not None else load_grid(grid)
     base = dict(base or {})
-    unknown = sorted(set(base) - _TRAIN_KEYS)
+    unknown = sorted(set(base) - TRAIN_KEYS)
     if unknown:
         raise ConfigError(f"unknown training option(s) for the sweep: {', '.join(unknown)}")
     ds = load_dataset(data, label=label)  # fails fast on a bad name, before any training
@@ -270,31 +167,16 @@ def sweep(
             progress(f"auditing {v.name}", i, len(variants))
         target = privguard.load_target(models_dir / model_of[v.name])
         report = privguard.audit(
-            target, attacks=_allowed(attacks, v.policy), policy=v.policy, seed=seed, n_jobs=n_jobs
+            target,
+            attacks=allowed_attacks(attacks, v.policy),
+            policy=v.policy,
+            seed=seed,
+            n_jobs=n_jobs,
         )
         write_report(report, reports_dir / v.name)
         rows.append(_row(v, target, report, str(reports_dir / v.name)))
-    _mark_pareto(rows)
+    mark_pareto(rows)
     return SweepResult(data=data, model=model, seed=seed, attacks=attacks, rows=rows)
-
-
-def _allowed(attacks: str, policy: str | None) -> str:
-    """The named attacks a policy leaves applicable (a ``label`` policy rules out the
-    confidence-based ones: they are not run, which is the policy's effect)."""
-    from privguard.attacks.registry import ATTACKS, all_attacks
-    from privguard.defenses.output import parse_policy
-    from privguard.oracle import Access
-
-    cap = min(parse_policy(policy).max_access, Access.PROBS)
-    all_attacks()  # loads the registry
-    names = [n.strip() for n in attacks.split(",") if n.strip()]
-    kept = [n for n in names if n not in ATTACKS or ATTACKS[n].needs <= cap]
-    if not kept:
-        raise ConfigError(
-            f"none of the sweep's attacks ({attacks}) applies under the policy {policy!r}; "
-            "add a label-only attack (e.g. label-only-augmentation)"
-        )
-    return ",".join(kept)
 
 
 def _fan_out(jobs: list[tuple], n_jobs: int, scheduler: Any) -> None:
@@ -350,64 +232,6 @@ def _row(v: Variant, target: Any, report: Any, report_dir: str) -> SweepRow:
         data_worst_attack=worst.name if worst else None,
         report_dir=report_dir,
     )
-
-
-def _mark_pareto(rows: list[SweepRow]) -> None:
-    """A variant is on the frontier when no other has at least its accuracy and at most its
-    membership TPR at 1% FPR, and is strictly better in one of the two."""
-    for r in rows:
-        r.pareto = not any(
-            o is not r
-            and o.test_accuracy >= r.test_accuracy
-            and o.membership_tpr_at_fpr_0_01 <= r.membership_tpr_at_fpr_0_01
-            and (
-                o.test_accuracy > r.test_accuracy
-                or o.membership_tpr_at_fpr_0_01 < r.membership_tpr_at_fpr_0_01
-            )
-            for o in rows
-        )
-
-
-def recommend(result: SweepResult, target_risk: str) -> dict[str, Any]:
-    """The variant whose training-data risk (membership, inversion, attribute inference) is at
-    most ``target_risk`` with the highest test accuracy — the least accuracy lost — and the
-    reason in words. Extraction cost is shown beside but does not decide: it measures how cheaply
-    the model itself is copied, which DP and regularization do not change."""
-    if target_risk not in ("low", "medium", "high"):
-        raise ConfigError(f"--target-risk takes low, medium or high, not {target_risk!r}")
-    rows = result.rows
-    best_acc = max(r.test_accuracy for r in rows)
-    ok = [r for r in rows if risk_rank(r.data_risk) <= risk_rank(target_risk)]
-    if not ok:
-        closest = min(rows, key=lambda r: (risk_rank(r.data_risk), -r.test_accuracy))
-        why = (
-            f"no variant meets '{target_risk}': the least risky, {closest.name} "
-            f"({closest.defence}), is still '{closest.data_risk}' through "
-            f"{closest.data_worst_attack}; add stronger variants (e.g. a smaller dp_epsilon) to "
-            "the grid"
-        )
-        rec: dict[str, Any] = {"variant": None, "target_risk": target_risk, "reason": why}
-        result.recommendation = rec
-        return rec
-    pick = max(ok, key=lambda r: (r.test_accuracy, -r.membership_tpr_at_fpr_0_01))
-    why = (
-        f"{pick.name} ({pick.defence}) meets '{target_risk}' (training-data risk "
-        f"'{pick.data_risk}') with test accuracy {pick.test_accuracy:.3f}, "
-        f"{best_acc - pick.test_accuracy:.3f} below the most accurate variant"
-    )
-    better = [r for r in rows if r.test_accuracy > pick.test_accuracy]
-    if better:
-        worse = ", ".join(f"{r.name} ({r.data_risk} via {r.data_worst_attack})" for r in better)
-        why += f"; every more accurate variant misses the target: {worse}"
-    rec = {
-        "variant": pick.name,
-        "target_risk": target_risk,
-        "test_accuracy": pick.test_accuracy,
-        "accuracy_lost": round(best_acc - pick.test_accuracy, 6),
-        "reason": why,
-    }
-    result.recommendation = rec
-    return rec
 
 
 def row_fields() -> list[str]:
