@@ -7,7 +7,7 @@ accountant's noise calibration are excluded; the first epoch is dropped as warm-
 
 - ``plain``: privguard's non-private path (``train_module``, a plain PyTorch loop over
   shuffled batches of 64);
-- ``dp-ghost``: ``privguard.defenses.dp.train_private`` as used by ``privguard train
+- ``dp-ghost``: ``privguard.models.train.train_private`` as used by ``privguard train
   --dp-epsilon``: Opacus with Poisson sampling (expected batch 64) and ghost clipping;
 - ``dp-hooks``: the same through Opacus' classic per-record-gradient engine (``hooks``).
 
@@ -31,9 +31,8 @@ import numpy as np
 import privguard
 from _common import finish_run, run_header
 from privguard.data import load_dataset, make_split
-from privguard.defenses.dp import train_private
 from privguard.models.torch_predictor import TorchPredictor
-from privguard.models.train import train_module
+from privguard.models.train import train_module, train_private
 
 # name, dataset, TrainConfig overrides, timed epochs
 TARGETS: list[tuple[str, str, dict[str, Any], int]] = [

@@ -42,7 +42,7 @@ from privguard.audit.memorization_eval import (
     extraction_metrics,
 )
 from privguard.data.corpus import attacker_text, builtin_corpus, insert_canaries
-from privguard.models.lm import HFTuneConfig, LMConfig, finetune_hf, train_char_lm
+from privguard.models.text import HFTuneConfig, LMConfig, finetune_hf, train_char_lm
 
 FORMAT = "my pin is {digits:6}"
 HF_FORMAT = "my pin is {digits:3}"
@@ -124,8 +124,8 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> dict[str, Any]:
         row = {
             "target": "char-lm" if eps is None else f"char-lm DP eps={eps:g}",
             "train_seconds": round(time.perf_counter() - t0, 1),
-            "fit": {k: v for k, v in target.metrics.items() if k != "dp"},
-            "dp": target.metrics.get("dp"),
+            "fit": {k: v for k, v in target.metrics.items() if k != "privacy"},
+            "dp": target.metrics.get("privacy"),
         }
         row.update(_audit(target, seed=args.seed, n_samples=args.samples, max_len=120))
         rows.append(row)

@@ -135,7 +135,7 @@ def train(
 
     Text models (char-lm, smollm2, hf:PATH) train on a corpus (--data CORPUS.txt or
     synthetic-records) with canaries inserted (--canary, --canary-repeats)."""
-    from privguard.models.lm import is_text_model_name
+    from privguard.models.text import is_text_model_name
 
     if is_text_model_name(model):
         settings = dict(canaries=canary or [], per_count=canaries_per_count, steps=steps)
@@ -181,9 +181,9 @@ def train(
 
 
 def _train_text(data: str, out_dir: Path, model: str, repeats: str, settings: dict) -> None:
-    """``privguard train`` for text models (privguard.models.lm)."""
+    """``privguard train`` for text models (privguard.models.text)."""
     from privguard.data.corpus import parse_repeats
-    from privguard.models.lm import train_text_target
+    from privguard.models.text import train_text_target
 
     _check_out(out_dir)
     t0 = time.perf_counter()
@@ -193,8 +193,8 @@ def _train_text(data: str, out_dir: Path, model: str, repeats: str, settings: di
         )
     target.save(out_dir)
     m = target.metrics
-    dp = m.get("dp")
-    spent = f" with ({dp['epsilon_spent']:.3g}, {dp['delta']:.2g})-DP" if dp else ""
+    dp = m.get("privacy")
+    spent = f" with ({dp['epsilon']:.3g}, {dp['delta']:.2g})-DP" if dp else ""
     test = f", test {m['test_bits_per_char']:.3f}" if "test_bits_per_char" in m else ""
     out.print(
         f"trained {model} on {target.corpus.name}{spent} in {time.perf_counter() - t0:.1f}s: "

@@ -13,7 +13,7 @@ from privguard.audit.memorization_eval import exposure_metrics, extraction_metri
 from privguard.cli import main
 from privguard.data.corpus import CanaryFormat, Corpus, builtin_corpus, insert_canaries, public_text
 from privguard.errors import ConfigError
-from privguard.models.lm import LMConfig, train_char_lm
+from privguard.models.text import LMConfig, train_char_lm
 from privguard.oracle import Access
 
 FORMAT = "my pin is {digits:6}"
@@ -120,7 +120,7 @@ def test_extraction_ranks_memorised_text_first(lm):
 def test_dp_sgd_pulls_inserted_canaries_back_to_the_reference_range(corpus, exposure):
     text, canaries = corpus
     dp = train_char_lm(text, LMConfig(epochs=5, seed=0, dp_epsilon=1.0, **SMALL), canaries=canaries)
-    assert dp.metrics["dp"]["epsilon_spent"] <= 1.0 + 1e-6
+    assert dp.metrics["privacy"]["epsilon"] <= 1.0 + 1e-6
     guesses = Exposure().run(dp.text_oracle(), TextKnowledge(dp.formats))
     m, _, _ = exposure_metrics(guesses, dp.canaries, seed=0)
     _, plain, _, _ = exposure

@@ -15,7 +15,7 @@ from privguard.data.corpus import (
     parse_repeats,
 )
 from privguard.errors import ConfigError, DataError, ModelError
-from privguard.models.lm import (
+from privguard.models.text import (
     HFTuneConfig,
     LMConfig,
     finetune_hf,
@@ -111,6 +111,69 @@ def test_char_lm_round_trips_and_refuses_tampering(tiny_lm, tmp_path):
     (d / "corpus.txt").write_text("something else\n")
     with pytest.raises(ModelError, match="altered"):
         load_text_target(d)
+
+
+def test_dp_char_lm_steps_on_every_poisson_batch_and_records_the_classifiers_privacy_record():
+    """One line per expected batch over 12 lines: about a third of the Poisson batches are
+    empty, and each still takes its noise step, as the accountant assumes."""
+    corpus = Corpus("tiny", [f"line {i} of the corpus" for i in range(12)], {})
+    config = LMConfig(
+        epochs=4, window=4, embed=4, hidden=8, batch_size=1, holdout=0.0, dp_epsilon=8.0
+    )
+    target = train_char_lm(corpus, config)
+    privacy = target.metrics["privacy"]
+    assert "dp" not in target.metrics
+    assert privacy["steps"] == privacy["planned_steps"] == 4 * 12
+    assert privacy["unit"] == "corpus line" and privacy["n_records"] == 12
+    assert privacy["accountant"] == "rdp" and privacy["delta"] == pytest.approx(1 / 120)
+    assert 7.9 <= privacy["epsilon"] <= 8.0 and privacy["target_epsilon"] == 8.0
+    assert privacy["sample_rate"] == pytest.approx(1 / 12, abs=1e-6)
+    assert np.isfinite(target.metrics["final_train_loss"])
+    # the same keys as a DP-trained classifier's record
+    assert set(privacy) == {
+        *("epsilon", "delta", "target_epsilon", "noise_multiplier", "sample_rate", "steps"),
+        *("planned_steps", "max_grad_norm", "accountant", "n_records", "unit"),
+    }
+    # nothing of Opacus stays on the trained module
+    assert not any(hasattr(p, "grad_sample") for p in target.predictor.module.parameters())
+    with pytest.raises(ConfigError, match=r"1/n = 0\.0833 for the 12 training records"):
+        train_char_lm(corpus, LMConfig(epochs=1, holdout=0.0, dp_epsilon=1.0, dp_delta=0.1))
+    with pytest.raises(ConfigError, match="needs --dp-epsilon"):
+        LMConfig(dp_delta=1e-5)
+    with pytest.raises(ConfigError, match="positive epsilon"):
+        LMConfig(dp_epsilon=0.0)
+
+
+def test_a_text_model_saved_with_the_old_dp_record_loads_with_a_privacy_record(tiny_lm, tmp_path):
+    old = {
+        "epsilon_target": 1.0,
+        "delta": 4e-5,
+        "noise_multiplier": 0.95,
+        "max_grad_norm": 1.0,
+        "sample_rate": 0.013,
+        "accountant": "rdp",
+        "unit": "corpus line",
+        "epsilon_spent": 0.9958,
+    }
+    tiny_lm.metrics["dp"] = old
+    try:
+        d = tiny_lm.save(tmp_path / "old")
+    finally:
+        del tiny_lm.metrics["dp"]
+    assert json.loads((d / "model.json").read_text())["metrics"]["dp"] == old
+    back = load_text_target(d)
+    assert "dp" not in back.metrics
+    assert back.metrics["privacy"] == {
+        "epsilon": 0.9958,
+        "target_epsilon": 1.0,
+        "delta": 4e-5,
+        "noise_multiplier": 0.95,
+        "sample_rate": 0.013,
+        "max_grad_norm": 1.0,
+        "accountant": "rdp",
+        "unit": "corpus line",
+    }
+    assert back.describe()["privacy"]["epsilon"] == 0.9958
 
 
 def _tiny_hf(directory, lines):

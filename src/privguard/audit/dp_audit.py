@@ -266,9 +266,9 @@ def one_run_audit(
         >>> res.epsilon_lower_bound, res.epsilon_accountant
     """
     from privguard.data import Dataset, load_dataset, make_split
-    from privguard.defenses.dp import default_delta
     from privguard.models.torch_predictor import TorchPredictor
     from privguard.models.train import TrainConfig, train_module
+    from privguard.training.dp import default_delta
 
     t0 = time.perf_counter()
     config = config or TrainConfig()

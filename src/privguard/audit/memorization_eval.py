@@ -34,7 +34,7 @@ from privguard.audit.report import AttackResult, Report, summarise
 from privguard.audit.risk import assess
 from privguard.data.corpus import Canary, Corpus, attacker_text, load_corpus
 from privguard.errors import ConfigError, DataError, PrivguardError
-from privguard.models.lm import TextTarget, load_text_target
+from privguard.models.text import TextTarget, load_text_target
 from privguard.oracle import Access
 
 Progress = Callable[[str, int, int], None]

@@ -74,7 +74,7 @@ def audit(
         >>> report = privguard.audit("model-dir", attacks=["membership"], access="probs")
         >>> report.summary["overall_risk"]
     """
-    from privguard.models.lm import TextTarget, is_text_model
+    from privguard.models.text import TextTarget, is_text_model
 
     if isinstance(target, TextTarget) or (not isinstance(target, Target) and is_text_model(target)):
         # text models (canary exposure, training-data extraction) have their own audit path

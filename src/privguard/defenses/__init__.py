@@ -1,4 +1,5 @@
-"""Defences: output policies (here) and differentially private training."""
+"""Defences: output policies (here); differentially private training is
+:mod:`privguard.training.dp`."""
 
 from privguard.defenses.output import (
     ABSTAIN,

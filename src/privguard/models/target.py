@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from privguard._io import atomic_write_bytes as _atomic_write
+from privguard._io import atomic_write_bytes as atomic_write
 from privguard.data import Dataset, Split, load_dataset, make_split
 from privguard.errors import ConfigError, DataError, ModelError
 from privguard.models.nets import build_model, count_parameters
@@ -139,7 +139,7 @@ class Target:
         out.mkdir(parents=True, exist_ok=True)
         files = self.files()
         for name in sorted(files, key=lambda n: n == "model.json"):  # the manifest last
-            _atomic_write(out / name, files[name])
+            atomic_write(out / name, files[name])
         self.path = out
         return out
 
@@ -167,7 +167,7 @@ class Target:
         }
         manifest["integrity"] = {
             weights_name: hashlib.sha256(blob).hexdigest(),
-            "manifest": _manifest_hash(manifest),
+            "manifest": manifest_hash(manifest),
         }
         return {weights_name: blob, "model.json": json.dumps(manifest, indent=1).encode()}
 
@@ -185,7 +185,7 @@ class Target:
             weights_name = manifest["weights"]
         except (json.JSONDecodeError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
             raise ModelError(f"{mpath} is not a valid privguard model.json") from None
-        if not isinstance(integrity, dict) or _manifest_hash(manifest) != integrity.get("manifest"):
+        if not isinstance(integrity, dict) or manifest_hash(manifest) != integrity.get("manifest"):
             raise ModelError(
                 f"{mpath} was altered after training (checksum mismatch); restore the original "
                 "or retrain the model"
@@ -367,7 +367,8 @@ def _fit_metrics(predictor, ds: Dataset, split: Split, n_params, log) -> dict[st
     return m
 
 
-def _manifest_hash(manifest: dict[str, Any]) -> str:
+def manifest_hash(manifest: dict[str, Any]) -> str:
+    """The integrity hash of a model.json (without its ``integrity`` entry)."""
     return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
 
 

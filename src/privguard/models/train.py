@@ -7,7 +7,6 @@ more models the same way.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -20,6 +19,15 @@ from privguard.errors import ConfigError
 from privguard.models.nets import MODEL_KINDS, build_model, seed_torch
 from privguard.models.threads import single_thread
 from privguard.models.torch_predictor import TorchPredictor
+from privguard.training.dp import (
+    DEFAULT_ACCOUNTANT,
+    GRAD_SAMPLE_MODE,
+    check_dp_settings,
+    check_epsilon,
+    make_private,
+    quiet_opacus,
+)
+from privguard.training.loop import ShuffledBatches, fit
 
 Progress = Callable[[str, int, int], None]
 
@@ -45,7 +53,7 @@ class TrainConfig:
         nonmember_fraction: share held out as non-members / test set; the rest is the
             attacker's auxiliary pool.
         seed: seeds the split, the initialisation and the batch order.
-        dp_epsilon: train with DP-SGD (Opacus, :mod:`privguard.defenses.dp`) to this epsilon
+        dp_epsilon: train with DP-SGD (Opacus, :mod:`privguard.training.dp`) to this epsilon
             over the planned epochs; ``None`` trains without differential privacy.
         dp_delta: the delta of the DP guarantee (default ``1/(10 n)`` for ``n`` members).
         max_grad_norm: DP-SGD's per-record gradient clipping norm ``C``.
@@ -87,8 +95,6 @@ class TrainConfig:
             if not ok:
                 raise ConfigError(message)
         if self.dp_epsilon is not None or self.dp_delta is not None:
-            from privguard.defenses.dp import check_dp_settings
-
             check_dp_settings(self.dp_epsilon, self.dp_delta, self.max_grad_norm)
 
     @property
@@ -130,11 +136,9 @@ def train_module(
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Train a fresh model on ``(x, y)``; returns the module (eval mode) and a training log.
 
-    With ``config.dp_epsilon`` set, DP-SGD trains it (:func:`privguard.defenses.dp.train_private`)
-    and the log's ``privacy`` entry records the guarantee achieved."""
+    With ``config.dp_epsilon`` set, DP-SGD trains it (:func:`train_private`) and the log's
+    ``privacy`` entry records the guarantee achieved."""
     if config.dp_epsilon is not None:
-        from privguard.defenses.dp import train_private
-
         return train_private(
             config, x, y, n_classes, x_val=x_val, y_val=y_val, seed=seed, progress=progress
         )
@@ -145,39 +149,98 @@ def train_module(
         module = build_model(arch)
         opt = torch.optim.Adam(module.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-        xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-        use_val = config.early_stopping and x_val is not None and len(x_val) > 0
-        best, best_state, stale, epochs_run = float("inf"), None, 0, 0
-        for epoch in range(config.epochs):
-            module.train()
-            order = torch.randperm(len(xt), generator=gen)
-            for i in range(0, len(order), config.batch_size):
-                b = order[i : i + config.batch_size]
-                opt.zero_grad(set_to_none=True)
-                loss_fn(module(xt[b]), yt[b]).backward()
-                opt.step()
-            epochs_run = epoch + 1
-            if progress is not None:
-                progress("training", epochs_run, config.epochs)
-            if use_val:
-                module.eval()
-                with torch.no_grad():
-                    v = nn.functional.cross_entropy(
-                        module(torch.from_numpy(x_val)), torch.from_numpy(y_val)
-                    ).item()
-                if v < best - 1e-6:
-                    best, best_state, stale = v, copy.deepcopy(module.state_dict()), 0
-                else:
-                    stale += 1
-                    if stale >= config.patience:
-                        break
-        if best_state is not None:
-            module.load_state_dict(best_state)
+        batches = ShuffledBatches(torch.from_numpy(x), torch.from_numpy(y), config.batch_size, gen)
+        result = fit(
+            module,
+            opt,
+            batches,
+            lambda m, b: loss_fn(m(b[0]), b[1]),
+            epochs=config.epochs,
+            validation=_validation(config, x_val, y_val),
+            patience=config.patience,
+            progress=progress,
+        )
     module.eval()
-    log = {"epochs_run": epochs_run, "stopped_early": epochs_run < config.epochs}
-    if use_val:
-        log["best_validation_loss"] = round(best, 6)
-    return module, log
+    return module, result.log()
+
+
+def train_private(
+    config: TrainConfig,
+    x: np.ndarray,
+    y: np.ndarray,
+    n_classes: int,
+    *,
+    x_val: np.ndarray | None = None,
+    y_val: np.ndarray | None = None,
+    seed: int | None = None,
+    accountant: str = DEFAULT_ACCOUNTANT,
+    grad_sample_mode: str = GRAD_SAMPLE_MODE,
+    progress: Progress | None = None,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Train ``config``'s model on ``(x, y)`` with DP-SGD at ``config.dp_epsilon``.
+
+    The non-private recipe (Adam, loss, label smoothing, weight decay, early stopping) wrapped by
+    :func:`privguard.training.dp.make_private`; batches are Poisson-sampled with expected size
+    ``config.batch_size``. Returns the module (eval mode, no Opacus hooks left on it) and a
+    training log whose ``privacy`` entry is :meth:`PrivacySpent.to_dict`. ``grad_sample_mode``
+    is Opacus' engine for the per-record clipping: ``"ghost"`` (default, fastest here) or
+    ``"hooks"`` (Opacus' classic per-record gradients); both clip and noise identically.
+    """
+    seed = config.seed if seed is None else seed
+    check_epsilon(config.dp_epsilon)
+    arch = config.architecture(x.shape[1:], n_classes)
+    with single_thread(), quiet_opacus():
+        gen = seed_torch(seed)
+        module = build_model(arch)
+        loader = torch.utils.data.DataLoader(
+            torch.utils.data.TensorDataset(torch.from_numpy(x), torch.from_numpy(y)),
+            batch_size=min(config.batch_size, max(len(x), 1)),
+            generator=gen,
+        )
+        opt = torch.optim.Adam(module.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        private = make_private(
+            module,
+            opt,
+            loader,
+            epsilon=config.dp_epsilon,
+            delta=config.dp_delta,
+            epochs=config.epochs,
+            max_grad_norm=config.max_grad_norm,
+            accountant=accountant,
+            criterion=nn.CrossEntropyLoss(label_smoothing=config.label_smoothing),
+            grad_sample_mode=grad_sample_mode,
+            noise_seed=seed,
+        )
+        criterion = private.criterion
+        result = fit(
+            private.module,
+            private.optimizer,
+            private.batches,
+            lambda m, b: criterion(m(b[0]), b[1]),
+            epochs=config.epochs,
+            validation=_validation(config, x_val, y_val),
+            patience=config.patience,
+            weights=private.inner,
+            progress=progress,
+            label="training (DP-SGD)",
+        )
+        spent = private.spent()
+        # A fresh module with the trained weights: nothing of Opacus (hooks, per-record
+        # attributes) stays attached to what is saved and queried.
+        clean = build_model(arch)
+        clean.load_state_dict(private.release().state_dict())
+    clean.eval()
+    log = result.log()
+    log["privacy"] = spent.to_dict()
+    return clean, log
+
+
+def _validation(config: TrainConfig, x_val: np.ndarray | None, y_val: np.ndarray | None):
+    """Early stopping's validation loss (plain cross-entropy), or ``None`` when it is off."""
+    if not config.early_stopping or x_val is None or len(x_val) == 0:
+        return None
+    xv, yv = torch.from_numpy(x_val), torch.from_numpy(y_val)
+    return lambda m: nn.functional.cross_entropy(m(xv), yv).item()
 
 
 @dataclass

@@ -143,7 +143,7 @@ class Extract(Attack):
 
         def make():
             from privguard.data.corpus import Corpus
-            from privguard.models.lm import LMConfig, train_char_lm
+            from privguard.models.text import LMConfig, train_char_lm
 
             config = LMConfig(
                 epochs=self.reference_epochs,

