@@ -382,10 +382,12 @@ def test_extract_follows_dotted_paths():
 
 
 def test_without_the_model_directory_only_inversion_is_scored(gateway):
-    from privguard.endpoint.audit import _without_ground_truth, audit_endpoint
+    from privguard.audit.engine import select
+    from privguard.endpoint.audit import audit_endpoint
 
     # "all" without --model: the inversion family, nothing that needs the member list
-    assert _without_ground_truth(["all"], Access.PROBS) == ["inversion"]
+    chosen = select(["all"], Access.PROBS, members_known=False)
+    assert chosen and {c.family for c in chosen} == {"inversion"}
     for names in (
         ["membership"],
         ["rmia"],
@@ -394,7 +396,7 @@ def test_without_the_model_directory_only_inversion_is_scored(gateway):
         ["extraction"],
     ):
         with pytest.raises(ConfigError, match="pass --model DIR"):
-            _without_ground_truth(names, Access.PROBS)
+            select(names, Access.PROBS, members_known=False)
     report = audit_endpoint(
         gateway.url,
         api_key=gateway.keys["probs"],

@@ -489,15 +489,13 @@ def _policy_cap(access: Access, policy: str | None) -> Access:
     """The access an output policy leaves (as :func:`privguard.defenses.output.protect`)."""
     if not policy:
         return access
-    from privguard.defenses.output import parse_policy
+    from privguard.defenses.output import parse_policy, policy_access
 
     try:
         chain = parse_policy(policy)
     except ConfigError:
         return access  # another service's policy name: trust the access it states
-    if not chain.steps:
-        return access
-    return min(access, chain.max_access, Access.PROBS)
+    return policy_access(access, chain)
 
 
 def _policy_k(policy: str | None) -> int | None:

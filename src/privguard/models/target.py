@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from privguard._io import atomic_write_bytes as atomic_write
+from privguard._io import atomic_write_bytes
 from privguard.data import Dataset, Split, load_dataset, make_split
 from privguard.errors import ConfigError, DataError, ModelError
 from privguard.models.nets import build_model, count_parameters
@@ -139,7 +139,7 @@ class Target:
         out.mkdir(parents=True, exist_ok=True)
         files = self.files()
         for name in sorted(files, key=lambda n: n == "model.json"):  # the manifest last
-            atomic_write(out / name, files[name])
+            atomic_write_bytes(out / name, files[name])
         self.path = out
         return out
 

@@ -8,17 +8,16 @@ for 95% fidelity when those attacks ran.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
 from typing import Any
 
-from privguard import __version__
+from privguard._io import dumps_json, publish_files, to_jsonable
+from privguard._version import __version__
 from privguard.audit.plots import RISK_COLOURS, new_figure, to_png
 from privguard.audit.report.figures import b64
 from privguard.audit.report.html import environment
-from privguard.audit.report.serialize import to_jsonable
 from privguard.sweep.run import SweepResult, SweepRow
 
 PANELS = (
@@ -89,21 +88,11 @@ def render_sweep_html(result: SweepResult) -> str:
 
 
 def write_sweep(result: SweepResult, out: str | os.PathLike[str]) -> dict[str, Path]:
-    """Write ``sweep.json`` and ``sweep.html`` into ``out``: rendered in memory first, then each
-    written beside and moved into place, so a failure never leaves a half-written file."""
-    out = Path(out)
-    texts = {
-        "sweep.json": json.dumps(sweep_dict(result), indent=2, allow_nan=False) + "\n",
+    """Write ``sweep.json`` and ``sweep.html`` into ``out``: rendered in memory first, then
+    published with :func:`privguard._io.publish_files`, so a failure never leaves a
+    half-written file."""
+    texts: dict[str, str | bytes] = {
+        "sweep.json": dumps_json(sweep_dict(result), where="sweep"),
         "sweep.html": render_sweep_html(result),
     }
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {}
-    for name, text in texts.items():
-        tmp = out / f".{name}.tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out / name)
-        paths[name] = out / name
-    return paths
+    return publish_files(out, texts, what="the sweep report")

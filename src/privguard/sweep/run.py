@@ -20,7 +20,9 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from privguard.audit.families import family
 from privguard.audit.report import risk_rank
+from privguard.compute import fan_out
 from privguard.errors import ConfigError
 from privguard.sweep.frontier import mark_pareto
 from privguard.sweep.grid import (
@@ -33,10 +35,6 @@ from privguard.sweep.grid import (
 )
 
 Progress = Callable[[str, int, int], None]
-
-# Families whose success means training data leaks; extraction copies the model itself (its
-# cost is reported beside, but it does not decide whether a variant protects the data).
-DATA_FAMILIES = ("membership", "inversion", "attribute", "memorization")
 
 # What "queries for 95% fidelity" reads when extraction never got there within its budget.
 NOT_REACHED = math.inf
@@ -157,7 +155,8 @@ def sweep(
     jobs = [(data, label, kw, str(models_dir / name)) for name, kw in configs.items()]
     if progress is not None:
         progress("training variants", 0, len(jobs))
-    _fan_out(jobs, n_jobs, scheduler)
+    for _ in fan_out(_train_one, jobs, n_jobs=n_jobs if len(jobs) > 1 else 1, scheduler=scheduler):
+        pass  # each job writes its model directory
     if progress is not None:
         progress("training variants", len(jobs), len(jobs))
 
@@ -179,27 +178,6 @@ def sweep(
     return SweepResult(data=data, model=model, seed=seed, attacks=attacks, rows=rows)
 
 
-def _fan_out(jobs: list[tuple], n_jobs: int, scheduler: Any) -> None:
-    from joblib import Parallel, delayed, parallel_config
-
-    if scheduler is not None:
-        from distributed import Client
-
-        client = scheduler if isinstance(scheduler, Client) else Client(scheduler)
-        try:
-            with parallel_config(backend="dask", wait_for_workers_timeout=60):
-                Parallel()(delayed(_train_one)(*j) for j in jobs)
-        finally:
-            if client is not scheduler:
-                client.close()
-        return
-    if n_jobs == 1 or len(jobs) == 1:
-        for j in jobs:
-            _train_one(*j)
-        return
-    Parallel(n_jobs=min(n_jobs, len(jobs)), backend="loky")(delayed(_train_one)(*j) for j in jobs)
-
-
 def _row(v: Variant, target: Any, report: Any, report_dir: str) -> SweepRow:
     fam = {}
     for a in report.attacks:
@@ -208,7 +186,9 @@ def _row(v: Variant, target: Any, report: Any, report_dir: str) -> SweepRow:
     inv = fam.get("inversion", [])
     ext = fam.get("extraction", [])
     privacy = target.metrics.get("privacy") or {}
-    leaks = [a for a in report.attacks if a.family in DATA_FAMILIES]
+    # Only families whose success means training data leaks decide a variant's risk;
+    # extraction copies the model itself (its cost is reported beside).
+    leaks = [a for a in report.attacks if family(a.family).leaks_training_data]
     worst = max(leaks, key=lambda a: risk_rank(a.risk), default=None)
     q95 = [m.get("queries_to_95_fidelity") for m in ext]
     q95 = [q if q is not None and math.isfinite(q) else NOT_REACHED for q in q95]

@@ -11,6 +11,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from privguard.audit.families import key_metrics as family_key_metrics
 from privguard.audit.report import RISK_LEVELS, Report
 from privguard.audit.report.figures import (
     attack_plots,
@@ -19,24 +20,6 @@ from privguard.audit.report.figures import (
     membership_overlay,
 )
 from privguard.audit.report.serialize import report_dict
-
-# The metrics shown in the summary for each family, first two present win.
-
-# The metrics shown in the summary for each family, first two present win.
-KEY_METRICS: dict[str, tuple[str, ...]] = {
-    "membership": ("auc", "tpr_at_fpr_0.01", "tpr_at_fpr_0.001", "advantage"),
-    "inversion": ("attack_accuracy_consensus", "member_closeness", "attack_accuracy"),
-    "attribute": ("advantage_members", "member_advantage_gap", "accuracy", "baseline_accuracy"),
-    "extraction": ("fidelity", "accuracy"),
-    "memorization": (
-        "exposure_bits_top_repeats",
-        "exposure_bits_max",
-        "precision_at_100",
-        "canaries_extracted",
-        "exposure",
-        "epsilon_lower_bound",
-    ),
-}
 
 METRIC_LABELS = {
     "auc": "AUC",
@@ -248,9 +231,12 @@ def _metric_help(metrics: Mapping[str, Any], name: str, family: str = "") -> str
 
 
 def key_metrics(attack: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """Up to two (label, value) pairs that sum an attack up, by family; else its first metric."""
+    """Up to two (label, value) pairs that sum an attack up: the first two of its family's key
+    metrics present (:attr:`privguard.audit.families.Family.key_metrics`); else its first
+    metric."""
     metrics = attack.get("metrics") or {}
-    names = [m for m in KEY_METRICS.get(attack.get("family", ""), ()) if m in metrics][:2]
+    keys = family_key_metrics(str(attack.get("family", "")))
+    names = [m for m, _ in keys if m in metrics][:2]
     if not names and metrics:
         names = [next(iter(metrics))]
     return [(metric_label(m), _metric_value(metrics, m)) for m in names]

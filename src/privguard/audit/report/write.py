@@ -7,12 +7,11 @@ into place, so a failure never leaves a half-written report behind.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from privguard._io import publish_files
 from privguard.audit.report import Report
 from privguard.audit.report.card import render_model_card
 from privguard.audit.report.html import render_html
@@ -33,10 +32,10 @@ def write_report(report: Report, out_dir: str | os.PathLike[str]) -> dict[str, P
     """Write ``report.json``, ``report.html`` and ``model-card.md`` into ``out_dir``.
 
     All three are rendered in memory first, so a rendering error writes nothing. The files are
-    then written and fsynced in a temporary directory beside ``out_dir`` (same filesystem) and
-    moved into place with ``os.replace``: each file is either its previous complete version or
-    the new one, never truncated, and no temporary files stay behind. ``out_dir`` is created
-    when absent.
+    then published with :func:`privguard._io.publish_files` (written and fsynced beside
+    ``out_dir``, moved into place with ``os.replace``): each file is either its previous
+    complete version or the new one, never truncated, and no temporary files stay behind.
+    ``out_dir`` is created when absent.
 
     Returns:
         ``{"json": path, "html": path, "model_card": path}``.
@@ -62,7 +61,7 @@ def write_report(report: Report, out_dir: str | os.PathLike[str]) -> dict[str, P
             f"cannot create the report directory {out} ({e.strerror or e}): "
             "choose another output directory"
         ) from e
-    _replace_all(out, texts)
+    publish_files(out, texts, what="the report")
     paths = {key: out / name for key, name in FILES.items()}
     paths.update({name: out / ARTIFACTS / name for name in report.artifacts})
     return paths
@@ -96,62 +95,3 @@ def _check_out_dir(out: Path) -> None:
     for name in FILES.values():
         if (out / name).is_dir():
             raise ConfigError(f"{out / name} is a directory: remove it or choose another directory")
-
-
-def _replace_all(out: Path, texts: Mapping[str, str | bytes]) -> None:
-    tmp = _temp_dir_beside(out)
-    try:
-        for name, text in texts.items():
-            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
-            _write_synced(tmp / name, text)
-        _fsync_dir(tmp)
-        for name in texts:
-            (out / name).parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp / name, out / name)
-        _fsync_dir(out)
-    except OSError as e:
-        raise ConfigError(
-            f"could not write the report into {out} ({e.strerror or e}): free some space, "
-            "fix the permissions or choose another output directory"
-        ) from e
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _temp_dir_beside(out: Path) -> Path:
-    """A fresh directory on ``out``'s filesystem: beside it if possible, else inside it."""
-    real = out.resolve()
-    parent = real.parent
-    try:
-        if parent != real and os.stat(parent).st_dev == os.stat(real).st_dev:
-            return Path(tempfile.mkdtemp(prefix=f".{real.name}.", suffix=".tmp", dir=parent))
-    except OSError:
-        pass  # parent not writable (or gone): fall back to inside out_dir
-    try:
-        return Path(tempfile.mkdtemp(prefix=".privguard-", suffix=".tmp", dir=real))
-    except OSError as e:
-        raise ConfigError(
-            f"cannot write the report into {out} ({e.strerror or e}): choose another output "
-            "directory or fix its permissions"
-        ) from e
-
-
-def _write_synced(path: Path, text: str | bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(text.encode("utf-8") if isinstance(text, str) else text)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make renames in ``path`` durable; a no-op where directories cannot be opened (Windows)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
