@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import uvicorn
 
+from privguard.endpoint.transport import HttpPredictor
 from privguard.errors import ConfigError
 from privguard.gateway.app import create_app
 from privguard.gateway.config import GatewayConfig
@@ -26,7 +27,6 @@ from privguard.gateway.keys import create_key
 from privguard.gateway.monitor import Monitor
 from privguard.gateway.store import Store
 from privguard.gateway.webhook import SIGNATURE_HEADER, AlertWebhook
-from privguard.http_oracle import HttpPredictor
 from privguard.models.threads import single_thread
 from privguard.testing.servers import free_port
 from privguard.testing.streams import uniform_queries

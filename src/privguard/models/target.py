@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from privguard._io import atomic_write_bytes
 from privguard.data import Dataset, Split, load_dataset, make_split
 from privguard.errors import ConfigError, DataError, ModelError
 from privguard.models.nets import build_model, count_parameters
@@ -140,7 +139,7 @@ class Target:
         out.mkdir(parents=True, exist_ok=True)
         files = self.files()
         for name in sorted(files, key=lambda n: n == "model.json"):  # the manifest last
-            atomic_write(out / name, files[name])
+            atomic_write_bytes(out / name, files[name])
         self.path = out
         return out
 
@@ -371,20 +370,6 @@ def _fit_metrics(predictor, ds: Dataset, split: Split, n_params, log) -> dict[st
 def manifest_hash(manifest: dict[str, Any]) -> str:
     """The integrity hash of a model.json (without its ``integrity`` entry)."""
     return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
-
-
-def atomic_write(path: Path, blob: bytes) -> None:
-    """Write ``blob`` to ``path`` through a synced temporary file: all of it or nothing."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(blob)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_target(directory: str | Path) -> Target:
