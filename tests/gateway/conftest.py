@@ -21,7 +21,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from privguard.gateway.process import GatewayProcess
+from privguard.testing.servers import GatewayProcess
 from service_gate import skip_or_fail
 
 POSTGRES = os.environ.get(
