@@ -24,7 +24,7 @@ from typing import Any
 
 import privguard
 from _common import finish_run, run_header
-from privguard.defenses.sweep import _allowed
+from privguard.sweep.grid import allowed_attacks
 
 POLICIES = [
     None,
@@ -56,7 +56,7 @@ TARGETS = [
 
 
 def measure(target: Any, attacks: str, policy: str | None, seed: int) -> dict[str, Any]:
-    attacks = _allowed(attacks, policy)
+    attacks = allowed_attacks(attacks, policy)
     names = attacks.split(",")
     if "blackbox-inversion" in names and "label-only-inversion" in names:
         names.remove("label-only-inversion")  # the probs attack where probabilities are served

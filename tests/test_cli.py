@@ -23,6 +23,36 @@ def test_version_through_the_installed_script():
     assert out.returncode == 0 and out.stdout.startswith("privguard 0.")
 
 
+def test_importing_the_cli_loads_neither_torch_nor_the_gateway():
+    # `privguard --help` stays fast only while the commands import their heavy parts lazily
+    heavy = ["torch", "fastapi", "sqlalchemy", "matplotlib", "opacus", "transformers", "sklearn"]
+    code = (
+        "import sys, privguard.cli, privguard\n"
+        f"print(','.join(m for m in {heavy!r} if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == ""
+
+
+def test_the_lazy_package_still_exports_the_api():
+    import privguard
+    import privguard.audit.plan  # importing the subpackage must not shadow the function
+
+    assert callable(privguard.audit) and privguard.audit.__name__ == "audit"
+    assert privguard.TrainConfig(model="mlp").model == "mlp"
+    assert "load_target" in dir(privguard)
+    with pytest.raises(AttributeError):
+        privguard.no_such_name  # noqa: B018
+
+
+def test_help_text_keeps_brackets(capsys):
+    code, out, _ = run(capsys, "serve", "--help")
+    assert code == 0 and "[server]" in out and "--model" in out
+    code, out, _ = run(capsys, "keys", "create", "--help")
+    assert code == 0 and "[tiers.NAME]" in out
+
+
 def test_listing_commands(capsys):
     code, out, _ = run(capsys, "attacks")
     assert code == 0 and "modified-entropy-threshold" in out and "Song" in out

@@ -59,7 +59,54 @@ class Predictor(Protocol):
     def predict_logits(self, x: np.ndarray) -> np.ndarray: ...
 
 
-class Oracle:
+class QueryMeter:
+    """The bookkeeping every oracle shares: an access level, a query count and a budget.
+
+    :class:`Oracle` (classifiers) and
+    :class:`~privguard.attacks.memorization.oracle.TextOracle` (text models) count queries in
+    their own unit (records, sequences) through :meth:`_count`; everything else is here.
+    """
+
+    def __init__(self, access: Access | str = Access.PROBS, *, budget: int | None = None) -> None:
+        self.access = Access.parse(access)
+        self.budget = budget
+        self.queries = 0
+
+    @property
+    def remaining(self) -> int | None:
+        return None if self.budget is None else self.budget - self.queries
+
+    def _alternative(self) -> str:
+        """What to suggest besides raising the access level (appended to an AccessError)."""
+        return ""
+
+    def require(self, needed: Access, who: str = "this attack") -> None:
+        if self.access < needed:
+            raise AccessError(
+                f"{who} needs '{needed.label}' access but the oracle gives only "
+                f"'{self.access.label}'; raise --access to {needed.label}{self._alternative()}"
+            )
+
+    def _count(self, n: int) -> None:
+        """Spend ``n`` queries, or raise BudgetExhaustedError without spending any."""
+        if self.budget is not None and self.queries + n > self.budget:
+            raise BudgetExhaustedError(
+                f"query budget of {self.budget} spent ({self.queries} used, {n} more asked); "
+                "raise the budget or ask fewer queries"
+            )
+        self.queries += n
+
+
+def top_k(p: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` most likely classes of each row of ``p`` (ties: lower class first) and their
+    scores, both ``(n, k)``: the one top-k projection of the oracle, the ``topk`` output policy
+    and the gateway."""
+    p = np.asarray(p)
+    idx = np.argsort(-p, axis=1, kind="stable")[:, :k].astype(np.int64)
+    return idx, np.take_along_axis(p, idx, axis=1)
+
+
+class Oracle(QueryMeter):
     """Query interface at one access level, with query counting and an optional budget.
 
     Example:
@@ -76,11 +123,9 @@ class Oracle:
         budget: int | None = None,
         top_k: int = 3,
     ) -> None:
+        super().__init__(access, budget=budget)
         self.predictor = predictor
-        self.access = Access.parse(access)
-        self.budget = budget
         self.top_k = top_k
-        self.queries = 0
 
     # -- bookkeeping ---------------------------------------------------------------------
     @property
@@ -91,20 +136,13 @@ class Oracle:
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.predictor.input_shape)
 
-    @property
-    def remaining(self) -> int | None:
-        return None if self.budget is None else self.budget - self.queries
-
-    def require(self, needed: Access, who: str = "this attack") -> None:
-        if self.access < needed:
-            raise AccessError(
-                f"{who} needs '{needed.label}' access but the oracle gives only "
-                f"'{self.access.label}'; raise --access to {needed.label} or choose an attack "
-                f"that works with {self.access.label} access"
-            )
+    def _alternative(self) -> str:
+        return f" or choose an attack that works with {self.access.label} access"
 
     def _spend(self, x: np.ndarray) -> np.ndarray:
-        x = np.asarray(x, dtype=np.float32)
+        # queries pass through in the dtype the model computes in (a float64 scikit-learn
+        # model is asked in float64), float32 for models that do not say
+        x = np.asarray(x, dtype=getattr(self.predictor, "dtype", None) or np.float32)
         if x.shape[1:] != self.input_shape:
             if x.ndim == len(self.input_shape):  # a single record
                 x = x[None]
@@ -113,13 +151,7 @@ class Oracle:
                     f"queries must have shape (n, {', '.join(map(str, self.input_shape))}), "
                     f"got {x.shape}"
                 )
-        n = len(x)
-        if self.budget is not None and self.queries + n > self.budget:
-            raise BudgetExhaustedError(
-                f"query budget of {self.budget} spent ({self.queries} used, {n} more asked); "
-                "raise the budget or ask fewer queries"
-            )
-        self.queries += n
+        self._count(len(x))
         return x
 
     # -- what an attacker can ask --------------------------------------------------------
@@ -135,9 +167,7 @@ class Oracle:
         """The ``k`` most likely classes and their probabilities, both ``(n, k)``."""
         self.require(Access.TOPK)
         k = min(k or self.top_k, self.n_classes)
-        p = self.predictor.predict_proba(self._spend(x))
-        idx = np.argsort(-p, axis=1, kind="stable")[:, :k]
-        return idx.astype(np.int64), np.take_along_axis(p, idx, axis=1)
+        return top_k(self.predictor.predict_proba(self._spend(x)), k)
 
     def proba(self, x: np.ndarray) -> np.ndarray:
         """Full probability vectors, ``(n, classes)`` float64. Needs ``probs`` access."""
@@ -185,7 +215,10 @@ class CallablePredictor:
 
 
 class SklearnPredictor(CallablePredictor):
-    """A fitted scikit-learn classifier with ``predict_proba``; inputs are flattened."""
+    """A fitted scikit-learn classifier with ``predict_proba``; inputs are flattened and passed
+    in float64, the dtype scikit-learn computes in."""
+
+    dtype = np.float64
 
     def __init__(self, estimator: Any, input_shape) -> None:
         if not hasattr(estimator, "predict_proba"):

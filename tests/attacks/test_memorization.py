@@ -9,7 +9,8 @@ import pytest
 
 from privguard.attacks import resolve
 from privguard.attacks.memorization import Exposure, Extract, TextKnowledge
-from privguard.audit.memorization_eval import exposure_metrics, extraction_metrics, text_audit
+from privguard.audit.memorization_eval import exposure_metrics, extraction_metrics
+from privguard.audit.runner import text_audit
 from privguard.cli import main
 from privguard.data.corpus import CanaryFormat, Corpus, builtin_corpus, insert_canaries, public_text
 from privguard.errors import ConfigError

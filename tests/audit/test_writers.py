@@ -1,4 +1,4 @@
-"""Report writers: report.json, the self-contained report.html, model-card.md, atomic writing."""
+"""Report files (privguard.audit.report): report.json, report.html, model-card.md, atomic write."""
 
 from __future__ import annotations
 
@@ -13,8 +13,12 @@ from statistics import NormalDist
 import numpy as np
 import pytest
 
-from privguard.audit import plots, writers
-from privguard.audit.report import AttackResult, Report, summarise
+from privguard.audit import plots
+from privguard.audit.report import AttackResult, Report, summarise, write
+from privguard.audit.report.card import TODOS, render_model_card
+from privguard.audit.report.html import render_html
+from privguard.audit.report.serialize import render_json
+from privguard.audit.report.write import write_report
 from privguard.errors import ConfigError
 
 N_MEMBERS, N_NONMEMBERS = 719, 539
@@ -152,7 +156,7 @@ def report() -> Report:
 
 @pytest.fixture(scope="module")
 def html(report: Report) -> str:
-    return writers.render_html(report)
+    return render_html(report)
 
 
 def data_uris(html: str) -> list[bytes]:
@@ -165,11 +169,11 @@ def data_uris(html: str) -> list[bytes]:
 
 
 def test_json_round_trips_through_report_from_dict(report: Report) -> None:
-    assert Report.from_dict(json.loads(writers.render_json(report))) == report
+    assert Report.from_dict(json.loads(render_json(report))) == report
 
 
 def test_json_has_the_contract_keys(report: Report) -> None:
-    d = json.loads(writers.render_json(report))
+    d = json.loads(render_json(report))
     assert {"privguard_version", "target", "data", "attacks", "summary"} <= d.keys()
     for a in d["attacks"]:
         assert {"name", "family", "access", "queries", "seconds", "metrics", "risk"} <= a.keys()
@@ -188,7 +192,7 @@ def test_json_writes_non_finite_numbers_as_null() -> None:
         "low",
         curves={"roc": {"fpr": [0.0, float("nan"), 1.0], "tpr": [0.0, 0.5, 1.0]}},
     )
-    text = writers.render_json(sample_report(extra_attacks=[bad]))
+    text = render_json(sample_report(extra_attacks=[bad]))
     d = json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in report.json"))
     odd = d["attacks"][-1]
     assert odd["metrics"] == {"auc": None, "advantage": None, "ok": 0.5}
@@ -207,7 +211,7 @@ def test_json_turns_numpy_values_into_plain_numbers() -> None:
         "low",
         curves={"roc": {"fpr": np.linspace(0, 1, 5), "tpr": np.linspace(0, 1, 5) ** 0.5}},
     )
-    d = json.loads(writers.render_json(sample_report(extra_attacks=[a])))["attacks"][-1]
+    d = json.loads(render_json(sample_report(extra_attacks=[a])))["attacks"][-1]
     assert d["queries"] == 10 and d["seconds"] == 1.5
     assert d["metrics"] == {"auc": 0.6, "n_nonmembers": 539, "nan": None}
     assert d["curves"]["roc"]["fpr"] == [0.0, 0.25, 0.5, 0.75, 1.0]
@@ -216,7 +220,7 @@ def test_json_turns_numpy_values_into_plain_numbers() -> None:
 def test_json_names_where_an_unserialisable_value_sits() -> None:
     a = AttackResult("bad", "membership", "probs", 1, 1.0, {"auc": object()}, "low")
     with pytest.raises(TypeError, match=r"report\.attacks\[3\]\.metrics\.auc"):
-        writers.render_json(sample_report(extra_attacks=[a]))
+        render_json(sample_report(extra_attacks=[a]))
 
 
 # --- HTML ------------------------------------------------------------------------------------
@@ -265,7 +269,7 @@ def test_html_escapes_attack_text() -> None:
         "low",
         notes=["<script>alert(1)</script>"],
     )
-    html = writers.render_html(sample_report(extra_attacks=[evil]))
+    html = render_html(sample_report(extra_attacks=[evil]))
     assert "<script>" not in html and "<b>evil</b>" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "&lt;b&gt;evil&lt;/b&gt;" in html
@@ -282,7 +286,7 @@ def test_html_shows_non_finite_numbers_as_a_dash() -> None:
         "low",
         curves={"roc": {"fpr": [0.0, float("nan"), 0.5, 1.0], "tpr": [0.0, 0.2, 0.7, 1.0]}},
     )
-    html = writers.render_html(sample_report(extra_attacks=[odd]))
+    html = render_html(sample_report(extra_attacks=[odd]))
     assert "AUC <b>—</b>" in html
     assert '<td><code>auc</code></td><td class="num">—</td>' in html
     assert len(data_uris(html)) == 6  # one more ROC, drawn from its finite points
@@ -290,7 +294,7 @@ def test_html_shows_non_finite_numbers_as_a_dash() -> None:
 
 def test_html_renders_a_report_without_attacks() -> None:
     r = Report("0.1.0", {"path": "m"}, {"name": "digits"}, [], summarise([]))
-    html = writers.render_html(r)
+    html = render_html(r)
     assert "No attacks were run." in html and "data:image/png" not in html
 
 
@@ -331,14 +335,14 @@ SECTIONS = [
 
 
 def test_model_card_has_every_section_in_order(report: Report) -> None:
-    card = writers.render_model_card(report)
+    card = render_model_card(report)
     positions = [card.index(f"\n## {s}\n") for s in SECTIONS]
     assert positions == sorted(positions)
     assert card.index("## Checklist") > positions[-1]
 
 
 def test_model_card_fills_what_privguard_knows(report: Report) -> None:
-    card = writers.render_model_card(report)
+    card = render_model_card(report)
     for known in ("digits", "CC BY 4.0", "83,466", "Learning rate", "| 100 |", "**HIGH**"):
         assert known in card
     assert "| 2 | lira | membership | probs | AUC 0.760, TPR@1%FPR 0.090 | **HIGH** |" in card
@@ -346,18 +350,18 @@ def test_model_card_fills_what_privguard_knows(report: Report) -> None:
 
 
 def test_model_card_marks_and_lists_every_gap(report: Report) -> None:
-    card = writers.render_model_card(report)
+    card = render_model_card(report)
     body, checklist = card.split("## Checklist")
-    for section, what in writers.TODOS.values():
+    for section, what in TODOS.values():
         assert f"**[TO FILL: {what}]**" in body
         assert f"- [ ] {section}: {what}" in checklist
     assert "**[TO FILL: who collected the data, when, and with what consent]**" in body
-    assert body.count("TO FILL") == len(writers.TODOS)  # grep TO FILL finds exactly the gaps
+    assert body.count("TO FILL") == len(TODOS)  # grep TO FILL finds exactly the gaps
 
 
 def test_model_card_escapes_markdown_in_attack_text() -> None:
     odd = AttackResult("a|b", "membership", "probs", 1, 1.0, {"auc": 0.5}, "low", notes=["<x> | y"])
-    card = writers.render_model_card(sample_report(extra_attacks=[odd]))
+    card = render_model_card(sample_report(extra_attacks=[odd]))
     assert "a\\|b" in card and "\\<x\\> \\| y" in card and "<x>" not in card
 
 
@@ -370,7 +374,7 @@ def snapshot(d: Path) -> dict[str, bytes]:
 
 def test_write_report_writes_the_three_files(report: Report, tmp_path: Path) -> None:
     out = tmp_path / "nested" / "report"
-    paths = writers.write_report(report, out)
+    paths = write_report(report, out)
     assert paths == {
         "json": out / "report.json",
         "html": out / "report.html",
@@ -378,7 +382,7 @@ def test_write_report_writes_the_three_files(report: Report, tmp_path: Path) -> 
     }
     assert sorted(p.name for p in out.iterdir()) == ["model-card.md", "report.html", "report.json"]
     assert Report.from_dict(json.loads(paths["json"].read_text())) == report
-    assert paths["model_card"].read_text() == writers.render_model_card(report)
+    assert paths["model_card"].read_text() == render_model_card(report)
     assert sorted(p.name for p in (tmp_path / "nested").iterdir()) == ["report"]  # no temp dirs
 
 
@@ -386,14 +390,14 @@ def test_a_rendering_error_writes_nothing_and_keeps_the_previous_report(
     report: Report, tmp_path: Path
 ) -> None:
     out = tmp_path / "out"
-    writers.write_report(report, out)
+    write_report(report, out)
     (out / "model.safetensors").write_bytes(b"weights")
     before = snapshot(out)
     broken = sample_report(
         extra_attacks=[AttackResult("x", "membership", "probs", 1, 1.0, {"auc": object()}, "low")]
     )
     with pytest.raises(TypeError):
-        writers.write_report(broken, out)
+        write_report(broken, out)
     assert snapshot(out) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
@@ -402,15 +406,15 @@ def test_a_late_rendering_error_writes_nothing_either(
     report: Report, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     out = tmp_path / "out"
-    writers.write_report(report, out)
+    write_report(report, out)
     before = snapshot(out)
 
     def broken_card(report: Report) -> str:
         raise RuntimeError("template bug")
 
-    monkeypatch.setattr(writers, "render_model_card", broken_card)
+    monkeypatch.setattr(write, "render_model_card", broken_card)
     with pytest.raises(RuntimeError, match="template bug"):
-        writers.write_report(sample_report(extra_attacks=[]), out)
+        write_report(sample_report(extra_attacks=[]), out)
     assert snapshot(out) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
@@ -420,7 +424,7 @@ def test_a_rendering_error_does_not_create_the_directory(tmp_path: Path) -> None
         extra_attacks=[AttackResult("x", "membership", "probs", 1, 1.0, {"auc": {1, 2}}, "low")]
     )
     with pytest.raises(TypeError):
-        writers.write_report(broken, tmp_path / "out")
+        write_report(broken, tmp_path / "out")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -428,7 +432,7 @@ def test_a_failed_move_leaves_whole_files_and_no_temp_dir(
     report: Report, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     out = tmp_path / "out"
-    writers.write_report(sample_report(extra_attacks=[]), out)
+    write_report(sample_report(extra_attacks=[]), out)
     old = snapshot(out)
     real_replace = os.replace
     calls: list[str] = []
@@ -440,12 +444,12 @@ def test_a_failed_move_leaves_whole_files_and_no_temp_dir(
         real_replace(src, dst)
 
     changed = sample_report(extra_attacks=[membership("extra", 0.9, 0.5, "high", [])])
-    monkeypatch.setattr(writers.os, "replace", flaky_replace)
+    monkeypatch.setattr(write.os, "replace", flaky_replace)
     with pytest.raises(ConfigError, match="No space left on device"):
-        writers.write_report(changed, out)
+        write_report(changed, out)
     new = {
-        "report.json": writers.render_json(changed).encode(),
-        "model-card.md": writers.render_model_card(changed).encode(),
+        "report.json": render_json(changed).encode(),
+        "model-card.md": render_model_card(changed).encode(),
     }
     for name, content in snapshot(out).items():
         assert content in (old[name], new.get(name)), name
@@ -457,9 +461,9 @@ def test_out_dir_that_is_a_file_is_a_config_error(report: Report, tmp_path: Path
     f = tmp_path / "report"
     f.write_text("not a directory")
     with pytest.raises(ConfigError, match="is a file"):
-        writers.write_report(report, f)
+        write_report(report, f)
     with pytest.raises(ConfigError, match="is a file"):
-        writers.write_report(report, f / "sub")
+        write_report(report, f / "sub")
     assert f.read_text() == "not a directory"
 
 
@@ -470,7 +474,7 @@ def test_unwritable_out_dir_is_a_config_error(report: Report, tmp_path: Path) ->
     locked.chmod(0o500)
     try:
         with pytest.raises(ConfigError, match="not writable"):
-            writers.write_report(report, locked)
+            write_report(report, locked)
     finally:
         locked.chmod(0o700)
 
@@ -478,11 +482,11 @@ def test_unwritable_out_dir_is_a_config_error(report: Report, tmp_path: Path) ->
 def test_out_dir_without_write_permission_is_a_config_error(
     report: Report, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(writers.os, "access", lambda path, mode: False)
+    monkeypatch.setattr(write.os, "access", lambda path, mode: False)
     with pytest.raises(ConfigError, match="not writable"):
-        writers.write_report(report, tmp_path / "out")
+        write_report(report, tmp_path / "out")
     assert list(tmp_path.iterdir()) == []
 
 
 def test_the_same_report_renders_the_same_html(report: Report, html: str) -> None:
-    assert writers.render_html(report) == html
+    assert render_html(report) == html

@@ -25,11 +25,11 @@ import pytest
 import privguard
 from privguard.attacks import Knowledge
 from privguard.attacks.inversion.blackbox import BlackBoxInversion
+from privguard.endpoint.transport import HttpPredictor
 from privguard.gateway.keys import create_key
 from privguard.gateway.monitor import Monitor
 from privguard.gateway.process import GatewayProcess
 from privguard.gateway.store import Store
-from privguard.http_oracle import HttpPredictor
 from privguard.models.threads import single_thread
 
 CHROMIUM = "/usr/bin/chromium"

@@ -13,7 +13,7 @@ import pytest
 
 import privguard
 from privguard.cli import main
-from privguard.http_oracle import audit_endpoint
+from privguard.endpoint.audit import audit_endpoint
 
 CONFIG = """
 [server]

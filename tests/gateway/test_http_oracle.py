@@ -13,8 +13,9 @@ import time
 import numpy as np
 import pytest
 
+from privguard.endpoint.mapping import EndpointError, EndpointMap, extract
+from privguard.endpoint.transport import HttpPredictor
 from privguard.errors import AccessError, BudgetExhaustedError, ConfigError, DataError
-from privguard.http_oracle import EndpointError, EndpointMap, HttpPredictor, extract
 from privguard.oracle import ABSTAIN, Access
 
 TIERS = """
@@ -381,10 +382,12 @@ def test_extract_follows_dotted_paths():
 
 
 def test_without_the_model_directory_only_inversion_is_scored(gateway):
-    from privguard.http_oracle import _without_ground_truth, audit_endpoint
+    from privguard.audit.engine import select
+    from privguard.endpoint.audit import audit_endpoint
 
     # "all" without --model: the inversion family, nothing that needs the member list
-    assert _without_ground_truth(["all"], Access.PROBS) == ["inversion"]
+    chosen = select(["all"], Access.PROBS, members_known=False)
+    assert chosen and {c.family for c in chosen} == {"inversion"}
     for names in (
         ["membership"],
         ["rmia"],
@@ -393,7 +396,7 @@ def test_without_the_model_directory_only_inversion_is_scored(gateway):
         ["extraction"],
     ):
         with pytest.raises(ConfigError, match="pass --model DIR"):
-            _without_ground_truth(names, Access.PROBS)
+            select(names, Access.PROBS, members_known=False)
     report = audit_endpoint(
         gateway.url,
         api_key=gateway.keys["probs"],
@@ -412,7 +415,7 @@ def test_without_the_model_directory_only_inversion_is_scored(gateway):
 
 
 def test_equation_solving_copies_the_served_model_through_its_probabilities(gateway, digits_logreg):
-    from privguard.http_oracle import audit_endpoint
+    from privguard.endpoint.audit import audit_endpoint
 
     report = audit_endpoint(
         gateway.url, api_key=gateway.keys["probs"], model=digits_logreg, attacks="equation-solving"

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import uvicorn
 
+from privguard.endpoint.transport import HttpPredictor
 from privguard.errors import ConfigError
 from privguard.gateway.app import create_app
 from privguard.gateway.config import GatewayConfig
@@ -28,7 +29,6 @@ from privguard.gateway.monitor.evaluation import uniform_queries
 from privguard.gateway.process import free_port
 from privguard.gateway.store import Store
 from privguard.gateway.webhook import SIGNATURE_HEADER, AlertWebhook
-from privguard.http_oracle import HttpPredictor
 from privguard.models.threads import single_thread
 
 SECRET = "webhook-test-secret"

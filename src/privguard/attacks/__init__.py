@@ -9,8 +9,9 @@ from privguard.attacks.base import (
     Knowledge,
     MembershipGuesses,
     SensitiveAttribute,
+    Setting,
 )
-from privguard.attacks.registry import all_attacks, register, resolve
+from privguard.attacks.registry import all_attacks, discover, families, normalise, register, resolve
 
 __all__ = [
     "Attack",
@@ -21,7 +22,11 @@ __all__ = [
     "Knowledge",
     "MembershipGuesses",
     "SensitiveAttribute",
+    "Setting",
     "all_attacks",
+    "discover",
+    "families",
+    "normalise",
     "register",
     "resolve",
 ]

@@ -9,14 +9,14 @@ guesses against the truth the auditor holds.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 import numpy as np
 
 from privguard.errors import ConfigError
-from privguard.oracle import Access, Oracle
+from privguard.oracle import Access, QueryMeter
 
 Progress = Callable[[str, int, int], None]
 
@@ -172,8 +172,91 @@ class SensitiveAttribute:
         return d.argmin(axis=1)
 
 
-class Attack(ABC):
-    """Base class. Subclasses set the class attributes and implement :meth:`run`."""
+@dataclass(frozen=True)
+class Setting:
+    """One setting an attack declares: settable from ``privguard audit --set NAME.KEY=VALUE``,
+    a plan file's ``[attacks.NAME]`` table and ``privguard.audit(settings={NAME: {KEY: ...}})``.
+
+    ``type`` is ``int``, ``float``, ``bool`` or ``str``; ``low`` / ``high`` bound numbers
+    (inclusive), ``choices`` lists the allowed strings. The default is the constructor's.
+    """
+
+    name: str
+    type: type
+    default: Any
+    help: str
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        """``n_reference (int, 2..256, default 16): ...`` for error messages and listings."""
+        kind = self.type.__name__
+        if self.choices:
+            kind += ": " + " | ".join(self.choices)
+        elif self.low is not None or self.high is not None:
+            lo = "" if self.low is None else f"{self.low:g}"
+            hi = "" if self.high is None else f"{self.high:g}"
+            kind += f", {lo}..{hi}"
+        return f"{self.name} ({kind}, default {self.default!r}): {self.help}"
+
+    def _kind(self) -> str:
+        kinds = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+        return kinds.get(self.type, self.type.__name__)
+
+    def parse(self, value: Any, who: str) -> Any:
+        """``value`` checked (and converted from a string, for ``--set``) or a ConfigError
+        naming the attack, the setting and what it takes."""
+        v = value
+        if isinstance(v, str) and self.type is not str:
+            text = v.strip()
+            try:
+                if self.type is bool:
+                    if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                        raise ValueError
+                    v = text.lower() in ("true", "1", "yes")
+                else:
+                    v = self.type(text)
+            except ValueError:
+                raise ConfigError(
+                    f"{who}: {self.name} takes {self._kind()}, not {value!r}"
+                ) from None
+        ok = isinstance(v, self.type) and not (self.type is not bool and isinstance(v, bool))
+        if self.type is float and isinstance(v, int) and not isinstance(v, bool):
+            v, ok = float(v), True
+        if not ok:
+            raise ConfigError(f"{who}: {self.name} takes {self._kind()}, not {value!r}")
+        if self.choices and v not in self.choices:
+            raise ConfigError(
+                f"{who}: {self.name} is one of {', '.join(self.choices)}, not {value!r}"
+            )
+        if (self.low is not None and v < self.low) or (self.high is not None and v > self.high):
+            lo = "" if self.low is None else f"{self.low:g}"
+            hi = "" if self.high is None else f"{self.high:g}"
+            raise ConfigError(f"{who}: {self.name} must be in {lo}..{hi}, not {value!r}")
+        return v
+
+
+class KnowledgeLike(Protocol):
+    """What every knowledge object has, classifier (:class:`Knowledge`) or text."""
+
+    seed: int
+    kind: str
+
+
+OracleT = TypeVar("OracleT", bound=QueryMeter)
+KnowledgeT = TypeVar("KnowledgeT", bound=KnowledgeLike)
+
+
+class Attack(ABC, Generic[OracleT, KnowledgeT]):
+    """Base class. Subclasses set the class attributes and implement :meth:`run`.
+
+    Classifier attacks take an :class:`~privguard.oracle.Oracle` and :class:`Knowledge`
+    (``Attack[Oracle, Knowledge]``, the default when unparameterised); text attacks a
+    ``TextOracle`` and ``TextKnowledge``. ``settings`` declares what the constructor takes
+    from the outside (:class:`Setting`); ``alias`` is a name that means this attack on data of
+    its ``kinds`` (``extraction`` on a text model is ``extract``).
+    """
 
     name: ClassVar[str]
     family: ClassVar[str]
@@ -181,18 +264,39 @@ class Attack(ABC):
     paper: ClassVar[str]
     description: ClassVar[str] = ""
     kinds: ClassVar[tuple[str, ...]] = ("image", "tabular")
+    settings: ClassVar[tuple[Setting, ...]] = ()
+    alias: ClassVar[str | None] = None
 
     @classmethod
-    def unsuitable(cls, knowledge: Knowledge) -> str | None:
+    def unsuitable(cls, knowledge: KnowledgeLike) -> str | None:
         """Why this attack does not apply to the audited data, or ``None`` when it does."""
         if knowledge.kind not in cls.kinds:
             return f"the {cls.name} attack needs {' or '.join(cls.kinds)} data"
-        if cls.family == "attribute" and knowledge.sensitive is None:
-            return f"the {cls.name} attack needs a sensitive field: pass --sensitive NAME"
         return None
 
+    @classmethod
+    def configure(cls, values: Mapping[str, Any] | None) -> dict[str, Any]:
+        """``values`` checked against the declared settings (strings from ``--set`` converted);
+        an unknown key or a bad value is a ConfigError naming the valid ones."""
+        declared = {s.name: s for s in cls.settings}
+        out: dict[str, Any] = {}
+        for key, value in (values or {}).items():
+            k = str(key).strip().replace("-", "_")
+            if k not in declared:
+                valid = "; ".join(s.describe() for s in cls.settings) or "none"
+                raise ConfigError(
+                    f"the {cls.name} attack has no setting {key!r}; its settings: {valid}"
+                )
+            out[k] = declared[k].parse(value, f"the {cls.name} attack")
+        return out
+
+    @classmethod
+    def create(cls, values: Mapping[str, Any] | None = None) -> Attack[OracleT, KnowledgeT]:
+        """An instance with the checked ``values`` applied over the constructor's defaults."""
+        return cls(**cls.configure(values))
+
     @abstractmethod
-    def run(self, oracle: Oracle, knowledge: Knowledge, progress: Progress | None = None) -> Any:
+    def run(self, oracle: OracleT, knowledge: KnowledgeT, progress: Progress | None = None) -> Any:
         """Attack through ``oracle`` with ``knowledge``; return the family's guesses."""
 
     def check_settings(self, checks: list[tuple[bool, str]]) -> None:
@@ -201,5 +305,5 @@ class Attack(ABC):
             if not ok:
                 raise ConfigError(f"{self.name}: {message}")
 
-    def check_access(self, oracle: Oracle) -> None:
+    def check_access(self, oracle: QueryMeter) -> None:
         oracle.require(self.needs, f"the {self.name} attack")

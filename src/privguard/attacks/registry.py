@@ -1,61 +1,101 @@
 """Short names -> attack classes, as the CLI and plan files use them.
 
-Adding an attack is one module plus the ``@register`` decorator on its class.
+Adding an attack is one module in ``attacks/<family>/`` with the ``@register`` decorator on its
+class: :func:`discover` imports every module under :mod:`privguard.attacks` (a ``pkgutil``
+walk), so no ``__init__.py`` lists them. Attack names given by a user (CLI, plan file,
+``privguard.audit``) are normalised here and nowhere else (:func:`normalise`).
 """
 
 from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Sequence
+from typing import Any
 
 from privguard.attacks.base import Attack
 from privguard.errors import AccessError, ConfigError
 from privguard.oracle import Access
 
-ATTACKS: dict[str, type[Attack]] = {}
-FAMILIES = ("inversion", "attribute", "membership", "extraction", "memorization")
+ATTACKS: dict[str, type[Attack[Any, Any]]] = {}
+# Display order of the built-in families (the order of `privguard attacks` and of a report's
+# attacks under "all"); a family not listed here sorts after them by name.
+FAMILY_ORDER = ("inversion", "attribute", "membership", "extraction", "memorization")
+_discovered = False
 
 
-def register(cls: type[Attack]) -> type[Attack]:
-    if cls.family not in FAMILIES:
-        raise ValueError(f"{cls.__name__}: unknown family {cls.family!r}")
+def register(cls: type[Attack[Any, Any]]) -> type[Attack[Any, Any]]:
+    """Class decorator: make ``cls`` available under ``cls.name``."""
+    for attr in ("name", "family", "needs", "paper"):
+        if not hasattr(cls, attr):
+            raise TypeError(f"{cls.__name__}: an attack must set {attr}")
+    fam = cls.family
+    if not fam or fam != fam.strip().lower() or "," in fam:
+        raise ValueError(f"{cls.__name__}: family {fam!r} must be a lower-case name")
+    if cls.name in ATTACKS and ATTACKS[cls.name] is not cls:
+        other = ATTACKS[cls.name]
+        raise ValueError(
+            f"{cls.__module__}.{cls.__name__}: the name {cls.name!r} is taken by "
+            f"{other.__module__}.{other.__name__}"
+        )
     ATTACKS[cls.name] = cls
     return cls
 
 
-def _load_all() -> None:
-    # Importing the attack packages runs their @register decorators.
-    import privguard.attacks.extraction  # noqa: F401
-    import privguard.attacks.inversion  # noqa: F401
-    import privguard.attacks.membership  # noqa: F401
-    import privguard.attacks.memorization  # noqa: F401
+def discover() -> None:
+    """Import every module under :mod:`privguard.attacks` once (running their ``@register``)."""
+    global _discovered
+    if _discovered:
+        return
+    import privguard.attacks as root
+
+    for info in pkgutil.walk_packages(root.__path__, prefix=f"{root.__name__}."):
+        importlib.import_module(info.name)
+    _discovered = True
 
 
-def all_attacks() -> list[type[Attack]]:
-    _load_all()
-    return sorted(ATTACKS.values(), key=lambda c: (FAMILIES.index(c.family), c.name))
+def families() -> list[str]:
+    """The family names of the registered attacks, in display order."""
+    discover()
+    return sorted({c.family for c in ATTACKS.values()}, key=_family_key)
 
 
-def resolve(names: list[str] | str, access: Access) -> list[type[Attack]]:
+def _family_key(family: str) -> tuple[int, str]:
+    known = FAMILY_ORDER.index(family) if family in FAMILY_ORDER else len(FAMILY_ORDER)
+    return known, family
+
+
+def all_attacks() -> list[type[Attack[Any, Any]]]:
+    discover()
+    return sorted(ATTACKS.values(), key=lambda c: (_family_key(c.family), c.name))
+
+
+def normalise(attacks: Sequence[str] | str, kind: str | None = None) -> list[str]:
+    """Attack and family names as given (a list, or comma-separated strings) -> the lower-case
+    names :func:`resolve` takes. On data of ``kind``, an attack's ``alias`` becomes its name
+    (``extraction`` on a text model is the ``extract`` attack)."""
+    raw = [attacks] if isinstance(attacks, str) else list(attacks)
+    names = [n.strip().lower() for r in raw for n in str(r).split(",") if n.strip()]
+    if kind is None:
+        return names
+    aliases = {c.alias: c.name for c in all_attacks() if c.alias and kind in c.kinds}
+    return [aliases.get(n, n) for n in names]
+
+
+def resolve(names: Sequence[str] | str, access: Access) -> list[type[Attack[Any, Any]]]:
     """Expand attack and family names into attack classes.
 
     A family selects those of its attacks that ``access`` allows; an attack named explicitly
     that needs more access is an :class:`AccessError`.
     """
-    _load_all()
-    if isinstance(names, str):
-        names = [n for n in names.split(",")]
-    chosen: list[type[Attack]] = []
-    for raw in names:
-        name = raw.strip().lower()
-        if not name:
-            continue
+    discover()
+    fams = families()
+    chosen: list[type[Attack[Any, Any]]] = []
+    for name in normalise(names):
         if name == "all":
             picked = [c for c in all_attacks() if c.needs <= access]
-        elif name in FAMILIES:
+        elif name in fams:
             members = [c for c in all_attacks() if c.family == name]
-            if not members:
-                raise ConfigError(
-                    f"no {name} attacks are available in this version; "
-                    "run `privguard attacks` to list what is"
-                )
             picked = [c for c in members if c.needs <= access]
             if not picked:
                 least = min(c.needs for c in members)
@@ -72,8 +112,8 @@ def resolve(names: list[str] | str, access: Access) -> list[type[Attack]]:
                 )
             picked = [cls]
         else:
-            known = ", ".join(sorted(ATTACKS) + list(FAMILIES))
-            raise ConfigError(f"unknown attack or family {raw.strip()!r}; known: {known}")
+            known = ", ".join(sorted(ATTACKS) + fams)
+            raise ConfigError(f"unknown attack or family {name!r}; known: {known}")
         chosen += [c for c in picked if c not in chosen]
     if not chosen:
         raise ConfigError("no attacks selected; pass --attacks with attack or family names")

@@ -36,10 +36,6 @@ precision").
 
 from __future__ import annotations
 
-import json
-import math
-import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -51,6 +47,7 @@ from scipy.special import expit, logsumexp
 from scipy.stats import binom
 
 from privguard import __version__
+from privguard._io import atomic_write_json
 from privguard.errors import ConfigError
 
 Progress = Callable[[str, int, int], None]
@@ -367,25 +364,12 @@ def write_dp_audit(result: DPAuditResult, out_dir: str | Path) -> Path:
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out} exists and is not a directory; choose another --out")
     out.mkdir(parents=True, exist_ok=True)
-    data = {"privguard_version": __version__, "dp_audit": _json_safe(result.to_dict())}
+    data = {"privguard_version": __version__, "dp_audit": result.to_dict()}
     path = out / "dp-audit.json"
-    fd, tmp = tempfile.mkstemp(dir=out, prefix=".dp-audit.json.")
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1, allow_nan=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        atomic_write_json(path, data, indent=1)
+    except OSError as e:
+        raise ConfigError(
+            f"could not write {path} ({e.strerror or e}): choose another --out"
+        ) from e
     return path
-
-
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj

@@ -1,9 +1,10 @@
-"""Memorization audits of text models: the text path of ``privguard.audit`` and its evaluators.
+"""Memorization audits of text models: the memorization family's metrics and the text corpus.
 
 The attacks (``exposure``, ``extract``) see a :class:`TextOracle` and :class:`TextKnowledge`
 (the canary formats, public text); the evaluators here alone hold the truth — which canaries
 were inserted and how often, and the training corpus — and turn the attacks' guesses into the
-metrics of docs/metrics.md:
+metrics of docs/metrics.md (the engine, :mod:`privguard.audit.engine`, runs the attacks; the
+family record is :mod:`privguard.audit.families.memorization`):
 
 - exposure (Carlini et al. 2019): ``exposure_bits_max`` (log2 |R|), the exposure of every
   inserted canary grouped by repetition count, ``exposure_bits_top_repeats`` (mean over the
@@ -15,27 +16,18 @@ metrics of docs/metrics.md:
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from privguard import __version__
-from privguard.attacks import resolve
 from privguard.attacks.memorization import (
     ExposureGuesses,
     ExtractionGuesses,
-    TextKnowledge,
 )
-from privguard.audit.report import AttackResult, Report, summarise
-from privguard.audit.risk import assess
-from privguard.data.corpus import Canary, Corpus, attacker_text, load_corpus
-from privguard.errors import ConfigError, DataError, PrivguardError
-from privguard.models.text import TextTarget, load_text_target
-from privguard.oracle import Access
+from privguard.data.corpus import Canary, Corpus, load_corpus
+from privguard.errors import DataError
+from privguard.models.text import TextTarget
 
 Progress = Callable[[str, int, int], None]
 ALIASES = {"extraction": "extract"}  # on a text model, "extraction" means training-data extraction
@@ -46,125 +38,9 @@ MIN_LINE = 12  # or a whole training line at least this long
 PUBLIC_RECORDS = 200  # other people's records in the attacker's public text
 
 
-def text_audit(
-    target: TextTarget | str | Path,
-    *,
-    data: str | None = None,
-    attacks: Sequence[str] | str = ("all",),
-    access: Access | str = Access.PROBS,
-    seed: int = 0,
-    budget: int | None = None,
-    progress: Progress | None = None,
-    command: str | None = None,
-    extrapolate: bool = False,
-) -> Report:
-    """Run the memorization attacks against a text model and score them.
-
-    Args:
-        target: a :class:`TextTarget`, a text model directory, or a local Hugging Face model.
-        data: the training corpus (a .txt file or built-in name); needed for extraction on a
-            plain Hugging Face model, checked against the recorded hash otherwise.
-        attacks: ``all``, ``memorization``, ``exposure``, ``extract`` (``extraction`` is
-            accepted for ``extract``).
-        extrapolate: allow skew-normal extrapolation for candidate spaces too large to rank.
-
-    Example:
-        >>> report = text_audit("lm-dir", attacks="memorization")
-        >>> report.attacks[0].metrics["exposure_bits_top_repeats"]
-    """
-    if not isinstance(target, TextTarget):
-        target = load_text_target(target)
-    access = Access.parse(access)
-    if budget is not None and budget < 1:
-        raise ConfigError("--budget must be a positive number of queries")
-    corpus = _corpus(target, data)
-    raw = [attacks] if isinstance(attacks, str) else list(attacks)
-    names = [ALIASES.get(n, n) for r in raw for n in (x.strip().lower() for x in r.split(",")) if n]
-    chosen = resolve(names, access)
-    knowledge = TextKnowledge(
-        formats=target.formats,
-        public_lines=attacker_text(n_records=PUBLIC_RECORDS, seed=seed + 10_000),
-        extrapolate=bool(extrapolate or target.extrapolate),
-        seed=seed,
-    )
-    runnable, skipped = [], []
-    for cls in chosen:
-        why = cls.unsuitable(knowledge)  # type: ignore[arg-type]
-        if why is None and cls.name == "exposure" and not target.canaries:
-            why = (
-                "no canaries are recorded for this model: train or fine-tune it with "
-                "`privguard train --canary FORMAT` to measure exposure"
-            )
-        if why is None and cls.name == "extract" and corpus is None:
-            why = "extraction needs the training corpus to check samples against: pass --data"
-        if why is None:
-            runnable.append(cls)
-        elif cls.name in names:
-            raise ConfigError(why if "needs" not in why else f"{why}; this is a text model")
-        elif "text" in cls.kinds:  # image / tabular attacks picked by "all" are not listed
-            skipped.append({"attack": cls.name, "reason": why})
-    if not runnable:
-        reasons = "; ".join(s["reason"] for s in skipped)
-        raise ConfigError(f"none of the selected attacks applies to this text model: {reasons}")
-
-    results: list[AttackResult] = []
-    for i, cls in enumerate(runnable):
-        if progress is not None:
-            progress(f"attack {cls.name}", i, len(runnable))
-        oracle = target.text_oracle(budget)
-        t0 = time.perf_counter()
-        try:
-            guesses = cls().run(oracle, knowledge, progress)  # type: ignore[arg-type]
-        except PrivguardError as e:
-            if cls.name in names:
-                raise
-            skipped.append({"attack": cls.name, "reason": str(e)})
-            continue
-        seconds = time.perf_counter() - t0
-        if isinstance(guesses, ExposureGuesses):
-            metrics, curves, notes = exposure_metrics(guesses, target.canaries, seed=seed)
-        else:
-            assert corpus is not None
-            metrics, curves, notes = extraction_metrics(guesses, corpus.lines, target.canaries)
-        results.append(
-            AttackResult(
-                name=cls.name,
-                family=cls.family,
-                access=cls.needs.label,
-                queries=oracle.queries,
-                seconds=round(seconds, 3),
-                metrics=metrics,
-                risk=assess(cls.family, metrics),
-                paper=cls.paper,
-                description=cls.description,
-                notes=list(guesses.notes) + notes,
-                curves=curves,
-            )
-        )
-    if progress is not None:
-        progress("attacks done", len(runnable), len(runnable))
-    summary = summarise(results)
-    if skipped:
-        summary["skipped"] = skipped
-    return Report(
-        privguard_version=__version__,
-        target=target.describe(),
-        data=_describe_data(target, corpus),
-        attacks=results,
-        summary=summary,
-        plan={
-            "attacks": [c.name for c in runnable],
-            "access": access.label,
-            "seed": seed,
-            "budget": budget,
-            "extrapolate": knowledge.extrapolate,
-            "command": command,
-            "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        },
-    )
-
-
-def _corpus(target: TextTarget, data: str | None) -> Corpus | None:
+def corpus_for(target: TextTarget, data: str | None) -> Corpus | None:
+    """The training corpus of a text audit: ``data`` checked against the recorded one, or the
+    recorded one, or ``data`` for a plain Hugging Face model (``None``: none known)."""
     if data is None:
         return target.corpus
     given = load_corpus(data)
@@ -178,7 +54,8 @@ def _corpus(target: TextTarget, data: str | None) -> Corpus | None:
     return given
 
 
-def _describe_data(target: TextTarget, corpus: Corpus | None) -> dict[str, Any]:
+def describe_corpus(target: TextTarget, corpus: Corpus | None) -> dict[str, Any]:
+    """report.json's ``data`` for a text audit."""
     if corpus is None:
         return {"name": None, "kind": "text", "note": "no training corpus given"}
     d: dict[str, Any] = {

@@ -29,13 +29,15 @@ RISK_COLOURS = {"low": "#1a7f37", "medium": "#bf8700", "high": "#cf222e"}
 _LINESTYLES = ("-", "--", "-.", ":")
 
 
-def _new_figure(width: float, height: float) -> Figure:
+def new_figure(width: float, height: float) -> Figure:
+    """A blank figure (inches) on the Agg canvas: no display, no global pyplot state."""
     fig = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(fig)
     return fig
 
 
-def _png(fig: Figure, dpi: int) -> bytes:
+def to_png(fig: Figure, dpi: int) -> bytes:
+    """``fig`` as PNG bytes, without the Software tag, so the same figure gives the same bytes."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
     return buf.getvalue()
@@ -104,7 +106,7 @@ def roc_plot(
         True
     """
     floor = min_fpr if min_fpr and 0 < min_fpr < 1 else DEFAULT_MIN_FPR
-    fig = _new_figure(*size)
+    fig = new_figure(*size)
     ax = fig.add_subplot()
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -125,7 +127,7 @@ def roc_plot(
     ax.set_title(title)
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(loc="lower right", fontsize="small")
-    return _png(fig, dpi)
+    return to_png(fig, dpi)
 
 
 def line_plot(
@@ -143,7 +145,7 @@ def line_plot(
 
     Non-finite points are dropped; so are non-positive ones on a log axis.
     """
-    fig = _new_figure(*size)
+    fig = new_figure(*size)
     ax = fig.add_subplot()
     for i, (name, (x, y)) in enumerate(series.items()):
         pts = [
@@ -163,7 +165,7 @@ def line_plot(
     ax.grid(True, alpha=0.3)
     if len(series) > 1:
         ax.legend(fontsize="small")
-    return _png(fig, dpi)
+    return to_png(fig, dpi)
 
 
 def _as_image(a: Any) -> np.ndarray:
@@ -201,7 +203,7 @@ def image_grid(
         raise ValueError("no images to draw")
     cols = max(1, min(columns, len(imgs)))
     rows = math.ceil(len(imgs) / cols)
-    fig = _new_figure(1.3 * cols, 1.3 * rows + 0.5)
+    fig = new_figure(1.3 * cols, 1.3 * rows + 0.5)
     for i, img in enumerate(imgs):
         ax = fig.add_subplot(rows, cols, i + 1)
         ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1)
@@ -210,7 +212,7 @@ def image_grid(
         if labels is not None and i < len(labels):
             ax.set_title(str(labels[i]), fontsize="small")
     fig.suptitle(title)
-    return _png(fig, dpi)
+    return to_png(fig, dpi)
 
 
 def _finite(v: Any) -> bool:

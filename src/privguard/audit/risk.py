@@ -1,5 +1,8 @@
 """From metrics to a risk level (low / medium / high), one rule per attack family.
 
+Each family's record (:mod:`privguard.audit.families`) names its rule; the built-in rules are
+here, side by side, so their thresholds can be read (and compared) in one place.
+
 The thresholds are documented in docs/metrics.md. Membership: chance is AUC 0.5 and TPR equal to
 the FPR; the rule looks at both the average case (AUC, advantage) and the worst case for a few
 records (TPR at 1% FPR, only when the sample resolves it).
@@ -70,14 +73,8 @@ def memorization_risk(m: dict[str, float]) -> str:
     return "low"
 
 
-RULES = {
-    "membership": membership_risk,
-    "inversion": inversion_risk,
-    "attribute": attribute_risk,
-    "extraction": extraction_risk,
-    "memorization": memorization_risk,
-}
-
-
 def assess(family: str, metrics: dict[str, float]) -> str:
-    return RULES[family](metrics)
+    """The risk level of an attack of ``family`` with ``metrics`` (the family record's rule)."""
+    from privguard.audit.families import family as family_record
+
+    return family_record(family).risk(metrics)

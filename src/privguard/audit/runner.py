@@ -7,9 +7,7 @@ alone hold the truth (who is a member, the hidden values, the members' records).
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,23 +15,28 @@ from typing import Any
 import numpy as np
 
 from privguard import __version__
-from privguard.attacks import Attack, Compute, Knowledge, resolve
-from privguard.audit.metrics import membership_metrics
-from privguard.audit.report import AttackResult, Report, summarise
-from privguard.audit.risk import assess
-from privguard.data import Dataset, Split
-from privguard.defenses.output import parse_policy, protect
-from privguard.errors import AccessError, ConfigError, PrivguardError
+from privguard.attacks import Attack, Compute, Knowledge, normalise
+from privguard.audit import engine
+from privguard.audit.report import Report
+from privguard.audit.truth import TOP_RECORDS, ClassifierTruth, TextTruth
+from privguard.data import Dataset
+from privguard.defenses.output import parse_policy, policy_access, protect
+from privguard.errors import AccessError, ConfigError
 from privguard.models import Target, load_target
 from privguard.oracle import Access
 
 Progress = Callable[[str, int, int], None]
-TOP_RECORDS = 20  # most exposed members listed in the report
+_Truth = ClassifierTruth  # the name benchmarks and older tests import
+__all__ = ["TOP_RECORDS", "audit", "cross_split_twins", "text_audit"]
 
 
 def audit(
-    target: Target | str | Path,
+    target: Target | str | Path | Any,
     *,
+    members: Any = None,
+    nonmembers: Any = None,
+    population: Any = None,
+    trusted: Sequence[str] = (),
     data: str | Dataset | None = None,
     label: str | None = None,
     attacks: Sequence[str] | str = ("all",),
@@ -47,11 +50,18 @@ def audit(
     cache_dir: str | Path | None = None,
     progress: Progress | None = None,
     command: str | None = None,
+    settings: Mapping[str, Mapping[str, Any]] | None = None,
+    members_known: bool = True,
 ) -> Report:
     """Run attacks against ``target`` and score them.
 
     Args:
-        target: a :class:`~privguard.models.Target` or a model directory.
+        target: a :class:`~privguard.models.Target` or a model directory (a text model's too);
+            or a model you trained yourself (a fitted scikit-learn estimator or Pipeline, a
+            model file, ...) audited on your split ``members`` / ``nonmembers`` /
+            ``population`` (DataFrames with the ``label`` column, ``(X, y)`` arrays, or CSV /
+            Parquet / NPZ files; see docs/byom.md). ``trusted``: extra exact type names a
+            ``.skops`` file may use.
         data: the data the model was trained on; by default the data recorded in model.json
             (checked against its content hash either way).
         label: label column, for CSV/Parquet data.
@@ -69,17 +79,38 @@ def audit(
         scheduler: a Dask scheduler address (or ``distributed.Client``) to train them on instead.
         cache_dir: where trained reference models are kept and reused (``None``: no cache).
         progress: ``progress(step, done, total)`` callback.
+        settings: per-attack settings, ``{"lira-online": {"n_reference": 32}}``, checked against
+            what each attack declares (``privguard attacks --settings`` lists them) and
+            recorded in the report's ``plan``.
+        members_known: ``False`` when who the model was trained on is unknown (an endpoint
+            audited without its model directory): families that need member truth are not
+            run, and inversion reports no member metrics.
 
     Example:
-        >>> report = privguard.audit("model-dir", attacks=["membership"], access="probs")
+        >>> report = privguard.audit("model-dir", attacks=["membership"], access="probs",
+        ...                          settings={"lira-online": {"n_reference": 32}})
         >>> report.summary["overall_risk"]
     """
+    # a user's own model on the user's split becomes a Target (privguard.models.user)
+    from privguard.models.user import as_user_target
+
+    target = as_user_target(
+        target,
+        members=members,
+        nonmembers=nonmembers,
+        population=population,
+        label=label,
+        trusted=trusted,
+        seed=seed,
+    )
+    if isinstance(target, (str, Path)) and trusted:
+        target = load_target(target, trusted=trusted)
     from privguard.models.text import TextTarget, is_text_model
 
     if isinstance(target, TextTarget) or (not isinstance(target, Target) and is_text_model(target)):
-        # text models (canary exposure, training-data extraction) have their own audit path
-        from privguard.audit.memorization_eval import text_audit
-
+        # text models (canary exposure, training-data extraction): other truth, same engine
+        if isinstance(data, Dataset):
+            raise ConfigError("a text model's data is a corpus: a .txt file or a built-in name")
         return text_audit(
             target,
             data=data,
@@ -89,19 +120,19 @@ def audit(
             budget=budget,
             progress=progress,
             command=command,
+            settings=settings,
         )
+    checked = engine.check_settings(settings)
     if not isinstance(target, Target):
         target = load_target(target)
     access = Access.parse(access)
     chain = parse_policy(policy)
-    if chain.steps:
-        access = min(access, chain.max_access, Access.PROBS)
+    access = policy_access(access, chain)
     if budget is not None and budget < 1:
         raise ConfigError("--budget must be a positive number of queries")
-    names = [attacks] if isinstance(attacks, str) else list(attacks)
-    names = [n.strip().lower() for raw in names for n in raw.split(",") if n.strip()]
+    names = normalise(attacks)
     try:
-        chosen = resolve(names, access)
+        chosen = engine.select(names, access, members_known=members_known)
     except AccessError as e:
         if not chain.steps:
             raise
@@ -109,106 +140,40 @@ def audit(
             f"{e} (the output policy '{chain.spec}' lets through only '{access.label}')"
         ) from None
     ds = target.load_data(data, label=label)
-    truth = _Truth.build(ds, target.split, seed)
+    truth = ClassifierTruth.build(ds, target.split, seed)
     # the real model: only the extraction evaluator looks at it (an endpoint audit's target,
-    # privguard.http_oracle.EndpointTarget, keeps the served model's directory in .local)
+    # privguard.endpoint.EndpointTarget, keeps the served model's directory in .local)
     truth.target = getattr(target, "local", None) or target
+    truth.audited = target
+    truth.members_known = members_known
     if n_jobs < 1:
         raise ConfigError("--jobs must be at least 1")
     knowledge = truth.knowledge(target, ds, sensitive, needs_sensitive=_wants_attribute(chosen))
     knowledge.compute = Compute(
         n_jobs=n_jobs, scheduler=scheduler, cache_dir=str(cache_dir) if cache_dir else None
     )
+    predictor = target.predictor
 
-    runnable, skipped = [], []
-    for cls in chosen:
-        why = cls.unsuitable(knowledge)
-        if why is None:
-            runnable.append(cls)
-        elif cls.name in names:
-            raise ConfigError(why)
-        elif "text" in cls.kinds and cls.family not in names:
-            continue  # text attacks under "all" on a classifier: not worth a line in the report
-        else:
-            skipped.append({"attack": cls.name, "reason": why})
-    if not runnable:
-        reasons = "; ".join(s["reason"] for s in skipped)
-        raise ConfigError(f"none of the selected attacks applies to this data: {reasons}")
+    def oracle_for(cls: type[Attack], i: int) -> Any:
+        return protect(predictor, chain, access, budget=budget, seed=seed + i)
 
-    results: list[AttackResult] = []
-    artifacts: dict[str, dict[str, Any]] = {}
-    membership_scores: dict[str, np.ndarray] = {}
-    for i, cls in enumerate(runnable):
-        if progress is not None:
-            progress(f"attack {cls.name}", i, len(runnable))
-        attack = cls()
-        oracle = protect(target.predictor, chain, access, budget=budget, seed=seed + i)
-        t0 = time.perf_counter()
-        try:
-            guesses = attack.run(oracle, knowledge, progress)
-        except PrivguardError as e:
-            # An attack selected through a family or "all" that cannot run on this data
-            # (too few auxiliary records, say) is skipped with the reason; one asked for by
-            # name is an error.
-            if cls.name in names:
-                raise
-            skipped.append({"attack": cls.name, "reason": str(e)})
-            continue
-        seconds = time.perf_counter() - t0
-        metrics, curves, notes = truth.evaluate(cls, guesses)
-        for counter in ("reference_models", "trained_models", "reused_models", "shared_models"):
-            if getattr(guesses, counter, None) is not None:
-                metrics[counter] = int(getattr(guesses, counter))
-        results.append(
-            AttackResult(
-                name=cls.name,
-                family=cls.family,
-                access=cls.needs.label,
-                queries=oracle.queries,
-                seconds=round(seconds, 3),
-                metrics=metrics,
-                risk=assess(cls.family, metrics),
-                paper=cls.paper,
-                description=cls.description,
-                notes=list(guesses.notes) + notes,
-                curves=curves,
-            )
-        )
-        if cls.family == "membership":
-            membership_scores[cls.name] = np.asarray(guesses.scores, dtype=np.float64)
-        if cls.family == "extraction":
-            # the stolen model as a model directory: OUT/artifacts/stolen-<attack>/
-            from privguard.audit.extraction_eval import stolen_target
-
-            stolen = stolen_target(target, guesses, cls.name, metrics)
-            for fname, blob in stolen.files().items():
-                artifacts[f"stolen-{cls.name}/{fname}"] = blob
-            results[-1].notes.append(
-                f"the copy is saved as a model directory in artifacts/stolen-{cls.name}/: audit "
-                "it with --model (e.g. white-box inversion through the copy)"
-            )
-        if cls.family == "inversion":
-            artifacts[f"inversion-{cls.name}.npz"] = {
-                "reconstructions": np.asarray(guesses.reconstructions, dtype=np.float32),
-                "labels": np.asarray(guesses.labels, dtype=np.int64),
-            }
-    if progress is not None:
-        progress("attacks done", len(runnable), len(runnable))
-
-    summary = summarise(results)
-    if skipped:
-        summary["skipped"] = skipped
-    if membership_scores:
-        artifacts["membership-scores.npz"] = truth.score_table(membership_scores)
-        summary["most_exposed"] = truth.most_exposed(results, membership_scores)
+    done = engine.run(
+        chosen,
+        asked=names,
+        knowledge=knowledge,
+        truth=truth,
+        oracle_for=oracle_for,
+        settings=checked,
+        progress=progress,
+    )
     return Report(
         privguard_version=__version__,
         target=target.describe(),
-        data=_describe_data(ds, target, knowledge),
-        attacks=results,
-        summary=summary,
+        data=_describe_data(ds, target, knowledge, members_known=members_known),
+        attacks=done.results,
+        summary=done.summary,
         plan={
-            "attacks": [c.name for c in runnable],
+            "attacks": [c.name for c in done.ran],
             "access": access.label,
             "policy": chain.spec if chain.steps else None,
             "sensitive": knowledge.sensitive.name if knowledge.sensitive else None,
@@ -217,130 +182,110 @@ def audit(
             "n_jobs": n_jobs,
             "scheduler": scheduler if isinstance(scheduler, str) else None,
             "cache_dir": str(cache_dir) if cache_dir else None,
+            **_settings_entry(checked),
             "command": command,
-            "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "created": _now(),
         },
-        artifacts=artifacts,
+        artifacts=done.artifacts,
     )
+
+
+def text_audit(
+    target: Any,
+    *,
+    data: str | None = None,
+    attacks: Sequence[str] | str = ("all",),
+    access: Access | str = Access.PROBS,
+    seed: int = 0,
+    budget: int | None = None,
+    progress: Progress | None = None,
+    command: str | None = None,
+    extrapolate: bool = False,
+    settings: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Report:
+    """Run the memorization attacks against a text model and score them (the text path of
+    :func:`audit`, through the same engine).
+
+    Args:
+        target: a :class:`~privguard.models.text.TextTarget`, a text model directory, or a local
+            Hugging Face model.
+        data: the training corpus (a .txt file or built-in name); needed for extraction on a
+            plain Hugging Face model, checked against the recorded hash otherwise.
+        attacks: ``all``, ``memorization``, ``exposure``, ``extract`` (``extraction`` is
+            accepted for ``extract``).
+        extrapolate: allow skew-normal extrapolation for candidate spaces too large to rank.
+
+    Example:
+        >>> report = text_audit("lm-dir", attacks="memorization")
+        >>> report.attacks[0].metrics["exposure_bits_top_repeats"]
+    """
+    from privguard.attacks.memorization import TextKnowledge
+    from privguard.audit.memorization_eval import PUBLIC_RECORDS, corpus_for, describe_corpus
+    from privguard.data.corpus import attacker_text
+    from privguard.models.text import TextTarget, load_text_target
+
+    checked = engine.check_settings(settings)
+    if not isinstance(target, TextTarget):
+        target = load_text_target(target)
+    access = Access.parse(access)
+    if budget is not None and budget < 1:
+        raise ConfigError("--budget must be a positive number of queries")
+    corpus = corpus_for(target, data)
+    names = normalise(attacks, kind="text")
+    chosen = engine.select(names, access)
+    knowledge = TextKnowledge(
+        formats=target.formats,
+        public_lines=attacker_text(n_records=PUBLIC_RECORDS, seed=seed + 10_000),
+        extrapolate=bool(extrapolate or target.extrapolate),
+        seed=seed,
+    )
+    truth = TextTruth(canaries=target.canaries, corpus=corpus, seed=seed)
+    text_target = target
+
+    def oracle_for(cls: type[Attack], i: int) -> Any:
+        return text_target.text_oracle(budget)
+
+    done = engine.run(
+        chosen,
+        asked=names,
+        knowledge=knowledge,
+        truth=truth,
+        oracle_for=oracle_for,
+        settings=checked,
+        progress=progress,
+        subject="this text model",
+    )
+    return Report(
+        privguard_version=__version__,
+        target=target.describe(),
+        data=describe_corpus(target, corpus),
+        attacks=done.results,
+        summary=done.summary,
+        plan={
+            "attacks": [c.name for c in done.ran],
+            "access": access.label,
+            "seed": seed,
+            "budget": budget,
+            "extrapolate": knowledge.extrapolate,
+            **_settings_entry(checked),
+            "command": command,
+            "created": _now(),
+        },
+    )
+
+
+def _settings_entry(checked: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """``plan.settings`` in report.json, present only when settings were given (so a report
+    of an audit without them keeps the keys it always had)."""
+    return {"settings": checked} if checked else {}
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _wants_attribute(chosen: list[type[Attack]]) -> bool:
     return any(c.family == "attribute" for c in chosen)
-
-
-@dataclass
-class _Truth:
-    """What only the auditor knows, and the evaluators that use it."""
-
-    ds: Dataset
-    split: Split
-    seed: int
-    candidates: np.ndarray
-    is_member: np.ndarray
-    hidden_values: np.ndarray | None = None
-    value_names: list[str] = field(default_factory=list)
-    _evaluators: dict[str, Any] = field(default_factory=dict)
-    target: Any = None
-
-    @classmethod
-    def build(cls, ds: Dataset, split: Split, seed: int) -> _Truth:
-        rng = np.random.default_rng(seed)
-        cand = np.concatenate([split.members, split.nonmembers])
-        cand = cand[rng.permutation(len(cand))]
-        return cls(ds, split, seed, cand, np.isin(cand, split.members))
-
-    def knowledge(
-        self, target: Target, ds: Dataset, sensitive: str | None, *, needs_sensitive: bool
-    ) -> Knowledge:
-        split, cand = self.split, self.candidates
-        know = Knowledge(
-            aux_x=ds.x[split.aux],
-            aux_y=ds.y[split.aux],
-            candidates_x=ds.x[cand],
-            candidates_y=ds.y[cand],
-            recipe=target.recipe,
-            bounds=ds.bounds,
-            seed=self.seed,
-            kind=ds.kind,
-            class_names=list(ds.classes),
-        )
-        if ds.kind == "tabular" and (needs_sensitive or sensitive):
-            from privguard.audit.sensitive import default_sensitive, sensitive_attribute
-
-            name = sensitive or default_sensitive(ds)
-            if name is not None:
-                attr = sensitive_attribute(ds, name)
-                flat = ds.x[cand].reshape(len(cand), -1)
-                self.hidden_values, self.value_names = attr.decode(flat), list(attr.values)
-                partial = flat.copy()
-                partial[:, attr.columns] = np.nan
-                know.sensitive, know.partial_x, know.partial_y = attr, partial, ds.y[cand]
-        elif sensitive:
-            raise ConfigError("--sensitive applies to tabular data only")
-        return know
-
-    def score_table(self, scores: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Every candidate's score under every membership attack (OUT/artifacts)."""
-        table = {
-            "index": self.candidates,
-            "label": self.ds.y[self.candidates],
-            "is_member": self.is_member,
-        }
-        table.update({f"score_{name}": s for name, s in scores.items()})
-        return table
-
-    def most_exposed(
-        self, results: list[AttackResult], scores: dict[str, np.ndarray], top: int = TOP_RECORDS
-    ) -> dict[str, Any]:
-        """The members the strongest membership attack singles out most confidently.
-
-        Strongest = highest TPR at 1% FPR, then AUC. For each member, ``exposed_at_fpr`` is the
-        share of non-members scoring at least as high: the false-positive rate an attacker must
-        accept to flag that person (0 = flagged with no false positive at all)."""
-        ranked = [r for r in results if r.name in scores]
-        best = max(ranked, key=lambda r: (r.metrics["tpr_at_fpr_0.01"], r.metrics["auc"]))
-        s = scores[best.name]
-        non = np.sort(s[~self.is_member])
-        members = np.flatnonzero(self.is_member)
-        order = members[np.argsort(-s[members], kind="stable")][:top]
-        records = []
-        for i in order:
-            at_least = len(non) - np.searchsorted(non, s[i], side="left")
-            records.append(
-                {
-                    "index": int(self.candidates[i]),
-                    "class": self.ds.classes[int(self.ds.y[self.candidates[i]])],
-                    "score": float(s[i]),
-                    "exposed_at_fpr": round(at_least / max(len(non), 1), 6),
-                }
-            )
-        return {"attack": best.name, "records": records}
-
-    def evaluate(self, cls: type[Attack], guesses: Any):
-        if cls.family == "membership":
-            return membership_metrics(
-                guesses.scores, guesses.decisions, self.is_member, seed=self.seed
-            )
-        if cls.family == "inversion":
-            if "inversion" not in self._evaluators:
-                from privguard.audit.inversion_eval import InversionEvaluator
-
-                self._evaluators["inversion"] = InversionEvaluator(self.ds, self.split, self.seed)
-            return self._evaluators["inversion"].evaluate(guesses)
-        if cls.family == "attribute":
-            from privguard.audit.attribute_eval import attribute_metrics
-
-            assert self.hidden_values is not None
-            return attribute_metrics(guesses, self.hidden_values, self.is_member, self.value_names)
-        if cls.family == "extraction":
-            if "extraction" not in self._evaluators:
-                from privguard.audit.extraction_eval import ExtractionEvaluator
-
-                self._evaluators["extraction"] = ExtractionEvaluator(
-                    self.target, self.ds, self.split, self.seed
-                )
-            return self._evaluators["extraction"].evaluate(guesses)
-        raise ConfigError(f"no evaluator for the {cls.family} family yet")  # pragma: no cover
 
 
 def cross_split_twins(x: np.ndarray, members: np.ndarray, nonmembers: np.ndarray) -> int:
@@ -350,7 +295,9 @@ def cross_split_twins(x: np.ndarray, members: np.ndarray, nonmembers: np.ndarray
     return int(sum(rows[i].tobytes() in seen for i in nonmembers))
 
 
-def _describe_data(ds: Dataset, target: Target, knowledge: Knowledge) -> dict[str, Any]:
+def _describe_data(
+    ds: Dataset, target: Target, knowledge: Knowledge, *, members_known: bool = True
+) -> dict[str, Any]:
     s = target.split
     d = ds.summary()
     d["split"] = {
@@ -370,4 +317,11 @@ def _describe_data(ds: Dataset, target: Target, knowledge: Knowledge) -> dict[st
         else "no non-member duplicates a member's features"
     )
     d["duplicates"] = {"cross_split_twins": twins, "note": note}
+    if not members_known:
+        d["split"] = {
+            "note": "members unknown (no --model): the attacker's auxiliary pool is a seeded "
+            "30% of the data",
+            "aux": len(s.aux),
+        }
+        d.pop("duplicates")
     return d

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from privguard.errors import ConfigError
-from privguard.oracle import ABSTAIN, Access, Oracle, Predictor
+from privguard.oracle import ABSTAIN, Access, Oracle, Predictor, top_k
 
 
 class OutputPolicy(ABC):
@@ -88,9 +88,9 @@ class TopK(OutputPolicy):
         return f"topk:{self.k}"
 
     def apply(self, p, rng):
-        keep = np.argsort(-p, axis=1, kind="stable")[:, : self.k]
+        keep, scores = top_k(p, self.k)
         out = np.zeros_like(p)
-        np.put_along_axis(out, keep, np.take_along_axis(p, keep, axis=1), axis=1)
+        np.put_along_axis(out, keep, scores, axis=1)
         return out
 
 
@@ -286,6 +286,7 @@ class ProtectedPredictor:
         self.policy = policy
         self.n_classes = predictor.n_classes
         self.input_shape = tuple(predictor.input_shape)
+        self.dtype = getattr(predictor, "dtype", None) or np.float32
         self.rng = np.random.default_rng(seed)
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
@@ -293,6 +294,25 @@ class ProtectedPredictor:
 
     def predict_logits(self, x: np.ndarray) -> np.ndarray:
         return np.log(np.clip(self.predict_proba(x), 1e-300, None))
+
+
+def policy_access(access: Access | str, policy: str | OutputPolicy | None) -> Access:
+    """What an answer through ``policy`` carries when the attacker is granted ``access``.
+
+    Without a policy, ``access`` itself. Through one, ``access`` capped at what the policy lets
+    through and at ``probs``: a policy rewrites the probabilities, so the model's own logits
+    and gradients are gone. The one access-cap rule of the audit, the sweep, the endpoint audit
+    and the gateway (which also never serves gradients over HTTP).
+
+    Example:
+        >>> policy_access("logits", "topk:3")
+        <Access.TOPK: 1>
+    """
+    access = Access.parse(access)
+    chain = parse_policy(policy)
+    if not chain.steps:
+        return access
+    return min(access, chain.max_access, Access.PROBS)
 
 
 def protect(
@@ -314,7 +334,7 @@ def protect(
     access = Access.parse(access)
     if not chain.steps:
         return Oracle(predictor, access, budget=budget)
-    capped = min(access, chain.max_access, Access.PROBS)
+    capped = policy_access(access, chain)
     oracle = Oracle(ProtectedPredictor(predictor, chain, seed=seed), capped, budget=budget)
     if chain.k is not None:
         oracle.top_k = chain.k

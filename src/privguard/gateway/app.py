@@ -62,7 +62,7 @@ from privguard.gateway.limits import Limiter
 from privguard.gateway.metrics import CONTENT_TYPE, Metrics
 from privguard.gateway.store import LogWriter, Store, utcnow
 from privguard.gateway.webhook import AlertWebhook, alert_payload
-from privguard.oracle import Access
+from privguard.oracle import Access, top_k
 
 log = logging.getLogger("privguard.gateway")
 
@@ -292,9 +292,8 @@ class Gateway:
         top = None
         if exposure == Access.TOPK:
             k = min(tier.k, q.shape[1])
-            idx = np.argsort(-q, axis=1, kind="stable")[:, :k]
+            idx, scores = top_k(q, k)
             out["classes"] = idx.tolist()
-            scores = np.take_along_axis(q, idx, axis=1)
             out["scores"] = scores.tolist()
             top = scores[:, 0]
         if exposure >= Access.PROBS:

@@ -32,7 +32,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from privguard.defenses.output import Chain, parse_policy
+from privguard.defenses.output import Chain, parse_policy, policy_access
 from privguard.errors import ConfigError
 from privguard.oracle import Access
 
@@ -78,7 +78,7 @@ class Tier:
     @cached_property
     def exposure(self) -> Access:
         """What answers carry: the tier's access, capped by the policy, never gradients."""
-        return min(self.access, self.chain.max_access, Access.LOGITS)
+        return min(policy_access(self.access, self.chain), Access.LOGITS)
 
     @property
     def k(self) -> int:

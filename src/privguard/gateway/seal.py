@@ -22,6 +22,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from privguard._io import atomic_write_bytes
 from privguard.errors import ConfigError, ModelError
 from privguard.gateway.config import SEAL_KEY_ENV
 
@@ -112,17 +113,7 @@ def seal(directory: str | Path, key: bytes, out: str | Path) -> Path:
     if dst.is_dir():
         raise ConfigError(f"{dst} is a directory; --out takes a file name")
     dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(blob)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return dst
+    return atomic_write_bytes(dst, blob)
 
 
 def unseal(path: str | Path, key: bytes, dest: str | Path) -> Path:

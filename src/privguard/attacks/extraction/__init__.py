@@ -1,14 +1,7 @@
 """Model extraction: copy a model through its prediction API.
 
-Importing this package registers its attacks: ``equation-solving`` (exact for softmax
-regression), and the learning-based ``knockoff``, ``jacobian``, ``active-extraction`` and
-``random-queries`` (which learn from labels alone when that is all the oracle gives).
+The attacks: ``equation-solving`` (exact for softmax regression), and the learning-based
+``knockoff``, ``jacobian``, ``active-extraction`` and ``random-queries`` (which learn from labels
+alone when that is all the oracle gives). Every module here is found by
+:func:`privguard.attacks.registry.discover`; none needs listing in this file.
 """
-
-from privguard.attacks.extraction import (  # noqa: F401
-    active,
-    equation_solving,
-    jacobian,
-    knockoff,
-    random_queries,
-)

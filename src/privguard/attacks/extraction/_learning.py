@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from privguard.attacks.base import Attack, ExtractionGuesses, Knowledge, Progress
+from privguard.attacks.base import Attack, ExtractionGuesses, Knowledge, Progress, Setting
 from privguard.attacks.extraction._common import (
     Substitute,
     ask,
@@ -52,6 +52,18 @@ class LearningExtraction(Attack):
     family = "extraction"
     needs = Access.LABEL
     default_queries: ClassVar[int] = 2000
+    settings = (
+        Setting("queries", int, None, "queries to spend (default: the budget, else 2000)", 10),
+        Setting("epochs", int, 5, "passes over the answers after each round", 1, 1000),
+        Setting("final_epochs", int, 10, "passes after the last round", 1, 1000),
+        Setting(
+            "outputs",
+            str,
+            "auto",
+            "what to learn from",
+            choices=("auto", "probs", "topk", "labels"),
+        ),
+    )
 
     def __init__(
         self,

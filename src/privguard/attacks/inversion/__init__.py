@@ -1,10 +1,6 @@
 """Model inversion (reconstruct what the model saw) and attribute inference (recover a hidden
-field of a person's record)."""
+field of a person's record).
 
-from privguard.attacks.inversion import (  # noqa: F401  (importing registers the attacks)
-    attribute,
-    blackbox,
-    label_only,
-    mi_face,
-    prior,
-)
+Every module here is found by :func:`privguard.attacks.registry.discover`; none needs listing
+in this file.
+"""

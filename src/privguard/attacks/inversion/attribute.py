@@ -58,6 +58,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -216,6 +217,13 @@ class _AttributeAttack(Attack):
     family = "attribute"
     needs = Access.PROBS
     kinds = ("tabular",)
+
+    @classmethod
+    def unsuitable(cls, knowledge: Any) -> str | None:
+        why = super().unsuitable(knowledge)
+        if why is None and getattr(knowledge, "sensitive", None) is None:
+            return f"the {cls.name} attack needs a sensitive field: pass --sensitive NAME"
+        return why
 
     def run(
         self, oracle: Oracle, knowledge: Knowledge, progress: Progress | None = None

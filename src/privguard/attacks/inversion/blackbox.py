@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from privguard.attacks.base import Attack, InversionGuesses, Knowledge, Progress
+from privguard.attacks.base import Attack, InversionGuesses, Knowledge, Progress, Setting
 from privguard.attacks.inversion._common import (
     budget_note,
     initial_guess,
@@ -91,6 +91,10 @@ class BlackBoxInversion(Attack):
     description = (
         "Black-box inversion from confidence scores: NES gradient estimates with antithetic "
         "samples in a low-frequency basis, adapting its finite-difference step to rounded outputs."
+    )
+
+    settings = (
+        Setting("queries_per_class", int, 2000, "oracle queries per reconstructed class", 10),
     )
 
     def __init__(

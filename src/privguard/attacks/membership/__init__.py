@@ -1,9 +1,5 @@
-"""Membership inference: was this record in the training set?"""
+"""Membership inference: was this record in the training set?
 
-from privguard.attacks.membership import (  # noqa: F401  (importing registers the attacks)
-    label_only,
-    lira,
-    rmia,
-    shadow,
-    threshold,
-)
+Every module here is found by :func:`privguard.attacks.registry.discover`; none needs listing
+in this file.
+"""

@@ -58,7 +58,7 @@ from abc import abstractmethod
 import numpy as np
 from scipy.stats import norm
 
-from privguard.attacks.base import Attack, Knowledge, Progress
+from privguard.attacks.base import Attack, Knowledge, Progress, Setting
 from privguard.attacks.membership.reference import (
     ReferenceGuesses,
     ReferenceSet,
@@ -105,6 +105,13 @@ class _Lira(Attack):
     paper = PAPER
     mode = "online"
     least = 4
+    settings = (
+        Setting(
+            "n_reference", int, 16, "reference models, half of them IN each candidate", 4, 1024
+        ),
+        Setting("variance", str, "auto", "per-example, fixed or auto (shrunk)", choices=VARIANCES),
+        Setting("augment", bool, False, "also query one-pixel shifts of image records"),
+    )
 
     def __init__(
         self,
@@ -246,6 +253,14 @@ class LiraOffline(_Lira):
     )
     mode = "offline"
     least = 2
+    settings = (
+        Setting(
+            "n_reference", int, 8, "reference models trained on halves of the aux pool", 2, 1024
+        ),
+        Setting("variance", str, "auto", "per-example, fixed or auto (shrunk)", choices=VARIANCES),
+        Setting("augment", bool, False, "also query one-pixel shifts of image records"),
+        Setting("alpha", float, 0.05, "false-positive rate the decision aims at", 1e-4, 0.5),
+    )
 
     def __init__(
         self,

@@ -44,7 +44,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,12 +52,13 @@ from typing import Any
 import numpy as np
 from scipy.special import logsumexp
 
+from privguard._io import atomic_write_bytes
 from privguard.attacks.base import Knowledge, MembershipGuesses, Progress
+from privguard.compute import dask_client, fan_out
 from privguard.errors import ConfigError, DataError
 
 CACHE_FORMAT = 1
 CACHE_SUBDIR = "reference-models"
-CONNECT_TIMEOUT_S = 5
 #: each reference model must train on at least this many records, and two of every class
 MIN_TRAIN_RECORDS = 20
 #: online reference models train on this share of the pool at least (and at most 1 - it)
@@ -293,12 +293,14 @@ def train_reference_models(
     todo = [k for k in range(n_models) if logits[k] is None]
     for k, (state, z) in zip(
         todo,
-        _fan_out(
+        fan_out(
+            _job,
             [
                 (recipe, pool_x, pool_y, inclusion[k], seeds[k], shifts, fill, cache is not None)
                 for k in todo
             ],
-            knowledge.compute,
+            n_jobs=knowledge.compute.n_jobs,
+            scheduler=knowledge.compute.scheduler,
         ),
         strict=True,
     ):
@@ -366,60 +368,6 @@ def finite_logits(z: np.ndarray) -> np.ndarray:
     """float64 logits with log(0) (a scikit-learn model's log-probability of an impossible
     class) replaced by log(1e-300), so phi stays finite."""
     return np.nan_to_num(np.asarray(z, dtype=np.float64), neginf=np.log(TINY), posinf=-np.log(TINY))
-
-
-def _fan_out(jobs: list[tuple], compute: Any):
-    """Run ``_job`` on each argument tuple, yielding results in order as they finish."""
-    if not jobs:
-        return
-    if compute.scheduler is None and (compute.n_jobs or 1) == 1:
-        for args in jobs:
-            yield _job(*args)
-        return
-    from joblib import Parallel, delayed, parallel_config
-
-    calls = (delayed(_job)(*args) for args in jobs)
-    if compute.scheduler is None:
-        n_jobs = int(compute.n_jobs)
-        with parallel_config(backend="loky", n_jobs=n_jobs, inner_max_num_threads=1):
-            yield from Parallel(return_as="generator", batch_size=1)(calls)
-        return
-    client, owned = dask_client(compute.scheduler)
-    try:
-        with parallel_config(backend="dask", client=client, wait_for_workers_timeout=60):
-            # One model per task: each takes seconds, and batching would idle workers at the end.
-            yield from Parallel(return_as="generator", batch_size=1)(calls)
-    finally:
-        if owned:
-            client.close()
-
-
-def dask_client(scheduler: Any) -> tuple[Any, bool]:
-    """A ``distributed.Client`` for ``scheduler`` (an address or a Client) and whether this
-    function created it (and so must close it). Fails within ~5 s on an unreachable address."""
-    try:
-        from distributed import Client
-    except ImportError:  # pragma: no cover - dask[distributed] is a dependency
-        raise ConfigError(
-            "--scheduler needs Dask distributed: pip install 'dask[distributed]'"
-        ) from None
-    if isinstance(scheduler, Client):
-        return scheduler, False
-    if not isinstance(scheduler, str) or not scheduler.strip():
-        raise ConfigError(
-            f"--scheduler must be a Dask scheduler address such as tcp://HOST:8786, "
-            f"not {scheduler!r}"
-        )
-    try:
-        client = Client(scheduler, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
-    except (OSError, TimeoutError, ValueError) as e:
-        raise ConfigError(
-            f"cannot reach the Dask scheduler at {scheduler} (gave up after "
-            f"{CONNECT_TIMEOUT_S} s: {type(e).__name__}); check the address "
-            "(tcp://HOST:8786) and that the scheduler is running, or drop --scheduler to train "
-            "locally"
-        ) from None
-    return client, True
 
 
 # -- disk cache ----------------------------------------------------------------------------
@@ -508,19 +456,8 @@ class _Cache:
             "recipe": self.recipe_desc,
         }
         wpath, mpath = self._paths(key)
-        _atomic_write(wpath, blob)  # the JSON last: an entry without it is incomplete
-        _atomic_write(mpath, json.dumps(meta, indent=1).encode())
-
-
-def _atomic_write(path: Path, blob: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(blob)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        atomic_write_bytes(wpath, blob)  # the JSON last: an entry without it is incomplete
+        atomic_write_bytes(mpath, json.dumps(meta, indent=1).encode())
 
 
 # -- the shared sets the attacks use -------------------------------------------------------

@@ -44,7 +44,7 @@ from scipy.special import logsumexp
 from scipy.stats import rankdata
 from sklearn.metrics import roc_auc_score
 
-from privguard.attacks.base import Attack, Knowledge, Progress
+from privguard.attacks.base import Attack, Knowledge, Progress, Setting
 from privguard.attacks.membership.reference import (
     ReferenceGuesses,
     guesses,
@@ -102,6 +102,14 @@ class RMIA(Attack):
     description = (
         "Share of population records that the candidate beats in likelihood ratio "
         "p(x|target)/p(x) against reference models; works with one or a few reference models."
+    )
+    settings = (
+        Setting("n_reference", int, 8, "reference models (one is enough offline)", 1, 1024),
+        Setting("offline", bool, True, "train references on the aux pool only"),
+        Setting("gamma", float, 1.0, "likelihood-ratio margin over a population record", 1e-6),
+        Setting(
+            "beta", float, 0.95, "member when beating this share of the population", 0.01, 0.99
+        ),
     )
 
     def __init__(

@@ -34,7 +34,7 @@ import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
 from threadpoolctl import threadpool_limits
 
-from privguard.attacks.base import Attack, Knowledge, Progress
+from privguard.attacks.base import Attack, Knowledge, Progress, Setting
 from privguard.attacks.membership.reference import (
     TINY,
     ReferenceGuesses,
@@ -79,6 +79,8 @@ class ShadowModels(Attack):
         "Attack models (one per class) trained on shadow models' outputs on their own training "
         "and held-out records, applied to the target's output."
     )
+
+    settings = (Setting("n_shadow", int, 8, "shadow models trained with the recipe", 1, 256),)
 
     def __init__(self, *, n_shadow: int = 8, seed: int | None = None) -> None:
         self.n_shadow = n_shadow

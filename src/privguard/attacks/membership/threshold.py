@@ -33,7 +33,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from privguard.attacks.base import Attack, Knowledge, MembershipGuesses, Progress
+from privguard.attacks.base import Attack, Knowledge, MembershipGuesses, Progress, Setting
 from privguard.attacks.membership.calibration import shadow_key, shadow_model
 from privguard.attacks.registry import register
 from privguard.oracle import Access, Oracle
@@ -104,6 +104,12 @@ class _ThresholdAttack(Attack):
     needs = Access.PROBS
     statistic: ClassVar = staticmethod(neg_loss)
     per_class: ClassVar[bool] = True
+
+    settings = (
+        Setting(
+            "shadow_fraction", float, 0.5, "share of the aux pool the shadow trains on", 0.1, 0.9
+        ),
+    )
 
     def __init__(self, *, shadow_fraction: float = 0.5) -> None:
         self.shadow_fraction = shadow_fraction

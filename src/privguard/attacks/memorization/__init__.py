@@ -1,8 +1,9 @@
 """Memorization in text models: canary exposure and training-data extraction.
 
-Importing this package registers the ``exposure`` (Carlini et al. 2019) and ``extract``
-(Carlini et al. 2021) attacks. They talk to a model through a :class:`TextOracle` and know only
-the canary formats and public text (:class:`TextKnowledge`).
+The attacks: ``exposure`` (Carlini et al. 2019) and ``extract`` (Carlini et al. 2021), found
+like every attack module by :func:`privguard.attacks.registry.discover`. They talk to a model
+through a :class:`TextOracle` and know only the canary formats and public text
+(:class:`TextKnowledge`).
 """
 
 from privguard.attacks.memorization.exposure import Exposure, ExposureGuesses, FormatRanking

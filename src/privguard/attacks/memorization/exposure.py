@@ -34,7 +34,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from privguard.attacks.base import Attack, Progress
+from privguard.attacks.base import Attack, Progress, Setting
 from privguard.attacks.memorization.knowledge import TextKnowledge
 from privguard.attacks.memorization.oracle import LN2, TextOracle
 from privguard.attacks.registry import register
@@ -87,7 +87,7 @@ class ExposureGuesses:
 
 
 @register
-class Exposure(Attack):
+class Exposure(Attack[TextOracle, TextKnowledge]):
     """Rank every candidate of each canary format by the model's log-perplexity."""
 
     name: ClassVar[str] = "exposure"
@@ -101,6 +101,11 @@ class Exposure(Attack):
     description: ClassVar[str] = (
         "Ranks every candidate secret of the canary format by the model's log-perplexity; a "
         "canary the model ranks near the top is exposed (exposure = log2|R| − log2 rank)."
+    )
+
+    settings = (
+        Setting("n_fit", int, 4000, "candidates the extrapolation's fit scores", 50),
+        Setting("extrapolate", bool, None, "allow extrapolation for large candidate spaces"),
     )
 
     def __init__(

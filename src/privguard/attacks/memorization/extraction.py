@@ -30,7 +30,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from privguard.attacks.base import Attack, Progress
+from privguard.attacks.base import Attack, Progress, Setting
 from privguard.attacks.memorization.knowledge import TextKnowledge
 from privguard.attacks.memorization.oracle import LN2, TextOracle
 from privguard.attacks.registry import register
@@ -53,13 +53,14 @@ class ExtractionGuesses:
 
 
 @register
-class Extract(Attack):
+class Extract(Attack[TextOracle, TextKnowledge]):
     """Generate, rank by perplexity ratios, submit the top k."""
 
     name: ClassVar[str] = "extract"
     family: ClassVar[str] = "memorization"
     needs: ClassVar[Access] = Access.PROBS
     kinds: ClassVar[tuple[str, ...]] = ("text",)
+    alias: ClassVar[str | None] = "extraction"  # on a text model: training-data extraction
     paper: ClassVar[str] = (
         "Carlini, Tramèr, Wallace, Jagielski, Herbert-Voss, Lee, Roberts, Brown, Song, "
         "Erlingsson, Oprea, Raffel, Extracting Training Data from Large Language Models, "
@@ -68,6 +69,11 @@ class Extract(Attack):
     description: ClassVar[str] = (
         "Samples many generations, ranks them by perplexity, zlib, lowercase and "
         "reference-model ratios, and submits the most suspicious as extracted training data."
+    )
+
+    settings = (
+        Setting("n_samples", int, 1000, "lines sampled from the model", 1),
+        Setting("k", int, 100, "samples submitted as extracted (precision at k)", 1),
     )
 
     def __init__(

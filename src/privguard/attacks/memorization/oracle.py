@@ -1,11 +1,11 @@
 """The oracle of a text model: what an attacker may ask a language model, counted.
 
-Text models answer other questions than classifiers, so they get their own small oracle with
-the same bookkeeping as :class:`privguard.oracle.Oracle`: an access level, a query count and an
-optional budget. One query is one sequence scored, one context whose next-character
-distribution is read, or one sample generated. Scoring texts needs ``probs`` access (an API
-that returns token log-probabilities, as many LLM APIs do); sampling alone would need only
-``label`` access, but the attacks here score what they sample.
+Text models answer other questions than classifiers, so they get their own small oracle on the
+same bookkeeping as :class:`privguard.oracle.Oracle` (:class:`~privguard.oracle.QueryMeter`: an
+access level, a query count and an optional budget). One query is one sequence scored, one
+context whose next-character distribution is read, or one sample generated. Scoring texts needs
+``probs`` access (an API that returns token log-probabilities, as many LLM APIs do); sampling
+alone would need only ``label`` access, but the attacks here score what they sample.
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from privguard.errors import AccessError, BudgetExhaustedError
-from privguard.oracle import Access
+from privguard.errors import AccessError
+from privguard.oracle import Access, QueryMeter
 
 LN2 = float(np.log(2.0))
 
 
-class TextOracle:
+class TextOracle(QueryMeter):
     """Query interface to a text model.
 
     Example:
@@ -31,10 +31,8 @@ class TextOracle:
     """
 
     def __init__(self, model, access: Access | str = Access.PROBS, *, budget: int | None = None):
+        super().__init__(access, budget=budget)
         self.model = model
-        self.access = Access.parse(access)
-        self.budget = budget
-        self.queries = 0
 
     @property
     def granularity(self) -> str:
@@ -42,31 +40,12 @@ class TextOracle:
         ``"token"`` otherwise."""
         return getattr(self.model, "granularity", "token")
 
-    @property
-    def remaining(self) -> int | None:
-        return None if self.budget is None else self.budget - self.queries
-
-    def require(self, needed: Access, who: str = "this attack") -> None:
-        if self.access < needed:
-            raise AccessError(
-                f"{who} needs '{needed.label}' access but the oracle gives only "
-                f"'{self.access.label}'; raise --access to {needed.label}"
-            )
-
-    def _spend(self, n: int) -> None:
-        if self.budget is not None and self.queries + n > self.budget:
-            raise BudgetExhaustedError(
-                f"query budget of {self.budget} spent ({self.queries} used, {n} more asked); "
-                "raise the budget or ask fewer queries"
-            )
-        self.queries += n
-
     def log_likelihood(self, texts: Sequence[str], *, end: bool = False) -> np.ndarray:
         """Natural-log likelihood of each text as a line of its own, ``(n,)`` float64; with
         ``end`` the line's closing newline is included. Needs ``probs`` access."""
         self.require(Access.PROBS)
         texts = list(texts)
-        self._spend(len(texts))
+        self._count(len(texts))
         return np.asarray(self.model.log_likelihood(texts, end=end), dtype=np.float64)
 
     def log_perplexity(self, texts: Sequence[str]) -> np.ndarray:
@@ -83,7 +62,7 @@ class TextOracle:
                 "texts with log_likelihood instead"
             )
         contexts = list(contexts)
-        self._spend(len(contexts))
+        self._count(len(contexts))
         lp = self.model.next_char_logprobs(contexts)
         return lp[:, self.model.char_ids(list(chars))]
 
@@ -92,5 +71,5 @@ class TextOracle:
     ) -> list[str]:
         """``n`` lines sampled from the model with top-k sampling, each cut at its newline."""
         self.require(Access.LABEL)
-        self._spend(n)
+        self._count(n)
         return list(self.model.sample(n, max_len=max_len, seed=seed, top_k=top_k, prefix=prefix))

@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import threading
 import time
 from collections import OrderedDict
@@ -34,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from privguard._io import atomic_write_bytes as _atomic_write
 from privguard.errors import ConfigError, DataError, ModelError
 from privguard.gateway.monitor.base import (
     ACTIONS,
@@ -407,17 +406,6 @@ def _records(x: Any, shape: tuple[int, ...] | None, what: str) -> np.ndarray:
     if not np.isfinite(x).all():
         raise DataError(f"{what} holds NaN or infinite values")
     return x
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 __all__ = ["ACTIONS", "DETECTORS", "DEFAULT_ACTIONS", "Finding", "Monitor"]

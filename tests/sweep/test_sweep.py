@@ -7,9 +7,9 @@ import json
 import pytest
 
 from privguard.cli import main
-from privguard.defenses.sweep import Variant, load_grid, recommend, sweep
-from privguard.defenses.sweep_report import write_sweep
 from privguard.errors import ConfigError
+from privguard.sweep import Variant, load_grid, recommend, sweep
+from privguard.sweep.report import write_sweep
 
 OVERFIT = {"epochs": 500, "lr": 3e-3}
 REGULARIZED = {

@@ -8,16 +8,17 @@ for 95% fidelity when those attacks ran.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
 from typing import Any
 
 from privguard import __version__
-from privguard.audit.plots import RISK_COLOURS, _new_figure, _png
-from privguard.audit.writers import _b64, _environment, to_jsonable
-from privguard.defenses.sweep import SweepResult, SweepRow
+from privguard._io import dumps_json, publish_files, to_jsonable
+from privguard.audit.plots import RISK_COLOURS, new_figure, to_png
+from privguard.audit.report.figures import b64
+from privguard.audit.report.html import environment
+from privguard.sweep.run import SweepResult, SweepRow
 
 PANELS = (
     ("membership_tpr_at_fpr_0_01", "membership TPR at 1% FPR (lower is safer)", False),
@@ -29,7 +30,7 @@ PANELS = (
 def plot_tradeoff(rows: list[SweepRow]) -> bytes:
     """Attack success against test accuracy, frontier marked; one panel per measured attack."""
     panels = [p for p in PANELS if any(getattr(r, p[0]) is not None for r in rows)]
-    fig = _new_figure(5.2 * len(panels), 4.4)
+    fig = new_figure(5.2 * len(panels), 4.4)
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (key, title, logy) in zip(axes, panels, strict=True):
         pts = [(r, getattr(r, key)) for r in rows if getattr(r, key) is not None]
@@ -71,7 +72,7 @@ def plot_tradeoff(rows: list[SweepRow]) -> bytes:
         ax.set_xlabel("test accuracy")
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
-    return _png(fig, dpi=110)
+    return to_png(fig, dpi=110)
 
 
 def sweep_dict(result: SweepResult) -> dict[str, Any]:
@@ -82,26 +83,16 @@ def sweep_dict(result: SweepResult) -> dict[str, Any]:
 
 def render_sweep_html(result: SweepResult) -> str:
     view = sweep_dict(result)
-    view["plot"] = "data:image/png;base64," + _b64(plot_tradeoff(result.rows))
-    return _environment().get_template("sweep.html.j2").render(s=view)
+    view["plot"] = "data:image/png;base64," + b64(plot_tradeoff(result.rows))
+    return environment().get_template("sweep.html.j2").render(s=view)
 
 
 def write_sweep(result: SweepResult, out: str | os.PathLike[str]) -> dict[str, Path]:
-    """Write ``sweep.json`` and ``sweep.html`` into ``out``: rendered in memory first, then each
-    written beside and moved into place, so a failure never leaves a half-written file."""
-    out = Path(out)
-    texts = {
-        "sweep.json": json.dumps(sweep_dict(result), indent=2, allow_nan=False) + "\n",
+    """Write ``sweep.json`` and ``sweep.html`` into ``out``: rendered in memory first, then
+    published with :func:`privguard._io.publish_files`, so a failure never leaves a
+    half-written file."""
+    texts: dict[str, str | bytes] = {
+        "sweep.json": dumps_json(sweep_dict(result), where="sweep"),
         "sweep.html": render_sweep_html(result),
     }
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {}
-    for name, text in texts.items():
-        tmp = out / f".{name}.tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out / name)
-        paths[name] = out / name
-    return paths
+    return publish_files(out, texts, what="the sweep report")

@@ -1,0 +1,42 @@
+"""The attribute-inference family: guessed values of a hidden field against the true ones.
+
+Evaluator: :func:`privguard.audit.attribute_eval.attribute_metrics` (accuracy and advantage over
+the no-model baseline, on members and non-members).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from privguard.attacks.base import AttributeGuesses
+from privguard.audit.attribute_eval import attribute_metrics, risk_attribute
+from privguard.audit.families import Evaluator, Family, Scored, register_family
+
+
+class AttributeEvaluator(Evaluator):
+    def __init__(self, truth: Any) -> None:
+        self.truth = truth
+
+    def evaluate(self, cls: type, guesses: Any) -> Scored:
+        t = self.truth
+        assert t.hidden_values is not None
+        return attribute_metrics(guesses, t.hidden_values, t.is_member, t.value_names)
+
+
+ATTRIBUTE = register_family(
+    Family(
+        name="attribute",
+        guesses=AttributeGuesses,
+        evaluator=AttributeEvaluator,
+        risk=risk_attribute,
+        key_metrics=(
+            ("advantage_members", "adv. members"),
+            ("member_advantage_gap", "member gap"),
+            ("accuracy", "acc."),
+            ("baseline_accuracy", "baseline"),
+            ("accuracy_members", "acc. members"),
+        ),
+        note="advantage = accuracy beyond the no-model baseline",
+        needs_member_truth=True,
+    )
+)

@@ -1,0 +1,190 @@
+"""Shared pieces of the ``privguard`` commands: the consoles, the progress display, option
+parsers, output-path checks and the result tables (audit summary, sweep).
+
+Nothing here imports torch, the gateway or matplotlib: the commands import what they need
+inside their functions, so ``privguard --help`` starts fast.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+from rich.console import Console
+
+from privguard.errors import ConfigError
+
+if TYPE_CHECKING:
+    from rich.table import Column
+
+    from privguard.audit.report import Report
+
+out = Console()
+err = Console(stderr=True)
+RISK_STYLE = {"low": "green", "medium": "yellow", "high": "bold red"}
+DB_HELP = (
+    "Audit database URL [default: $PRIVGUARD_DB, the config's [server] db, or "
+    "sqlite:///privguard-gateway.db]."
+)
+
+
+@contextmanager
+def progress() -> Iterator[Callable[[str, int, int], None]]:
+    """A rich progress display (on stderr) behind the library's progress callback."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+    ) as bar:
+        tasks: dict[str, Any] = {}
+
+        def update(step: str, done: int, total: int) -> None:
+            key = step.split(" ")[0] if step.startswith("attack") else step
+            if key not in tasks:
+                tasks[key] = bar.add_task(step, total=total)
+            bar.update(tasks[key], description=step, completed=done, total=total)
+
+        yield update
+
+
+def parse_hidden(value: str) -> list[int]:
+    """``--hidden 256,256`` -> [256, 256]; anything else is a ConfigError."""
+    try:
+        widths = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(
+            f"--hidden takes comma-separated widths such as 256,256, not {value!r}"
+        ) from None
+    if not widths or min(widths) < 1:
+        raise ConfigError("--hidden takes positive widths such as 256,256")
+    return widths
+
+
+def check_out(path: Path) -> None:
+    """Refuse an output path that exists and is not a directory."""
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{path} exists and is not a directory; choose another output path")
+
+
+def command_line() -> str:
+    """The command as typed, recorded in report.json."""
+    return "privguard " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def name_column(header: str) -> Column:
+    """A table's first column: names never wrap."""
+    from rich.table import Column
+
+    return Column(header, no_wrap=True)
+
+
+def short_citation(paper: str) -> str:
+    """'Authors, Title, Venue Year (more)' -> 'Authors, Venue Year'."""
+    import re
+
+    parts = [p.strip() for p in re.sub(r"\s*\(.*?\)", "", paper).split(";")[0].split(",")]
+    return f"{parts[0]}, {parts[-1]}" if len(parts) >= 3 else paper
+
+
+KEY_METRICS = {
+    "membership": [("auc", "AUC"), ("advantage", "adv."), ("tpr_at_fpr_0.01", "TPR@1%")],
+    "inversion": [
+        ("attack_accuracy", "acc"),
+        ("attack_accuracy_consensus", "both"),
+        ("member_closeness", "closeness"),
+    ],
+    "memorization": [
+        ("exposure_bits_top_repeats", "exposure"),
+        ("exposure_bits_max", "max"),
+        ("exposure_bits_reference_mean", "reference"),
+        ("precision_at_100", "prec@100"),
+        ("canaries_extracted", "canaries"),
+    ],
+    "attribute": [
+        ("accuracy_members", "acc. members"),
+        ("advantage_members", "adv. members"),
+        ("member_advantage_gap", "member gap"),
+    ],
+}
+
+
+KEY_NOTES = {
+    "inversion": "attack accuracy by an SVM / by both evaluators; member closeness (0.5 = none)",
+    "attribute": "advantage = accuracy beyond the no-model baseline",
+}
+
+
+def print_summary(report: Report, out_dir: Path) -> None:
+    """One table per attack family, with that family's key metrics as columns."""
+    from rich.box import SIMPLE_HEAD
+    from rich.table import Column, Table
+
+    families = list(dict.fromkeys(a.family for a in report.attacks))
+    for family in families:
+        attacks = [a for a in report.attacks if a.family == family]
+        keys = KEY_METRICS.get(family) or [(k, k) for k in list(attacks[0].metrics)[:3]]
+        cols = [Column(label, min_width=len(label)) for _, label in keys]
+        title = f"{family}: {KEY_NOTES[family]}" if family in KEY_NOTES else family
+        tail = [Column(h, min_width=len(h)) for h in ("risk", "queries", "s")]
+        table = Table(*cols, *tail, title=title, box=SIMPLE_HEAD)
+        table.columns.insert(0, name_column("attack"))
+        for a in attacks:
+            style = RISK_STYLE[a.risk]
+            values = [f"{a.metrics.get(k, float('nan')):.3f}" for k, _ in keys]
+            table.add_row(
+                a.name, *values, f"[{style}]{a.risk}[/]", str(a.queries), f"{a.seconds:.1f}"
+            )
+        out.print(table)
+    risk = report.summary["overall_risk"]
+    out.print(
+        f"overall risk: [{RISK_STYLE[risk]}]{risk}[/] (worst: {report.summary.get('worst_attack')})"
+    )
+    out.print(f"report written to {out_dir}/: report.json, report.html, model-card.md")
+
+
+def print_sweep(result: Any, out_dir: Path) -> None:
+    """The sweep's variants: accuracy against attack success, Pareto frontier in bold."""
+    from rich.box import SIMPLE_HEAD
+    from rich.table import Table
+
+    table = Table(box=SIMPLE_HEAD)
+    for col in ("variant", "test acc.", "ε", "TPR@1%FPR", "AUC", "data risk"):
+        table.add_column(col)
+    for r in result.rows:
+        eps = f"{r.epsilon:.3g}" if r.epsilon is not None else "—"
+        name = f"[bold]{r.name}[/bold]" if r.pareto else r.name
+        table.add_row(
+            name,
+            f"{r.test_accuracy:.3f}",
+            eps,
+            f"{r.membership_tpr_at_fpr_0_01:.3f}",
+            f"{r.membership_auc:.3f}",
+            r.data_risk,
+        )
+    out.print(table)
+    if result.recommendation:
+        out.print(f"recommendation: {result.recommendation['reason']}")
+    out.print(f"sweep written to {out_dir}/: sweep.html, sweep.json, reports/, models/")
+
+
+def maybe_fail(report: Report, fail_on: str | None) -> None:
+    """``--fail-on LEVEL``: exit 1 when any attack's risk reaches LEVEL."""
+    from privguard.audit.report import risk_rank
+
+    if fail_on is None:
+        return
+    tripped = [a.name for a in report.attacks if risk_rank(a.risk) >= risk_rank(fail_on)]
+    if tripped:
+        err.print(f"--fail-on {fail_on}: risk reached by {', '.join(tripped)}")
+        raise typer.Exit(1)

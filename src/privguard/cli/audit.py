@@ -1,0 +1,302 @@
+"""``privguard audit``, ``sweep`` and ``dp-audit``: run attacks and write their reports."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from privguard.cli._common import (
+    check_out,
+    command_line,
+    maybe_fail,
+    out,
+    parse_hidden,
+    print_summary,
+    print_sweep,
+    progress,
+)
+from privguard.errors import ConfigError
+
+
+def audit(
+    model: Path | None = typer.Option(
+        None,
+        "--model",
+        "--model-dir",
+        help="Model directory written by `privguard train`, a local Hugging Face model, or "
+        "your own model file (.skops, ...) audited on --members / --nonmembers.",
+    ),
+    members: Path | None = typer.Option(
+        None, help="Your model's training records (CSV / Parquet / NPZ) to audit it on."
+    ),
+    nonmembers: Path | None = typer.Option(
+        None, help="Records your model never saw (CSV / Parquet / NPZ); goes with --members."
+    ),
+    population: Path | None = typer.Option(
+        None,
+        help="Other records from the same population, the attacker's knowledge [default: half "
+        "of the non-members].",
+    ),
+    trust: list[str] | None = typer.Option(
+        None,
+        "--trust",
+        help="An exact type name (module.Class) a .skops file may use beyond the built-in "
+        "allowlist; repeat for several. Only for files you know are safe.",
+    ),
+    data: str | None = typer.Option(
+        None, help="The training data (default: as recorded in model.json, hash-checked)."
+    ),
+    label: str | None = typer.Option(None, help="Label column of a CSV/Parquet file."),
+    attacks: str | None = typer.Option(
+        None, help="Attack or family names, comma-separated [default: all that apply]."
+    ),
+    access: str | None = typer.Option(
+        None, help="label, topk, probs, logits or whitebox [default: probs]."
+    ),
+    policy: str | None = typer.Option(
+        None,
+        help="Output policy the answers pass through, e.g. 'label', 'topk:3,round:2', "
+        "'noise:gaussian:0.05', 'reverse-sigmoid:0.7:0.2', 'threshold:0.6'.",
+    ),
+    sensitive: str | None = typer.Option(
+        None, help="Hidden field for attribute inference (tabular; default: e.g. sex)."
+    ),
+    seed: int | None = typer.Option(None, help="Seeds the attacks; same seed, same report."),
+    budget: int | None = typer.Option(None, help="Query budget per attack."),
+    jobs: int | None = typer.Option(
+        None, help="Processes for shadow / reference models [default: 1]."
+    ),
+    scheduler: str | None = typer.Option(
+        None, help="Dask scheduler address: train shadow / reference models on that cluster."
+    ),
+    cache_dir: Path | None = typer.Option(
+        None, help="Keep trained reference models here and reuse them on reruns."
+    ),
+    out_dir: Path | None = typer.Option(
+        None, "--out", help="Report directory [default: privguard-report]."
+    ),
+    fail_on: str | None = typer.Option(
+        None, help="Exit 1 when any attack's risk reaches low, medium or high."
+    ),
+    plan_file: Path | None = typer.Option(
+        None, "--plan", help="TOML file with these options; flags given here override it."
+    ),
+    endpoint: str | None = typer.Option(
+        None,
+        help="Attack a live endpoint over HTTP instead (a gateway's base URL, or a mapped API's "
+        "prediction URL); --model then only tells the evaluator who the members are.",
+    ),
+    api_key_file: Path | None = typer.Option(
+        None, help="File holding the endpoint's API key (with --endpoint)."
+    ),
+    endpoint_map: Path | None = typer.Option(
+        None, help="TOML/JSON request/response mapping of a non-privguard JSON API."
+    ),
+) -> None:
+    """Run attacks against a model and write report.json, report.html and model-card.md."""
+    import privguard
+    from privguard.audit.plan import AuditPlan
+
+    plan = AuditPlan.from_toml(plan_file) if plan_file else AuditPlan()
+    plan = plan.merged(
+        {
+            "model": str(model) if model else None,
+            "data": data,
+            "label": label,
+            "attacks": attacks,
+            "access": access,
+            "policy": policy,
+            "sensitive": sensitive,
+            "seed": seed,
+            "budget": budget,
+            "jobs": jobs,
+            "scheduler": scheduler,
+            "cache_dir": str(cache_dir) if cache_dir else None,
+            "out": str(out_dir) if out_dir else None,
+            "fail_on": fail_on,
+        }
+    )
+    if endpoint is not None:
+        _audit_endpoint(plan, endpoint, api_key_file, endpoint_map, access)
+        return
+    if api_key_file or endpoint_map:
+        raise ConfigError("--api-key-file and --endpoint-map go with --endpoint URL")
+    plan.check()
+    out_path = Path(plan.out)
+    check_out(out_path)
+    split = _user_split(members, nonmembers, population, trust)
+    with progress() as update:
+        report = privguard.audit(
+            plan.model, access=plan.access, **split, **_audit_options(plan, update)
+        )
+    privguard.write_report(report, out_path)
+    print_summary(report, out_path)
+    maybe_fail(report, plan.fail_on)
+
+
+def _user_split(
+    members: Path | None, nonmembers: Path | None, population: Path | None, trust: list[str] | None
+) -> dict[str, Any]:
+    """``--members`` / ``--nonmembers`` / ``--population`` / ``--trust`` as audit keywords
+    (docs/byom.md); empty when auditing a privguard model directory on its recorded split."""
+    if (members is None) != (nonmembers is None):
+        raise ConfigError("--members and --nonmembers go together: give both files")
+    if population is not None and members is None:
+        raise ConfigError("--population goes with --members and --nonmembers")
+    split: dict[str, Any] = {"trusted": list(trust or [])}
+    if members is not None:
+        split.update(members=members, nonmembers=nonmembers, population=population)
+    return split
+
+
+def _audit_options(plan: Any, update: Any) -> dict:
+    """The plan's options as ``privguard.audit`` (and ``audit_endpoint``) keywords."""
+    return dict(
+        data=plan.data,
+        label=plan.label,
+        attacks=plan.attacks,
+        policy=plan.policy,
+        sensitive=plan.sensitive,
+        seed=plan.seed,
+        budget=plan.budget,
+        n_jobs=plan.jobs,
+        scheduler=plan.scheduler,
+        cache_dir=plan.cache_dir,
+        progress=update,
+        command=command_line(),
+    )
+
+
+def _audit_endpoint(
+    plan: Any, url: str, key_file: Path | None, map_file: Path | None, access: str | None
+) -> None:
+    """``audit --endpoint``: the attacks talk HTTP only (docs/endpoint-audit.md)."""
+    from dataclasses import replace
+
+    import privguard
+    from privguard.http_oracle import EndpointMap, audit_endpoint, read_api_key
+
+    replace(plan, model=plan.model or url).check()
+    mapping = EndpointMap.load(map_file) if map_file else None
+    api_key = read_api_key(key_file) if key_file else None
+    out_path = Path(plan.out)
+    check_out(out_path)
+    with progress() as update:
+        report = audit_endpoint(
+            url,
+            api_key=api_key,
+            mapping=mapping,
+            model=plan.model,
+            access=access,
+            **_audit_options(plan, update),
+        )
+    privguard.write_report(report, out_path)
+    print_summary(report, out_path)
+    e = report.target["endpoint"]
+    out.print(
+        f"endpoint {e['endpoint']}: {e['records_answered']} records answered in "
+        f"{e['http_requests']} requests, {e['rate_limited_429']} rate-limited (429), "
+        f"{e['seconds_waiting_on_429']} s waiting"
+    )
+    maybe_fail(report, plan.fail_on)
+
+
+def sweep(
+    data: str = typer.Option(..., help="Built-in dataset name or data file."),
+    model: str = typer.Option("mlp", help="Architecture of every variant: mlp, cnn or logreg."),
+    grid: str = typer.Option(
+        "default", help="'default' or a TOML file of [[variant]] tables (docs/defences.md)."
+    ),
+    out_dir: Path = typer.Option(Path("privguard-sweep"), "--out", help="Output directory."),
+    target_risk: str | None = typer.Option(
+        None, help="Recommend the most accurate variant whose data risk is at most this."
+    ),
+    attacks: str | None = typer.Option(
+        None, help="Attacks every variant faces [default: a cheap set per data kind]."
+    ),
+    epochs: int | None = typer.Option(None, help="Training epochs of every variant."),
+    label: str | None = typer.Option(None, help="Label column of a CSV/Parquet file."),
+    seed: int = typer.Option(0, help="Seeds split, training and attacks."),
+    jobs: int = typer.Option(1, help="Processes training variants in parallel."),
+    scheduler: str | None = typer.Option(None, help="Dask scheduler address to train on."),
+) -> None:
+    """Train defended variants (DP, regularization, output policies), audit each with the same
+    attacks, and write sweep.html: attack success against accuracy, Pareto frontier marked."""
+    from privguard.defenses.sweep import load_grid, recommend
+    from privguard.defenses.sweep import sweep as run_sweep
+    from privguard.defenses.sweep_report import write_sweep
+
+    if target_risk is not None and target_risk not in ("low", "medium", "high"):
+        raise ConfigError(f"--target-risk takes low, medium or high, not {target_risk!r}")
+    variants = load_grid(grid)
+    check_out(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise ConfigError(f"{out_dir} is not empty: choose a new --out directory for the sweep")
+    with progress() as update:
+        result = run_sweep(
+            data,
+            model=model,
+            grid=variants,
+            out=out_dir,
+            base={"epochs": epochs} if epochs else None,
+            attacks=attacks,
+            label=label,
+            seed=seed,
+            n_jobs=jobs,
+            scheduler=scheduler,
+            progress=update,
+        )
+    if target_risk:
+        recommend(result, target_risk)
+    write_sweep(result, out_dir)
+    print_sweep(result, out_dir)
+
+
+def dp_audit(
+    data: str = typer.Option(..., help="Built-in dataset name or a CSV/Parquet/NPZ/image folder."),
+    out_dir: Path = typer.Option(
+        Path("privguard-dp-audit"), "--out", help="Directory for dp-audit.json."
+    ),
+    model: str = typer.Option("mlp", help="logreg, mlp or cnn."),
+    label: str | None = typer.Option(None, help="Label column of a CSV/Parquet file."),
+    epochs: int = typer.Option(100, help="Training epochs."),
+    hidden: str = typer.Option("256,256", help="Hidden layer widths, comma-separated."),
+    lr: float = typer.Option(1e-3, help="Adam learning rate."),
+    batch_size: int = typer.Option(64, help="Records per step (expected size under DP)."),
+    dp_epsilon: float | None = typer.Option(
+        None, help="Audit DP-SGD at this epsilon [default: non-private training]."
+    ),
+    dp_delta: float | None = typer.Option(None, help="Delta, below 1/n [default: 1/(10 n)]."),
+    max_grad_norm: float = typer.Option(1.0, help="DP-SGD per-record gradient clipping norm."),
+    canaries: int = typer.Option(1000, help="Canary records m, each included with prob. 1/2."),
+    canary: str = typer.Option(
+        "flipped", help="flipped (records with a wrong label: most memorised) or natural."
+    ),
+    seed: int = typer.Option(0, help="Seeds the split, the canaries and the training run."),
+) -> None:
+    """One-run DP audit (Steinke, Nasr & Jagielski, NeurIPS 2023): an epsilon lower bound at
+    95% confidence from one training run, beside the accountant's epsilon."""
+    import privguard
+    from privguard.audit.dp_audit import one_run_audit, write_dp_audit
+    from privguard.data import load_dataset
+
+    config = privguard.TrainConfig(
+        model=model,
+        epochs=epochs,
+        hidden=parse_hidden(hidden),
+        lr=lr,
+        batch_size=batch_size,
+        seed=seed,
+        dp_epsilon=dp_epsilon,
+        dp_delta=dp_delta,
+        max_grad_norm=max_grad_norm,
+    )
+    check_out(out_dir)
+    ds = load_dataset(data, label=label)
+    with progress() as update:
+        result = one_run_audit(ds, config, canaries=canaries, canary=canary, progress=update)
+    path = write_dp_audit(result, out_dir)
+    out.print(result.summary_line(), markup=False, highlight=False)
+    out.print(f"written to {path}")
