@@ -45,6 +45,19 @@ def audit(
         help="An exact type name (module.Class) a .skops file may use beyond the built-in "
         "allowlist; repeat for several. Only for files you know are safe.",
     ),
+    factory: str | None = typer.Option(
+        None,
+        help="module:function building your PyTorch architecture, for --model WEIGHTS.safetensors "
+        "(imported from the Python path: only name code you trust).",
+    ),
+    recipe: Path | None = typer.Option(
+        None,
+        help="TOML training recipe of your PyTorch model (factory, optimizer, lr, epochs, "
+        "batch_size): reference models for LiRA / RMIA / shadow models are trained with it.",
+    ),
+    output: str | None = typer.Option(
+        None, help="What your model returns: probs or logits [default: detected or logits]."
+    ),
     data: str | None = typer.Option(
         None, help="The training data (default: as recorded in model.json, hash-checked)."
     ),
@@ -127,9 +140,23 @@ def audit(
     out_path = Path(plan.out)
     check_out(out_path)
     split = _user_split(members, nonmembers, population, trust)
+    model_arg: Any = plan.model
+    model_options = {
+        k: v
+        for k, v in (("factory", factory), ("recipe", recipe), ("output", output))
+        if v is not None
+    }
+    if model_options:
+        # options of the model file's loader (privguard.models.adapters): loaded here, before
+        # anything is written
+        if members is None:
+            raise ConfigError("--factory, --recipe and --output go with --members / --nonmembers")
+        from privguard.models.adapters import adapt
+
+        model_arg = adapt(plan.model, trusted=split["trusted"], **model_options)
     with progress() as update:
         report = privguard.audit(
-            plan.model, access=plan.access, **split, **_audit_options(plan, update)
+            model_arg, access=plan.access, **split, **_audit_options(plan, update)
         )
     privguard.write_report(report, out_path)
     print_summary(report, out_path)
