@@ -45,6 +45,19 @@ def audit(
         help="An exact type name (module.Class) a .skops file may use beyond the built-in "
         "allowlist; repeat for several. Only for files you know are safe.",
     ),
+    scores: Path | None = typer.Option(
+        None,
+        help="Metrics only: a CSV / Parquet / NPZ file of per-record scores and a member flag "
+        "column; writes the membership report without querying any model.",
+    ),
+    member_column: str = typer.Option(
+        "is_member", help="The member flag column of --scores (true/false or 1/0)."
+    ),
+    lower_is_member: list[str] | None = typer.Option(
+        None,
+        "--lower-is-member",
+        help="A --scores column where lower means member (a loss); repeat for several.",
+    ),
     factory: str | None = typer.Option(
         None,
         help="module:function building your PyTorch architecture, for --model WEIGHTS.safetensors "
@@ -134,6 +147,9 @@ def audit(
     if endpoint is not None:
         _audit_endpoint(plan, endpoint, api_key_file, endpoint_map, access)
         return
+    if scores is not None:
+        _audit_scores(plan, scores, member_column, lower_is_member, members, model)
+        return
     if api_key_file or endpoint_map:
         raise ConfigError("--api-key-file and --endpoint-map go with --endpoint URL")
     plan.check()
@@ -158,6 +174,35 @@ def audit(
         report = privguard.audit(
             model_arg, access=plan.access, **split, **_audit_options(plan, update)
         )
+    privguard.write_report(report, out_path)
+    print_summary(report, out_path)
+    maybe_fail(report, plan.fail_on)
+
+
+def _audit_scores(
+    plan: Any,
+    scores: Path,
+    member_column: str,
+    lower_is_member: list[str] | None,
+    members: Path | None,
+    model: Path | None,
+) -> None:
+    """``privguard audit --scores FILE``: the membership report of given scores, no queries."""
+    import privguard
+
+    if model is not None or members is not None:
+        raise ConfigError(
+            "--scores audits given scores without a model: leave out --model and --members"
+        )
+    out_path = Path(plan.out)
+    check_out(out_path)
+    report = privguard.audit_scores(
+        scores,
+        member_column=member_column,
+        lower_is_member=lower_is_member or [],
+        seed=plan.seed,
+        command=command_line(),
+    )
     privguard.write_report(report, out_path)
     print_summary(report, out_path)
     maybe_fail(report, plan.fail_on)
