@@ -143,6 +143,21 @@ def test_train_then_audit_writes_the_three_files(capsys, tmp_path):
         (["audit", "--model", "{model}", "--attacks", "bogus", "--out", "{tmp}/r"], "bogus"),
         (["audit", "--model", "{model}", "--fail-on", "severe", "--out", "{tmp}/r"], "severe"),
         (["audit", "--model", "{model}", "--data", "digits", "--out", "{tmp}/r"], "differs"),
+        (
+            ["audit", "--model", "{model}", "--set", "loss-threshold.n_reference=32"]
+            + ["--out", "{tmp}/r"],
+            "shadow_fraction",
+        ),
+        (
+            ["audit", "--model", "{model}", "--set", "bogus.k=1", "--out", "{tmp}/r"],
+            "lira-online",
+        ),
+        (
+            ["audit", "--model", "{model}", "--set", "loss-threshold.shadow_fraction=2"]
+            + ["--out", "{tmp}/r"],
+            "shadow_fraction",
+        ),
+        (["audit", "--model", "{model}", "--set", "n_reference", "--out", "{tmp}/r"], "--set"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(
@@ -179,6 +194,54 @@ def test_audit_from_a_plan_file(capsys, tmp_path, saved_mlp):
     d = json.loads((tmp_path / "rep" / "report.json").read_text())
     assert [a["name"] for a in d["attacks"]] == ["loss-threshold"]
     assert d["plan"]["seed"] == 2  # the flag overrides the file
+
+
+def test_attack_settings_from_set_override_the_plan_file(capsys, tmp_path, saved_mlp):
+    plan = tmp_path / "plan.toml"
+    plan.write_text(
+        f'model = "{saved_mlp}"\nout = "rep"\n[attacks]\nselect = ["loss-threshold"]\n'
+        "[attacks.loss-threshold]\nshadow_fraction = 0.7\n"
+    )
+    code, _, err = run(capsys, "audit", "--plan", plan)
+    assert code == 0, err
+    d = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert d["plan"]["settings"] == {"loss-threshold": {"shadow_fraction": 0.7}}
+    out = tmp_path / "rep2"
+    code, _, err = run(
+        capsys, "audit", "--plan", plan, "--set", "loss-threshold.shadow_fraction=0.3", "--out", out
+    )
+    assert code == 0, err
+    d = json.loads((out / "report.json").read_text())
+    assert d["plan"]["settings"] == {"loss-threshold": {"shadow_fraction": 0.3}}
+    assert [a["name"] for a in d["attacks"]] == ["loss-threshold"]
+
+
+def test_every_plan_key_is_an_audit_flag():
+    from dataclasses import fields
+
+    import typer.main
+
+    from privguard.audit.plan import AuditPlan
+    from privguard.cli import app
+
+    audit = typer.main.get_command(app).commands["audit"]
+    flags = {opt for p in audit.params for opt in p.opts}
+    for f in fields(AuditPlan):
+        flag = "--set" if f.name == "settings" else "--" + f.name.replace("_", "-")
+        assert flag in flags, f"plan key {f.name} has no {flag} flag"
+
+
+def test_attack_list_read_from_source_matches_the_registry():
+    from privguard.cli._catalog import registry_catalog, static_catalog
+
+    static = static_catalog()
+    assert static is not None  # the attack modules stay readable without importing them
+    assert static == registry_catalog()
+
+
+def test_attack_settings_listing(capsys):
+    code, out, _ = run(capsys, "attacks", "--settings")
+    assert code == 0 and "lira-online.n_reference" in out and "loss-threshold" in out
 
 
 def test_image_folder_trains_a_cnn_and_audits(capsys, tmp_path):

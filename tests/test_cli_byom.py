@@ -131,3 +131,45 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(
 def test_a_model_file_without_a_split_says_to_give_one(capsys, user_files, tmp_path):
     code, _, err = run(capsys, "audit", "--model", user_files / "model.skops", "--out", tmp_path)
     assert code == 2 and "--members FILE --nonmembers FILE" in err
+
+
+def test_import_records_the_split_as_hashes_and_later_audits_check_it(capsys, user_files, tmp_path):
+    d = user_files
+    model_dir = tmp_path / "imported"
+    code, _, err = run(
+        capsys,
+        "import",
+        "--model", d / "model.skops",
+        "--members", d / "train.csv",
+        "--nonmembers", d / "holdout.csv",
+        "--label", "disease",
+        "--out", model_dir,
+    )  # fmt: skip
+    assert code == 0, err
+    assert sorted(p.name for p in model_dir.iterdir()) == ["model.json", "model.skops"]
+    manifest = json.loads((model_dir / "model.json").read_text())
+    assert manifest["kind"] == "user"
+    assert set(manifest["user_split"]["content_sha256"]) == {"members", "nonmembers"}
+    assert "train.csv" not in (model_dir / "model.json").read_text().split("content_sha256")[1]
+
+    out = tmp_path / "report"
+    common = ["--model", model_dir, "--label", "disease", "--attacks", "loss-threshold"]
+    code, _, err = run(
+        capsys, "audit", *common,
+        "--members", d / "train.csv", "--nonmembers", d / "holdout.csv", "--out", out,
+    )  # fmt: skip
+    assert code == 0, err
+    assert json.loads((out / "report.json").read_text())["attacks"][0]["name"] == "loss-threshold"
+
+    # other records than those recorded: refused, nothing written
+    fewer = tmp_path / "fewer.csv"
+    pd.read_csv(d / "holdout.csv").iloc[:-1].to_csv(fewer, index=False)
+    code, _, err = run(
+        capsys, "audit", *common,
+        "--members", d / "train.csv", "--nonmembers", fewer, "--out", tmp_path / "r2",
+    )  # fmt: skip
+    assert code == 2 and "nonmembers differ from those recorded" in err
+    assert not (tmp_path / "r2").exists()
+
+    code, _, err = run(capsys, "audit", "--model", model_dir, "--out", tmp_path / "r3")
+    assert code == 2 and "content hashes" in err

@@ -19,7 +19,7 @@ import privguard
 from privguard import ConfigError, ModelError
 from privguard.models.adapters import load_model_file
 from privguard.models.adapters.sklearn import TRUSTED_TYPES
-from privguard.models.target import _manifest_hash
+from privguard.models.target import manifest_hash
 
 SRC = Path(privguard.__file__).parent
 EXEC_HELPER = "numpy.testing._private.utils.runstring"  # exec(astr, dict): a string runs
@@ -151,7 +151,7 @@ def _write_dir(d: Path, manifest: dict, weights_name: str, blob: bytes) -> None:
     """A model directory whose checksums are consistent (anyone can recompute them)."""
     manifest["integrity"] = {
         weights_name: hashlib.sha256(blob).hexdigest(),
-        "manifest": _manifest_hash({k: v for k, v in manifest.items() if k != "integrity"}),
+        "manifest": manifest_hash({k: v for k, v in manifest.items() if k != "integrity"}),
     }
     if not (d / weights_name).parent.exists():
         (d / weights_name).parent.mkdir(parents=True)
@@ -175,7 +175,7 @@ def test_model_json_cannot_point_weights_outside_its_directory(saved_mlp, tmp_pa
         manifest["weights"] = name
         manifest["integrity"] = {
             name: hashlib.sha256(blob).hexdigest(),
-            "manifest": _manifest_hash(manifest),
+            "manifest": manifest_hash(manifest),
         }
         (d / "model.json").write_text(json.dumps(manifest))
         with pytest.raises(ModelError, match="outside the model directory"):

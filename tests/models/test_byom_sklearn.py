@@ -109,6 +109,10 @@ def test_float64_logistic_regression_is_queried_in_float64(digits_split):
     before = pickle.dumps(model)
     target = user_target(model, members=(xm, ym), nonmembers=(xn, yn))
     assert target.predictor.dtype == np.float64
+    # reference models may train in worker processes: the recipe travels by pickle
+    recipe = pickle.loads(pickle.dumps(target.recipe))
+    refit = recipe.fit(target.user.dataset.x[:300], target.user.dataset.y[:300], seed=1)
+    assert refit.predict_proba(target.user.dataset.x[:4]).shape == (4, 10)
     assert target.oracle("probs")._spend(xm[:3].astype(np.float32)).dtype == np.float64
     report = privguard.audit(
         model, members=(xm, ym), nonmembers=(xn, yn), attacks=["equation-solving", "lira-offline"]

@@ -97,45 +97,24 @@ def short_citation(paper: str) -> str:
     return f"{parts[0]}, {parts[-1]}" if len(parts) >= 3 else paper
 
 
-KEY_METRICS = {
-    "membership": [("auc", "AUC"), ("advantage", "adv."), ("tpr_at_fpr_0.01", "TPR@1%")],
-    "inversion": [
-        ("attack_accuracy", "acc"),
-        ("attack_accuracy_consensus", "both"),
-        ("member_closeness", "closeness"),
-    ],
-    "memorization": [
-        ("exposure_bits_top_repeats", "exposure"),
-        ("exposure_bits_max", "max"),
-        ("exposure_bits_reference_mean", "reference"),
-        ("precision_at_100", "prec@100"),
-        ("canaries_extracted", "canaries"),
-    ],
-    "attribute": [
-        ("accuracy_members", "acc. members"),
-        ("advantage_members", "adv. members"),
-        ("member_advantage_gap", "member gap"),
-    ],
-}
-
-
-KEY_NOTES = {
-    "inversion": "attack accuracy by an SVM / by both evaluators; member closeness (0.5 = none)",
-    "attribute": "advantage = accuracy beyond the no-model baseline",
-}
-
-
 def print_summary(report: Report, out_dir: Path) -> None:
-    """One table per attack family, with that family's key metrics as columns."""
+    """One table per attack family, with that family's key metrics (its record's) as columns."""
     from rich.box import SIMPLE_HEAD
     from rich.table import Column, Table
 
+    from privguard.audit.families import family
+
     families = list(dict.fromkeys(a.family for a in report.attacks))
-    for family in families:
-        attacks = [a for a in report.attacks if a.family == family]
-        keys = KEY_METRICS.get(family) or [(k, k) for k in list(attacks[0].metrics)[:3]]
+    for name in families:
+        attacks = [a for a in report.attacks if a.family == name]
+        try:
+            fam = family(name)
+        except ConfigError:  # a family without an evaluator module: its first metrics
+            keys, note = [(k, k) for k in list(attacks[0].metrics)[:3]], ""
+        else:
+            keys, note = fam.columns([a.metrics for a in attacks]), fam.note
         cols = [Column(label, min_width=len(label)) for _, label in keys]
-        title = f"{family}: {KEY_NOTES[family]}" if family in KEY_NOTES else family
+        title = f"{name}: {note}" if note else name
         tail = [Column(h, min_width=len(h)) for h in ("risk", "queries", "s")]
         table = Table(*cols, *tail, title=title, box=SIMPLE_HEAD)
         table.columns.insert(0, name_column("attack"))

@@ -19,6 +19,14 @@ from privguard.cli._common import (
 )
 from privguard.errors import ConfigError
 
+# The audit's options are the fields of AuditPlan: each flag below is named after its field
+# (``--out`` is ``out_dir``, ``--set`` fills ``settings``), the plan file uses the same keys,
+# and _audit_options turns a plan into privguard.audit keywords. test_cli checks that every
+# plan field has its flag.
+PLAN_PARAMS = {"out_dir": "out"}  # parameter name -> AuditPlan field, where they differ
+AUDIT_KEYWORDS = {"jobs": "n_jobs"}  # AuditPlan field -> privguard.audit keyword, likewise
+NOT_AUDIT_KEYWORDS = ("model", "access", "out", "fail_on")  # the command uses these itself
+
 
 def audit(
     model: Path | None = typer.Option(
@@ -106,6 +114,13 @@ def audit(
     fail_on: str | None = typer.Option(
         None, help="Exit 1 when any attack's risk reaches low, medium or high."
     ),
+    settings: list[str] | None = typer.Option(
+        None,
+        "--set",
+        metavar="ATTACK.KEY=VALUE",
+        help="A per-attack setting, e.g. lira-online.n_reference=32 (repeatable; "
+        "`privguard attacks --settings` lists them).",
+    ),
     plan_file: Path | None = typer.Option(
         None, "--plan", help="TOML file with these options; flags given here override it."
     ),
@@ -122,28 +137,12 @@ def audit(
     ),
 ) -> None:
     """Run attacks against a model and write report.json, report.html and model-card.md."""
+    flags = dict(locals())
     import privguard
     from privguard.audit.plan import AuditPlan
 
     plan = AuditPlan.from_toml(plan_file) if plan_file else AuditPlan()
-    plan = plan.merged(
-        {
-            "model": str(model) if model else None,
-            "data": data,
-            "label": label,
-            "attacks": attacks,
-            "access": access,
-            "policy": policy,
-            "sensitive": sensitive,
-            "seed": seed,
-            "budget": budget,
-            "jobs": jobs,
-            "scheduler": scheduler,
-            "cache_dir": str(cache_dir) if cache_dir else None,
-            "out": str(out_dir) if out_dir else None,
-            "fail_on": fail_on,
-        }
-    )
+    plan = plan.merged(_plan_overrides(flags))
     if endpoint is not None:
         _audit_endpoint(plan, endpoint, api_key_file, endpoint_map, access)
         return
@@ -208,6 +207,38 @@ def _audit_scores(
     maybe_fail(report, plan.fail_on)
 
 
+def import_model(
+    model: Path = typer.Option(..., "--model", help="Your model file (.skops, ...)."),
+    members: Path = typer.Option(..., help="The records it was trained on (CSV/Parquet/NPZ)."),
+    nonmembers: Path = typer.Option(..., help="Records it never saw (CSV/Parquet/NPZ)."),
+    population: Path | None = typer.Option(None, help="Other records of the same population."),
+    label: str | None = typer.Option(None, help="Label column of CSV/Parquet files."),
+    trust: list[str] | None = typer.Option(
+        None, "--trust", help="An exact type name a .skops file may use (repeatable)."
+    ),
+    out_dir: Path = typer.Option(..., "--out", help="Model directory to write."),
+) -> None:
+    """Write your own model and split into a privguard model directory: the model, and the
+    member / non-member files as content hashes (not copies), checked by later audits."""
+    from privguard.models.user import user_target
+
+    check_out(out_dir)
+    target = user_target(
+        str(model),
+        members=members,
+        nonmembers=nonmembers,
+        population=population,
+        label=label,
+        trusted=list(trust or []),
+    )
+    target.save(out_dir)
+    out.print(
+        f"wrote {out_dir} (train accuracy {target.metrics['train_accuracy']:.3f}, test "
+        f"{target.metrics['test_accuracy']:.3f}); audit it with --model {out_dir} --members "
+        f"{members} --nonmembers {nonmembers}"
+    )
+
+
 def _user_split(
     members: Path | None, nonmembers: Path | None, population: Path | None, trust: list[str] | None
 ) -> dict[str, Any]:
@@ -223,22 +254,36 @@ def _user_split(
     return split
 
 
+def _plan_overrides(flags: dict[str, Any]) -> dict[str, Any]:
+    """The flags given on the command line as AuditPlan keys (``None``: not given)."""
+    from dataclasses import fields
+
+    from privguard.audit.plan import AuditPlan, parse_set
+
+    names = {f.name for f in fields(AuditPlan)}
+    overrides: dict[str, Any] = {}
+    for param, value in flags.items():
+        key = PLAN_PARAMS.get(param, param)
+        if key not in names:
+            continue
+        if key == "settings":
+            value = parse_set(value) if value else None
+        elif isinstance(value, Path):
+            value = str(value)
+        overrides[key] = value
+    return overrides
+
+
 def _audit_options(plan: Any, update: Any) -> dict:
     """The plan's options as ``privguard.audit`` (and ``audit_endpoint``) keywords."""
-    return dict(
-        data=plan.data,
-        label=plan.label,
-        attacks=plan.attacks,
-        policy=plan.policy,
-        sensitive=plan.sensitive,
-        seed=plan.seed,
-        budget=plan.budget,
-        n_jobs=plan.jobs,
-        scheduler=plan.scheduler,
-        cache_dir=plan.cache_dir,
-        progress=update,
-        command=command_line(),
-    )
+    from dataclasses import fields
+
+    options = {
+        AUDIT_KEYWORDS.get(f.name, f.name): getattr(plan, f.name)
+        for f in fields(plan)
+        if f.name not in NOT_AUDIT_KEYWORDS
+    }
+    return dict(options, progress=update, command=command_line())
 
 
 def _audit_endpoint(
@@ -248,7 +293,7 @@ def _audit_endpoint(
     from dataclasses import replace
 
     import privguard
-    from privguard.http_oracle import EndpointMap, audit_endpoint, read_api_key
+    from privguard.endpoint import EndpointMap, audit_endpoint, read_api_key
 
     replace(plan, model=plan.model or url).check()
     mapping = EndpointMap.load(map_file) if map_file else None
@@ -296,9 +341,9 @@ def sweep(
 ) -> None:
     """Train defended variants (DP, regularization, output policies), audit each with the same
     attacks, and write sweep.html: attack success against accuracy, Pareto frontier marked."""
-    from privguard.defenses.sweep import load_grid, recommend
-    from privguard.defenses.sweep import sweep as run_sweep
-    from privguard.defenses.sweep_report import write_sweep
+    from privguard.sweep import load_grid, recommend
+    from privguard.sweep import sweep as run_sweep
+    from privguard.sweep.report import write_sweep
 
     if target_risk is not None and target_risk not in ("low", "medium", "high"):
         raise ConfigError(f"--target-risk takes low, medium or high, not {target_risk!r}")

@@ -74,9 +74,9 @@ def demo(
 def _demo_defences(sweep_dir: Path, seed: int) -> None:
     """The patient-records model beside two defended variants (DP at ε = 1, a label-only
     output policy), audited alike; the sweep report goes to OUT/defences."""
-    from privguard.defenses.sweep import Variant, recommend
-    from privguard.defenses.sweep import sweep as run_sweep
-    from privguard.defenses.sweep_report import write_sweep
+    from privguard.sweep import Variant, recommend
+    from privguard.sweep import sweep as run_sweep
+    from privguard.sweep.report import write_sweep
 
     grid = [
         Variant("undefended"),

@@ -56,7 +56,18 @@ class _Part:
     features: pd.DataFrame | np.ndarray
     labels: np.ndarray
     source: str
-    sha256: str | None = None  # content hash of the file it was read from
+    sha256: str | None = None  # hash of the bytes of the file it was read from
+
+    def content_hash(self) -> str:
+        """sha256 of the records and labels as read (the same for a CSV file and the
+        DataFrame it holds): what a saved user model records to recognise its split."""
+        h = hashlib.sha256()
+        if isinstance(self.features, pd.DataFrame):
+            h.update(repr([str(c) for c in self.features.columns]).encode())
+        else:
+            h.update(f"{self.features.dtype}{self.features.shape}".encode())
+        h.update(_row_hashes(self).tobytes())
+        return h.hexdigest()
 
 
 def read_part(part: Any, *, name: str, label: str | None) -> _Part:
@@ -488,7 +499,7 @@ def load_user_split(
     n_m, n_n = counts[0], counts[1]
     members_idx = np.arange(n_m)
     non_idx = np.arange(n_m, n_m + n_n)
-    info: dict[str, Any] = {"members": n_m, "nonmembers": n_n}
+    info: dict[str, Any] = {"members": n_m, "nonmembers": n_n, "label": label, "seed": seed}
     sources = {p.name: p.source for p in parts}
     if population is not None:
         aux = np.arange(n_m + n_n, len(labels))
@@ -513,6 +524,7 @@ def load_user_split(
     hashes = {p.name: p.sha256 for p in parts if p.sha256}
     if hashes:
         info["sha256"] = hashes
+    info["content_sha256"] = {p.name: p.content_hash() for p in parts}
     name = sources.get("members", "user data")
     ds = UserDataset(
         name=name if name not in ("DataFrame", "arrays") else "user split",
@@ -571,9 +583,11 @@ def _row_hashes(p: _Part) -> np.ndarray:
         df["__label__"] = [as_text(v) for v in p.labels]
         return pd.util.hash_pandas_object(df, index=False).to_numpy()
     rows = np.ascontiguousarray(p.features).reshape(len(p.features), -1)
-    return np.array(
-        [hash((r.tobytes(), as_text(lab))) for r, lab in zip(rows, p.labels, strict=True)]
-    )
+    digests = [
+        hashlib.sha256(r.tobytes() + b"\0" + as_text(lab).encode()).digest()[:8]
+        for r, lab in zip(rows, p.labels, strict=True)
+    ]
+    return np.frombuffer(b"".join(digests), dtype=np.uint64)
 
 
 def _check_overlap(parts: list[_Part]) -> None:

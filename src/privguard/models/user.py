@@ -17,6 +17,8 @@ The user's model is never refitted, mutated or re-encoded: only ``predict_proba`
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -24,9 +26,15 @@ from typing import Any
 import numpy as np
 
 from privguard.data.user import ArrayCodec, Codec, UserData, load_user_split
-from privguard.errors import ConfigError
-from privguard.models.adapters.base import ModelAdapter, Recipe, adapt, check_proba
-from privguard.models.target import Target
+from privguard.errors import ConfigError, DataError, ModelError
+from privguard.models.adapters.base import (
+    ModelAdapter,
+    Recipe,
+    adapt,
+    check_proba,
+    register_loader,
+)
+from privguard.models.target import FORMAT_VERSION, Target, manifest_hash
 
 
 class EncodedPredictor:
@@ -157,14 +165,43 @@ class UserTarget(Target):
             )
         return d
 
-    def save(self, directory: str | Path) -> Path:
-        raise ConfigError(
-            "saving a model audited on your own split is not supported yet; keep your model file "
-            "and pass --model, --members and --nonmembers again"
-        )
-
     def files(self) -> dict[str, bytes]:
-        raise ConfigError("a model audited on your own split has no privguard model directory")
+        """A model directory for this model (``save`` writes it): ``model.skops`` and a
+        ``model.json`` that records the split as content hashes of the parts, not copies, so a
+        later audit can check it is given the same data."""
+        from privguard.models.adapters.sklearn import SklearnAdapter
+
+        if not isinstance(self.adapter, SklearnAdapter):
+            raise ConfigError(
+                f"saving a {self.adapter.framework} model as a privguard directory is not "
+                "supported yet; keep your model file and pass it to --model"
+            )
+        import skops.io as sio
+
+        blob = sio.dumps(self.adapter.estimator)
+        info = self.user.info
+        manifest: dict[str, Any] = {
+            "format_version": FORMAT_VERSION,
+            "kind": "user",
+            "architecture": self.architecture,
+            "dataset": self.dataset,
+            "user_split": {
+                "label": info.get("label"),
+                "seed": info.get("seed"),
+                "records": {k: info[k] for k in ("members", "nonmembers")},
+                "population": info.get("population"),
+                "sources": info.get("sources"),
+                "content_sha256": info.get("content_sha256"),
+                "files_sha256": info.get("sha256"),
+            },
+            "metrics": self.metrics,
+            "weights": "model.skops",
+        }
+        manifest["integrity"] = {
+            "model.skops": hashlib.sha256(blob).hexdigest(),
+            "manifest": manifest_hash(manifest),
+        }
+        return {"model.skops": blob, "model.json": json.dumps(manifest, indent=1).encode()}
 
 
 def user_target(
@@ -191,7 +228,7 @@ def user_target(
             "already records its split"
         )
     if isinstance(model, str | Path):
-        if (Path(model) / "model.json").is_file():
+        if (Path(model) / "model.json").is_file() and not is_user_dir(Path(model)):
             raise ConfigError(
                 f"{model} is a privguard model directory: it records its own split, so leave "
                 "out --members / --nonmembers / --population"
@@ -210,6 +247,7 @@ def user_target(
         frame_model=bool(adapter.takes_frame),
         seed=seed,
     )
+    _check_recorded(getattr(adapter, "recorded_split", None), data)
     return UserTarget(adapter, data)
 
 
@@ -236,6 +274,11 @@ def as_user_target(
             trusted=trusted,
             seed=seed,
         )
+    if isinstance(target, str | Path) and is_user_dir(Path(target)):
+        raise ConfigError(
+            f"{target} records your split as content hashes, not the records: pass --members "
+            "FILE --nonmembers FILE (and --population if you gave one) again"
+        )
     if isinstance(target, str | Path) and Path(target).is_file():
         raise ConfigError(
             f"to audit your own model {target}, pass the records it was trained on and records "
@@ -255,6 +298,59 @@ def as_user_target(
     )
 
 
+def is_user_dir(path: Path) -> bool:
+    """Whether ``path`` is a model directory written for a user's own model (kind ``user``)."""
+    mpath = path / "model.json"
+    if not mpath.is_file():
+        return False
+    try:
+        return json.loads(mpath.read_text()).get("kind") == "user"
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, OSError):
+        return False
+
+
+def load_user_dir(path: Path, *, trusted: Iterable[str] = (), **_: Any) -> ModelAdapter:
+    """The model of a directory written by :meth:`UserTarget.save` (``privguard import``),
+    with the split it recorded (``recorded_split``) for :func:`user_target` to check."""
+    from privguard.models.adapters.sklearn import SklearnAdapter
+    from privguard.models.safe_load import sklearn_estimator, weights_path
+
+    mpath = path / "model.json"
+    try:
+        manifest = json.loads(mpath.read_text())
+        integrity = manifest.pop("integrity")
+        name = manifest["weights"]
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
+        raise ModelError(f"{mpath} is not a valid privguard model.json") from None
+    if not isinstance(integrity, dict) or manifest_hash(manifest) != integrity.get("manifest"):
+        raise ModelError(f"{mpath} was altered after it was written (checksum mismatch)")
+    wpath = weights_path(path, name)
+    if not wpath.is_file():
+        raise ModelError(f"{path} is missing {name}; restore it or import the model again")
+    blob = wpath.read_bytes()
+    if hashlib.sha256(blob).hexdigest() != integrity.get(name):
+        raise ModelError(f"{wpath} was altered after it was written (checksum mismatch)")
+    adapter = SklearnAdapter(sklearn_estimator(blob, wpath, trusted))
+    adapter.recorded_split = manifest.get("user_split") or {}  # type: ignore[attr-defined]
+    return adapter
+
+
+def _check_recorded(recorded: dict[str, Any] | None, data: UserData) -> None:
+    """The split given now must be the one recorded when the model directory was written."""
+    if not recorded:
+        return
+    want = recorded.get("content_sha256") or {}
+    have = data.info.get("content_sha256", {})
+    for part in ("members", "nonmembers", "population"):
+        if part in want and part not in have:
+            raise DataError(f"the model directory recorded a {part} file: give it again")
+        if part in want and want[part] != have[part]:
+            raise DataError(
+                f"the {part} differ from those recorded with the model (sha256 "
+                f"{want[part][:12]}..., given {have[part][:12]}...); give the same records"
+            )
+
+
 def _accuracy(predictor: EncodedPredictor, x: np.ndarray, y: np.ndarray) -> float:
     p = predictor.predict_proba(x.astype(predictor.dtype))
     return float(np.mean(np.argmax(p, axis=1) == y))
@@ -263,3 +359,6 @@ def _accuracy(predictor: EncodedPredictor, x: np.ndarray, y: np.ndarray) -> floa
 def _who(adapter: ModelAdapter) -> str:
     d = getattr(adapter, "framework", "model")
     return f"the {d} model"
+
+
+register_loader(is_user_dir, load_user_dir, name="privguard user-model directory", priority=40)
