@@ -56,6 +56,8 @@ def test_callable_returning_logits_runs_lira_rmia_and_shadow_with_a_proxy(digits
 
     adapter = adapt(logits, n_classes=10, output="logits")
     assert isinstance(adapter, CallableAdapter)
+    proxy = pickle.loads(pickle.dumps(adapter.recipe()))  # recipes travel to worker processes
+    assert proxy.kind == "proxy" and proxy.classes == list(range(10))
     fp = adapter.fingerprint()
     report = privguard.audit(
         adapter,

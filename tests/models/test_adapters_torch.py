@@ -7,6 +7,7 @@ path, as a user's package would be; the MLP is trained here on digits.
 
 from __future__ import annotations
 
+import pickle
 import textwrap
 
 import numpy as np
@@ -116,6 +117,11 @@ def test_safetensors_with_a_recipe_file_loads_without_pickle_and_trains_referenc
     np.testing.assert_allclose(adapter.predict_proba(x), expected, atol=1e-6)
     recipe = adapter.recipe()
     assert recipe.kind == "recipe-file" and "80 epochs" in recipe.description
+    # recipes travel to worker processes (--jobs): they pickle, and the copy trains alike
+    copy = pickle.loads(pickle.dumps(recipe))
+    a = recipe.fit(members[0][:100], members[1][:100], seed=1).predict_proba(x)
+    b = copy.fit(members[0][:100], members[1][:100], seed=1).predict_proba(x)
+    np.testing.assert_array_equal(a, b)
     report = privguard.audit(
         adapter, members=members, nonmembers=nonmembers, attacks=["lira-offline"], settings=FAST
     )

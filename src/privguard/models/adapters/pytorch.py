@@ -307,8 +307,12 @@ class RecipeFile:
         self.batch_size = int(_number(spec, "batch_size", 64, source, positive=True, integer=True))
         self.weight_decay = _number(spec, "weight_decay", 0.0, source)
         self.momentum = _number(spec, "momentum", 0.0, source)
-        fn = import_factory(self.factory_name)
-        self.factory: Callable[[], Any] = lambda: fn(**self.factory_args)
+        import_factory(self.factory_name)  # fails here, before any training, if it cannot
+
+    def factory(self) -> Any:
+        """A fresh module from the named factory (a method, so the recipe pickles for worker
+        processes: they import the factory's module from the Python path themselves)."""
+        return import_factory(self.factory_name)(**self.factory_args)
 
     def settings(self) -> dict[str, Any]:
         return {
