@@ -105,3 +105,56 @@ def test_logits_passed_as_probabilities_and_unknown_classes_are_one_line_errors(
     nan = adapt(lambda x: np.full((len(x), 10), np.nan), n_classes=10)
     with pytest.raises(DataError, match="NaN"):
         privguard.audit(nan, members=members, nonmembers=nonmembers, attacks=["loss-threshold"])
+
+
+def test_a_callable_on_raw_columns_gets_the_table_proxy(tmp_path):
+    """Raw heart-disease columns (text categoricals, missing values) reach the callable as a
+    DataFrame; the proxy is a boosted pipeline trained on the same raw columns."""
+    import pandas as pd
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    from privguard.data.builtin import _read_shipped
+
+    df = _read_shipped("heart-disease.csv.gz").drop_duplicates().reset_index(drop=True)
+    df["disease"] = np.where(df.pop("num") > 0, "present", "absent")
+    idx = np.random.default_rng(0).permutation(len(df))
+    members, nonmembers = df.iloc[idx[:400]], df.iloc[idx[400:]]
+    x = members.drop(columns="disease")
+    cats = [c for c in x.columns if not pd.api.types.is_numeric_dtype(x[c])]
+    pipe = Pipeline(
+        [
+            (
+                "enc",
+                ColumnTransformer(
+                    [("c", OneHotEncoder(handle_unknown="ignore"), cats)], remainder="passthrough"
+                ),
+            ),
+            (
+                "gbm",
+                HistGradientBoostingClassifier(max_iter=100, early_stopping=False, random_state=0),
+            ),
+        ]
+    ).fit(x, members["disease"])
+    seen = []
+
+    def served(frame):
+        seen.append(type(frame))
+        return pipe.predict_proba(frame)
+
+    adapter = adapt(served, classes=["absent", "present"], columns=list(x.columns))
+    report = privguard.audit(
+        adapter,
+        members=members,
+        nonmembers=nonmembers,
+        label="disease",
+        attacks=["lira-offline", "rmia"],
+        settings=FAST,
+    )
+    assert set(seen) == {pd.DataFrame}
+    assert report.target["reference_recipe"]["kind"] == "proxy"
+    got = {a.name: a.metrics for a in report.attacks}
+    assert got["lira-offline"]["reference_models"] > 0
+    assert got["lira-offline"]["auc"] > 0.55 and got["rmia"]["auc"] > 0.55
