@@ -126,3 +126,25 @@ def test_saved_directory_loads_without_code_or_pickle(classifier, tmp_path):
 def test_a_model_without_its_tokenizer_is_a_one_line_error(classifier):
     with pytest.raises(ConfigError, match="tokenizer"):
         adapt(classifier[0])
+
+
+def test_attacks_that_need_numeric_inputs_are_skipped_with_the_reason(classifier):
+    model, tok, members, nonmembers, _ = classifier
+    report = privguard.audit(
+        adapt(model, tokenizer=tok),
+        members=members,
+        nonmembers=nonmembers,
+        label="sentiment",
+        attacks=["loss-threshold", "extraction"],
+    )
+    assert [a.name for a in report.attacks] == ["loss-threshold"]
+    skipped = {s["attack"]: s["reason"] for s in report.summary["skipped"]}
+    assert "this model reads text" in skipped["knockoff"]
+    with pytest.raises(ConfigError, match="reads text"):
+        privguard.audit(
+            adapt(model, tokenizer=tok),
+            members=members,
+            nonmembers=nonmembers,
+            label="sentiment",
+            attacks=["label-only-boundary"],
+        )

@@ -10,9 +10,10 @@ The class list is the model's ``id2label`` when it names the labels, else ``0..K
 (``classes=`` overrides it). A fine-tuned transformer brings no training recipe privguard can
 rerun cheaply, so reference-model attacks (LiRA, RMIA, shadow models) use the attacker's text
 proxy (character n-gram TF-IDF + logistic regression, :mod:`privguard.models.adapters.proxy`)
-and the report says so. The attacks work on the audited records themselves; attacks that need
-numeric inputs they can change (inversion, extraction, label-only boundary distance) see a
-one-hot stand-in for each text and are not meaningful for text: run the membership family.
+and the report says so. Membership attacks query the audited records themselves; attacks that need
+numeric inputs they can make up or alter (extraction, attribute inference, inversion, the
+label-only boundary and augmentation attacks) are skipped with that reason
+(:meth:`HFClassifierAdapter.unsuitable`, which the audit engine asks).
 
 A local directory (``privguard audit --model DIR``) loads only with safetensors weights, its
 own tokenizer files and no custom code: ``local_files_only=True``, ``use_safetensors=True``,
@@ -41,6 +42,10 @@ from privguard.models.adapters.base import (
 )
 from privguard.models.adapters.generic import resolve_classes, softmax
 from privguard.models.adapters.pytorch import _frozen, module_fingerprint
+
+# attacks that need numeric inputs they can vary: skipped with the reason for a text model
+INPUT_FAMILIES = ("extraction", "attribute", "inversion")
+INPUT_ATTACKS = ("label-only-boundary", "label-only-augmentation")
 
 
 def is_hf_classifier(model: Any) -> bool:
@@ -135,6 +140,18 @@ class HFClassifierAdapter(ModelAdapter):
         from privguard.models.adapters.proxy import ProxyRecipe
 
         return ProxyRecipe(self.classes, data="text")
+
+    def unsuitable(self, attack: Any) -> str | None:
+        """Why an attack does not apply to a text classifier (the engine skips it with this
+        reason): attacks that make up or alter inputs, or infer a hidden feature, need numeric
+        inputs; the membership attacks that query the records themselves apply."""
+        name, fam = getattr(attack, "name", ""), getattr(attack, "family", "")
+        if fam in INPUT_FAMILIES or name in INPUT_ATTACKS:
+            return (
+                f"the {name} attack makes up or alters inputs (or infers a hidden feature) and "
+                "needs numeric inputs; this model reads text"
+            )
+        return None
 
     def describe(self) -> dict[str, Any]:
         d = {
