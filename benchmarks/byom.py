@@ -124,7 +124,7 @@ def audit_one(name: str, model: Any, split: dict[str, Any], settings: dict, seed
     seconds = time.perf_counter() - t0
     row: dict[str, Any] = {
         "model": name,
-        "framework": report.target.get("framework"),
+        "framework": report.target["architecture"].get("framework"),
         "recipe": report.target["reference_recipe"]["kind"],
         "recipe_description": report.target["reference_recipe"]["description"],
         "train_accuracy": report.target.get("train_accuracy"),
@@ -235,6 +235,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--digits-records", type=int, default=600, help="digits per part (600)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--note", default="", help="a remark stored with the results")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     start = time.perf_counter()
@@ -246,6 +247,8 @@ def main(argv: list[str] | None = None) -> None:
         "seed": args.seed,
         "attacks": ATTACKS,
     }
+    if args.note:
+        results["note"] = args.note
     results["rows"] = run(args)
     finish_run(results, args.out, start, print_tables=print_tables, markdown=markdown)
 
