@@ -241,7 +241,7 @@ def test_attack_list_read_from_source_matches_the_registry():
 
 def test_attack_settings_listing(capsys):
     code, out, _ = run(capsys, "attacks", "--settings")
-    assert code == 0 and "lira-online.n_reference" in out and "loss-threshold" in out
+    assert code == 0 and "lira-online.n_reference" in out and "[attacks.ATTACK]" in out
 
 
 def test_image_folder_trains_a_cnn_and_audits(capsys, tmp_path):

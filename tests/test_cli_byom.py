@@ -173,3 +173,17 @@ def test_import_records_the_split_as_hashes_and_later_audits_check_it(capsys, us
 
     code, _, err = run(capsys, "audit", "--model", model_dir, "--out", tmp_path / "r3")
     assert code == 2 and "content hashes" in err
+
+    # the same checks from Python: the CSV's records as a DataFrame hash alike
+    import privguard
+
+    with pytest.raises(privguard.ModelError, match="records its split as hashes"):
+        privguard.load_target(model_dir)
+    report = privguard.audit(
+        model_dir,
+        members=pd.read_csv(d / "train.csv"),
+        nonmembers=pd.read_csv(d / "holdout.csv"),
+        label="disease",
+        attacks=["loss-threshold"],
+    )
+    assert report.target["kind"] == "user"

@@ -20,6 +20,7 @@ import sys
 import types
 from typing import TYPE_CHECKING, Any
 
+from privguard._version import __version__
 from privguard.errors import (
     AccessError,
     BudgetExhaustedError,
@@ -28,8 +29,6 @@ from privguard.errors import (
     ModelError,
     PrivguardError,
 )
-
-__version__ = "0.1.0"
 
 # public name -> (module, attribute), imported on first access
 _LAZY = {

@@ -241,3 +241,26 @@ def test_top_k_and_the_policy_access_cap():
     assert policy_access("logits", "round:2") == Access.PROBS
     assert policy_access("logits", "topk:2") == Access.TOPK
     assert policy_access(Access.LABEL, parse_policy("topk:2")) == Access.LABEL
+
+
+# -- the CLI -------------------------------------------------------------------------------------
+
+
+def test_cli_set_reaches_the_report_and_bad_settings_exit_2(capsys, tmp_path, saved_mlp):
+    import json
+
+    from privguard.cli import main
+
+    out = tmp_path / "rep"
+    args = ["audit", "--model", saved_mlp, "--attacks", "loss-threshold", "--out", out]
+    code = main([*map(str, args), "--set", "loss-threshold.shadow_fraction=0.3"])
+    assert code == 0, capsys.readouterr().err
+    report = json.loads((out / "report.json").read_text())
+    assert report["plan"]["settings"] == {"loss-threshold": {"shadow_fraction": 0.3}}
+    assert "TPR@1%" in capsys.readouterr().out  # the family record's key metrics as columns
+    code = main([*map(str, args), "--set", "loss-threshold.shadow=0.3"])
+    err = capsys.readouterr().err
+    assert code == 2 and "no setting 'shadow'" in err and "shadow_fraction" in err
+    assert "Traceback" not in err
+    assert main(["attacks", "--settings"]) == 0
+    assert "n_reference" in capsys.readouterr().out

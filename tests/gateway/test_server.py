@@ -28,9 +28,17 @@ def _body(x: np.ndarray) -> dict:
     return {"inputs": x.tolist()}
 
 
-def test_health_and_metrics_need_no_key(server):
+def test_health_needs_no_key_and_metrics_need_an_admin_key(server):
+    client_key = server.new_key("probs")["secret"]
     with server.client() as c:
         assert c.get("/healthz").json() == {"status": "ok"}
+        r = c.get("/metrics")
+        assert (r.status_code, r.json()["error"]["code"]) == (401, "missing_api_key")
+    with server.client(client_key) as c:
+        # per-detector counts would tell a client which of its own queries fired
+        r = c.get("/metrics")
+        assert (r.status_code, r.json()["error"]["code"]) == (403, "forbidden")
+    with server.client(server.admin) as c:
         r = c.get("/metrics")
         assert r.status_code == 200 and "privguard_requests_total" in r.text
 
@@ -269,7 +277,7 @@ def test_log_rows_of_concurrent_requests_share_commits(sqlite_server):
     key = s.new_key("label")["secret"]
 
     def scrape():
-        with s.client() as c:
+        with s.client(s.admin) as c:
             text = c.get("/metrics").text
         vals = {}
         for line in text.splitlines():

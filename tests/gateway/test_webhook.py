@@ -25,11 +25,11 @@ from privguard.gateway.app import create_app
 from privguard.gateway.config import GatewayConfig
 from privguard.gateway.keys import create_key
 from privguard.gateway.monitor import Monitor
-from privguard.gateway.monitor.evaluation import uniform_queries
-from privguard.gateway.process import free_port
 from privguard.gateway.store import Store
 from privguard.gateway.webhook import SIGNATURE_HEADER, AlertWebhook
 from privguard.models.threads import single_thread
+from privguard.testing.servers import free_port
+from privguard.testing.streams import uniform_queries
 
 SECRET = "webhook-test-secret"
 

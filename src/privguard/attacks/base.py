@@ -189,15 +189,21 @@ class Setting:
     high: float | None = None
     choices: tuple[str, ...] = ()
 
+    def span(self) -> str:
+        """The allowed range, ``"4..1024"`` (``""`` when unbounded)."""
+        if self.low is None and self.high is None:
+            return ""
+        lo = "" if self.low is None else f"{self.low:g}"
+        hi = "" if self.high is None else f"{self.high:g}"
+        return f"{lo}..{hi}"
+
     def describe(self) -> str:
         """``n_reference (int, 2..256, default 16): ...`` for error messages and listings."""
         kind = self.type.__name__
         if self.choices:
             kind += ": " + " | ".join(self.choices)
-        elif self.low is not None or self.high is not None:
-            lo = "" if self.low is None else f"{self.low:g}"
-            hi = "" if self.high is None else f"{self.high:g}"
-            kind += f", {lo}..{hi}"
+        elif self.span():
+            kind += f", {self.span()}"
         return f"{self.name} ({kind}, default {self.default!r}): {self.help}"
 
     def _kind(self) -> str:
@@ -231,9 +237,7 @@ class Setting:
                 f"{who}: {self.name} is one of {', '.join(self.choices)}, not {value!r}"
             )
         if (self.low is not None and v < self.low) or (self.high is not None and v > self.high):
-            lo = "" if self.low is None else f"{self.low:g}"
-            hi = "" if self.high is None else f"{self.high:g}"
-            raise ConfigError(f"{who}: {self.name} must be in {lo}..{hi}, not {value!r}")
+            raise ConfigError(f"{who}: {self.name} must be in {self.span()}, not {value!r}")
         return v
 
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from privguard.attacks.base import Attack
@@ -47,9 +49,9 @@ def discover() -> None:
     global _discovered
     if _discovered:
         return
-    import privguard.attacks as root
-
-    for info in pkgutil.walk_packages(root.__path__, prefix=f"{root.__name__}."):
+    package = __name__.rpartition(".")[0]  # privguard.attacks, without importing it here
+    path = sys.modules[package].__path__ if package in sys.modules else [str(Path(__file__).parent)]
+    for info in pkgutil.walk_packages(path, prefix=f"{package}."):
         importlib.import_module(info.name)
     _discovered = True
 

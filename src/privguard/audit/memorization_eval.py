@@ -16,7 +16,7 @@ family record is :mod:`privguard.audit.families.memorization`):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -29,8 +29,6 @@ from privguard.data.corpus import Canary, Corpus, load_corpus
 from privguard.errors import DataError
 from privguard.models.text import TextTarget
 
-Progress = Callable[[str, int, int], None]
-ALIASES = {"extraction": "extract"}  # on a text model, "extraction" means training-data extraction
 N_REFERENCE = 1000  # random non-inserted candidates behind the reference distribution
 N_REFERENCE_EXTRAPOLATED = 300  # each costs a query when exposure is extrapolated
 MIN_MATCH = 40  # characters of verbatim training text that make a sample "memorized"

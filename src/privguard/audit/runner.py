@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from privguard import __version__
+from privguard._version import __version__
 from privguard.attacks import Attack, Compute, Knowledge, normalise
 from privguard.audit import engine
 from privguard.audit.report import Report

@@ -37,7 +37,7 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
-        from privguard import __version__
+        from privguard._version import __version__
 
         out.print(f"privguard {__version__}")
         raise typer.Exit()

@@ -98,23 +98,24 @@ def short_citation(paper: str) -> str:
 
 
 def print_summary(report: Report, out_dir: Path) -> None:
-    """One table per attack family, with that family's key metrics (its record's) as columns."""
+    """One table per attack family, with that family's key metrics as columns (the family
+    record's :attr:`~privguard.audit.families.Family.key_metrics` present in its attacks)."""
     from rich.box import SIMPLE_HEAD
     from rich.table import Column, Table
 
-    from privguard.audit.families import family
+    from privguard.audit.families import FAMILIES, all_families
 
+    all_families()  # loads the records
     families = list(dict.fromkeys(a.family for a in report.attacks))
-    for name in families:
-        attacks = [a for a in report.attacks if a.family == name]
-        try:
-            fam = family(name)
-        except ConfigError:  # a family without an evaluator module: its first metrics
-            keys, note = [(k, k) for k in list(attacks[0].metrics)[:3]], ""
+    for family in families:
+        attacks = [a for a in report.attacks if a.family == family]
+        record = FAMILIES.get(family)
+        if record is not None:
+            keys = record.columns([a.metrics for a in attacks])
         else:
-            keys, note = fam.columns([a.metrics for a in attacks]), fam.note
+            keys = [(k, k) for k in list(attacks[0].metrics)[:3]]
         cols = [Column(label, min_width=len(label)) for _, label in keys]
-        title = f"{name}: {note}" if note else name
+        title = f"{family}: {record.note}" if record is not None and record.note else family
         tail = [Column(h, min_width=len(h)) for h in ("risk", "queries", "s")]
         table = Table(*cols, *tail, title=title, box=SIMPLE_HEAD)
         table.columns.insert(0, name_column("attack"))

@@ -9,7 +9,9 @@ from privguard.cli._common import name_column, out, short_citation
 
 def list_attacks(
     settings: bool = typer.Option(
-        False, "--settings", help="Also list each attack's settings (for audit --set)."
+        False,
+        "--settings",
+        help="List each attack's settings (set them with audit --set ATTACK.SETTING=VALUE).",
     ),
 ) -> None:
     """List every attack with its family, the access it needs and the paper it implements."""
@@ -17,25 +19,25 @@ def list_attacks(
 
     from privguard.cli._catalog import registry_catalog, static_catalog
 
+    if settings:  # one line each: a table of six columns is unreadable at 80 columns
+        from privguard.attacks import all_attacks
+
+        out.print(
+            "privguard audit --set ATTACK.SETTING=VALUE, or [attacks.ATTACK] in a plan:",
+            markup=False,
+        )
+        for cls in all_attacks():
+            for s in cls.settings:
+                line = f"  {cls.name}.{s.describe()}"
+                out.print(line, markup=False, highlight=False, soft_wrap=True)
+        return
     # reading the attack modules' source answers at once; importing them loads torch
-    rows = None if settings else static_catalog()
+    rows = static_catalog()
     table = Table("family", "needs", "paper")
     table.columns.insert(0, name_column("attack"))
     for name, family, needs, paper in rows or registry_catalog():
         table.add_row(name, family, needs, short_citation(paper))
     out.print(table)
-    if settings:
-        _print_settings()
-
-
-def _print_settings() -> None:
-    """Each attack's declared settings: ``privguard audit --set ATTACK.KEY=VALUE``."""
-    from privguard.attacks import all_attacks
-
-    out.print("settings (privguard audit --set ATTACK.KEY=VALUE, or [attacks.ATTACK] in a plan):")
-    for cls in all_attacks():
-        for s in cls.settings:
-            out.print(f"  {cls.name}.{s.describe()}", markup=False, highlight=False, soft_wrap=True)
 
 
 def list_datasets() -> None:

@@ -377,7 +377,8 @@ def _cast(series: pd.Series, dtype: Any) -> pd.Series:
     try:
         if isinstance(dtype, pd.CategoricalDtype):
             return series.astype(dtype)
-        if pd.api.types.is_integer_dtype(dtype) and series.isna().any():
+        nullable = isinstance(dtype, pd.api.extensions.ExtensionDtype)
+        if pd.api.types.is_integer_dtype(dtype) and series.isna().any() and not nullable:
             return series.astype("float64")
         return series.astype(dtype)
     except (TypeError, ValueError):

@@ -102,7 +102,7 @@ def session_secret(fingerprint_key: bytes) -> bytes:
 
 def mount_dashboard(app: FastAPI, gw: Any) -> None:
     """Add ``/dashboard`` (pages, JSON for the chart, static files) to the gateway's ``app``;
-    ``gw`` is its :class:`~privguard.gateway.app.Gateway`. The routes stay out of the OpenAPI
+    ``gw`` is its :class:`~privguard.gateway.service.Gateway`. The routes stay out of the OpenAPI
     schema (they are for browsers, not API clients)."""
     secret = session_secret(gw.fingerprint_key)
     sessions = URLSafeTimedSerializer(secret, salt="privguard-dashboard-session")
@@ -169,7 +169,9 @@ def mount_dashboard(app: FastAPI, gw: Any) -> None:
             return None, None, forbidden(request, "your session has ended; log in again")
         form = await request.form()
         token = form.get("csrf")
-        if not isinstance(token, str) or not hmac.compare_digest(token, s.csrf):
+        if not isinstance(token, str) or not hmac.compare_digest(
+            token.encode("utf-8", "replace"), s.csrf.encode()
+        ):
             return None, None, forbidden(request, "missing or wrong CSRF token; reload the page")
         return s, form, None
 
@@ -195,7 +197,11 @@ def mount_dashboard(app: FastAPI, gw: Any) -> None:
             expected = str(logins.loads(request.cookies.get(LOGIN_COOKIE, ""), LOGIN_SECONDS)["c"])
         except (BadSignature, KeyError, TypeError):
             expected = None
-        if not (isinstance(token, str) and expected and hmac.compare_digest(token, expected)):
+        if not (
+            isinstance(token, str)
+            and expected
+            and hmac.compare_digest(token.encode("utf-8", "replace"), expected.encode())
+        ):
             return forbidden(request, "the login form expired or was not ours; load it again")
         secret = form.get("key")
         secret = secret.strip() if isinstance(secret, str) else ""

@@ -18,13 +18,14 @@ log = logging.getLogger("privguard.gateway")
 def prepare(settings: ServeSettings):
     """Load config and model, migrate the database, create the fingerprint key: whatever is
     wrong is reported here, once, before any worker starts. Returns (config, target, db)."""
-    from privguard.gateway.app import fingerprint_key
     from privguard.gateway.seal import load_model
+    from privguard.gateway.startup import fingerprint_key, private_sqlite
     from privguard.gateway.store import Store
 
     config = settings.load_config()
     target = load_model(settings.model, settings.seal_key_file)
     db = settings.resolve_db(config)
+    private_sqlite(db)
     store = Store(db)
     try:
         store.migrate()
@@ -65,6 +66,9 @@ def serve(
         if f and not Path(f).is_file():
             raise ConfigError(f"no TLS file at {f}")
     config, target, db = prepare(settings)
+    exposed = exposure_warning(host, tls=bool(tls_cert))
+    if exposed:
+        log.warning("%s", exposed)
     redis = settings.resolve_redis(config)
     if workers > 1 and not redis:
         log.warning(
@@ -85,6 +89,8 @@ def serve(
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1)
+    from privguard.gateway.protocol import protocol_class
+
     common = dict(
         host=host,
         port=port,
@@ -93,6 +99,11 @@ def serve(
         access_log=False,
         log_level=log_level,
         timeout_graceful_shutdown=5,
+        # slow clients: request heads must arrive within HEADER_SECONDS (protocol.py), idle
+        # keep-alive connections close after 5 s, and an h11 request head is at most 16 kB
+        http=protocol_class(),
+        timeout_keep_alive=5,
+        h11_max_incomplete_event_size=16 * 1024,
     )
     if workers == 1:
         from privguard.gateway.app import create_app
@@ -110,6 +121,17 @@ def serve(
         workers=workers,
         timeout_worker_healthcheck=90,
         **common,
+    )
+
+
+def exposure_warning(host: str, *, tls: bool) -> str | None:
+    """What to warn about when ``host`` accepts connections from other machines without TLS:
+    API keys and answers would cross the network in clear text."""
+    if tls or host in ("127.0.0.1", "localhost", "::1") or host.startswith("127."):
+        return None
+    return (
+        f"serving on {host} without TLS: API keys and answers cross the network in clear "
+        "text; pass --tls-cert/--tls-key or put a TLS-terminating reverse proxy in front"
     )
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from privguard._io import atomic_write_bytes as atomic_write
+from privguard._io import atomic_write_bytes
 from privguard.data import Dataset, Split, load_dataset, make_split
 from privguard.errors import ConfigError, DataError, ModelError
 from privguard.models.nets import count_parameters
@@ -140,7 +140,7 @@ class Target:
         out.mkdir(parents=True, exist_ok=True)
         files = self.files()
         for name in sorted(files, key=lambda n: n == "model.json"):  # the manifest last
-            atomic_write(out / name, files[name])
+            atomic_write_bytes(out / name, files[name])
         self.path = out
         return out
 
@@ -201,6 +201,11 @@ class Target:
             raise ModelError(
                 f"{wpath} was altered after training (checksum mismatch); restore the original "
                 "or retrain the model"
+            )
+        if manifest["kind"] == "user":  # privguard import: the split is recorded as hashes
+            raise ModelError(
+                f"{d} holds your own model and records its split as hashes: audit it with "
+                "privguard.audit(DIR, members=..., nonmembers=...) (CLI --members/--nonmembers)"
             )
         split = Split.from_dict(manifest["split"])
         arch = manifest["architecture"]

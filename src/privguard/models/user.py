@@ -41,15 +41,16 @@ class EncodedPredictor:
     """A :class:`~privguard.oracle.Predictor` over the attacks' encoded vectors: decodes each
     query to the model's own representation and asks the adapter."""
 
-    def __init__(self, adapter: ModelAdapter, codec: Codec) -> None:
+    def __init__(self, adapter: ModelAdapter | Any, codec: Codec) -> None:
         self.adapter = adapter
         self.codec = codec
         self.n_classes = int(adapter.n_classes)
         self.input_shape = tuple(codec.input_shape)
         # array models are queried in their own dtype (a float64 model in float64); a model on
-        # a DataFrame gets decoded columns, so the encoded vectors stay exact in float64 too
-        self.dtype = np.dtype(getattr(adapter, "dtype", np.float32) or np.float32)
-        if not hasattr(codec, "dtype"):
+        # a DataFrame gets decoded columns, so the encoded vectors are passed on in float64
+        if isinstance(codec, ArrayCodec):
+            self.dtype = np.dtype(getattr(adapter, "dtype", None) or np.float32)
+        else:
             self.dtype = np.dtype(np.float64)
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
@@ -80,8 +81,8 @@ class EncodedRecipe:
     def fit(self, x: np.ndarray, y: np.ndarray, *, seed: int) -> EncodedPredictor:
         labels = np.asarray(self.classes)[np.asarray(y, dtype=np.int64)]
         model = self.recipe.fit(self.codec.decode(x), labels, seed=seed)
-        if not isinstance(model, ModelAdapter):
-            model = adapt(model)
+        if not (hasattr(model, "predict_proba") and hasattr(model, "n_classes")):
+            model = adapt(model)  # e.g. a fitted estimator: wrap it like the target
         return EncodedPredictor(model, self.codec)
 
 

@@ -130,13 +130,13 @@ def check_grid(grid: list[Variant]) -> list[Variant]:
 def allowed_attacks(attacks: str, policy: str | None) -> str:
     """The named attacks a policy leaves applicable (a ``label`` policy rules out the
     confidence-based ones: they are not run, which is the policy's effect)."""
-    from privguard.attacks.registry import ATTACKS, all_attacks
+    from privguard.attacks.registry import ATTACKS, discover, normalise
     from privguard.defenses.output import policy_access
     from privguard.oracle import Access
 
     cap = policy_access(Access.PROBS, policy)
-    all_attacks()  # loads the registry
-    names = [n.strip() for n in attacks.split(",") if n.strip()]
+    discover()
+    names = normalise(attacks)
     kept = [n for n in names if n not in ATTACKS or ATTACKS[n].needs <= cap]
     if not kept:
         raise ConfigError(

@@ -13,8 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from privguard import __version__
 from privguard._io import dumps_json, publish_files, to_jsonable
+from privguard._version import __version__
 from privguard.audit.plots import RISK_COLOURS, new_figure, to_png
 from privguard.audit.report.figures import b64
 from privguard.audit.report.html import environment

@@ -148,7 +148,7 @@ class PriorAttackBase(Attack):
     def prior_note(prior: GenerativePrior) -> str:
         return (
             f"generative prior: autoencoder (latent {prior.latent_dim}) trained without labels on "
-            f"{prior.n_train} auxiliary records in {prior.seconds_:.1f} s (reconstruction MSE "
+            f"{prior.n_train} auxiliary records (reconstruction MSE "
             f"{prior.recon_mse_:.4f}); reconstructions are decoder outputs"
         )
 

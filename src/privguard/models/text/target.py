@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from privguard._io import atomic_write_bytes as atomic_write
 from privguard.data.corpus import Canary, CanaryFormat, Corpus
 from privguard.errors import ConfigError, ModelError
-from privguard.models.target import FORMAT_VERSION, atomic_write, manifest_hash
+from privguard.models.target import FORMAT_VERSION, manifest_hash
 from privguard.models.text.base import TEXT_KINDS, TextModel
 from privguard.models.text.char import CharLMPredictor, CharMLP, Vocab
 from privguard.models.text.hf import HFPredictor, is_hf_source, load_hf
