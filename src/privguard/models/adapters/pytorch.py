@@ -33,7 +33,7 @@ How reference models (LiRA, RMIA, shadow models) are trained like the target —
 Files (``privguard audit --model``): ``.safetensors`` weights with ``--factory module:function``
 (or the recipe file's factory) building the architecture; the weights' names and shapes must
 match it exactly. ``torch.export`` programs (``.pt2``) are refused: ``torch.export.load`` falls
-back to an unrestricted unpickler (``torch.load(weights_only=False)``) for payloads its safe
+back to an unrestricted unpickler (``torch.load`` with ``weights_only=False``) for payloads its safe
 loader cannot read, so such a file can run code on load.
 """
 
