@@ -33,10 +33,11 @@ arrays or a file), :mod:`~privguard.data.user.codec` holds the reversible encodi
 
 from privguard.data.user.codec import ArrayCodec, Codec, FrameCodec
 from privguard.data.user.load import POPULATION_SHARE, UserData, UserDataset, load_user_split
-from privguard.data.user.parts import read_part
+from privguard.data.user.parts import TABLE_SUFFIXES, read_part
 
 __all__ = [
     "POPULATION_SHARE",
+    "TABLE_SUFFIXES",
     "ArrayCodec",
     "Codec",
     "FrameCodec",
