@@ -58,6 +58,9 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> Any:
+    if name == "endpoint":
+        # the package privguard.endpoint is callable: privguard.endpoint(url, ...) (connect)
+        return importlib.import_module("privguard.endpoint")
     try:
         module, attr = _LAZY[name]
     except KeyError:
@@ -68,7 +71,7 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_LAZY) | {"endpoint"})
 
 
 class _Package(types.ModuleType):
@@ -109,6 +112,7 @@ __all__ = [
     "as_predictor",
     "audit",
     "audit_scores",
+    "endpoint",
     "from_sklearn",
     "load_target",
     "train",

@@ -126,6 +126,10 @@ def audit(
     if not isinstance(target, Target):
         target = load_target(target)
     access = Access.parse(access)
+    # a model behind an HTTP endpoint (privguard.endpoint): its grant caps the attacks
+    cap = getattr(getattr(target, "adapter", None), "max_access", None)
+    if cap is not None:
+        access = min(access, cap)
     chain = parse_policy(policy)
     access = policy_access(access, chain)
     if budget is not None and budget < 1:

@@ -143,7 +143,13 @@ def audit(
 
     plan = AuditPlan.from_toml(plan_file) if plan_file else AuditPlan()
     plan = plan.merged(_plan_overrides(flags))
+    if endpoint is not None and members is not None:
+        split = _user_split(members, nonmembers, population, trust)
+        _audit_endpoint_split(plan, endpoint, api_key_file, endpoint_map, access, split)
+        return
     if endpoint is not None:
+        if nonmembers is not None or population is not None:
+            raise ConfigError("--nonmembers and --population go with --members FILE")
         _audit_endpoint(plan, endpoint, api_key_file, endpoint_map, access)
         return
     if scores is not None:
@@ -286,6 +292,51 @@ def _audit_options(plan: Any, update: Any) -> dict:
     return dict(options, progress=update, command=command_line())
 
 
+def _audit_endpoint_split(
+    plan: Any,
+    url: str,
+    key_file: Path | None,
+    map_file: Path | None,
+    access: str | None,
+    split: dict[str, Any],
+) -> None:
+    """``audit --endpoint URL --members F --nonmembers F``: the endpoint audited on your own
+    split, no model directory (docs/byom.md, docs/endpoint-audit.md)."""
+    import privguard
+
+    if plan.model is not None:
+        raise ConfigError(
+            "give --model DIR (the served model's directory records its split) or --members / "
+            "--nonmembers (your own split), not both"
+        )
+    if plan.data is not None:
+        raise ConfigError("--data goes with --model DIR; with --members the data are your files")
+    from dataclasses import replace
+
+    replace(plan, model=url).check()
+    out_path = Path(plan.out)
+    check_out(out_path)
+    split.pop("trusted", None)
+    model = privguard.endpoint(url, api_key_file=key_file, mapping=map_file, access=access)
+    with model, progress() as update:
+        report = privguard.audit(
+            model, access=access or model.max_access, **split, **_audit_options(plan, update)
+        )
+    privguard.write_report(report, out_path)
+    print_summary(report, out_path)
+    _print_spent(report)
+    maybe_fail(report, plan.fail_on)
+
+
+def _print_spent(report: Any) -> None:
+    e = report.target["endpoint"]
+    out.print(
+        f"endpoint {e['endpoint']}: {e['records_answered']} records answered in "
+        f"{e['http_requests']} requests, {e['rate_limited_429']} rate-limited (429), "
+        f"{e['seconds_waiting_on_429']} s waiting"
+    )
+
+
 def _audit_endpoint(
     plan: Any, url: str, key_file: Path | None, map_file: Path | None, access: str | None
 ) -> None:
@@ -311,12 +362,7 @@ def _audit_endpoint(
         )
     privguard.write_report(report, out_path)
     print_summary(report, out_path)
-    e = report.target["endpoint"]
-    out.print(
-        f"endpoint {e['endpoint']}: {e['records_answered']} records answered in "
-        f"{e['http_requests']} requests, {e['rate_limited_429']} rate-limited (429), "
-        f"{e['seconds_waiting_on_429']} s waiting"
-    )
+    _print_spent(report)
     maybe_fail(report, plan.fail_on)
 
 

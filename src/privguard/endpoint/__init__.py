@@ -34,17 +34,23 @@ The package, one concern per module: :mod:`~privguard.endpoint.mapping` (:class:
 :func:`extract`), :mod:`~privguard.endpoint.transport` (:class:`HttpPredictor`, retries and
 429 handling), :mod:`~privguard.endpoint.access` (:func:`read_api_key`, :func:`check_access`,
 what an output policy leaves), :mod:`~privguard.endpoint.target` (:class:`EndpointTarget`) and
-:mod:`~privguard.endpoint.audit` (:func:`audit_endpoint`). The names below are importable from
-the package itself; they load on first use, so importing the mapping alone stays light.
+:mod:`~privguard.endpoint.audit` (:func:`audit_endpoint`), :mod:`~privguard.endpoint.adapter`
+(:class:`EndpointAdapter`, :func:`connect`: the endpoint as a model audited on the user's own
+split). The package itself is callable: ``privguard.endpoint(url, ...)`` is :func:`connect`.
+The names below are importable from the package itself; they load on first use, so importing
+the mapping alone stays light.
 """
 
 from __future__ import annotations
 
+import sys
+import types
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from privguard.endpoint.access import check_access, read_api_key
+    from privguard.endpoint.adapter import EndpointAdapter, connect
     from privguard.endpoint.audit import audit_endpoint
     from privguard.endpoint.mapping import EndpointError, EndpointMap, extract
     from privguard.endpoint.target import EndpointTarget, endpoint_target
@@ -60,15 +66,19 @@ _HOMES = {
     "EndpointTarget": "target",
     "endpoint_target": "target",
     "audit_endpoint": "audit",
+    "EndpointAdapter": "adapter",
+    "connect": "adapter",
 }
 
 __all__ = [
+    "EndpointAdapter",
     "EndpointError",
     "EndpointMap",
     "EndpointTarget",
     "HttpPredictor",
     "audit_endpoint",
     "check_access",
+    "connect",
     "endpoint_target",
     "extract",
     "read_api_key",
@@ -80,3 +90,14 @@ def __getattr__(name: str) -> Any:
     if home is None:
         raise AttributeError(f"module 'privguard.endpoint' has no attribute {name!r}")
     return getattr(import_module(f"privguard.endpoint.{home}"), name)
+
+
+class _CallablePackage(types.ModuleType):
+    """``privguard.endpoint(url, ...)`` is :func:`~privguard.endpoint.adapter.connect`: the
+    package is callable, so the name stays both the function and the package."""
+
+    def __call__(self, url: str, **options: Any) -> Any:
+        return import_module("privguard.endpoint.adapter").connect(url, **options)
+
+
+sys.modules[__name__].__class__ = _CallablePackage

@@ -164,6 +164,9 @@ class UserTarget(Target):
                 "target's own training recipe; a matching recipe (train_fn / --recipe) would make "
                 "them stronger, so their numbers are a lower bound on the leak"
             )
+        extra = getattr(self.adapter, "report_target", None)
+        if callable(extra):  # e.g. an endpoint: what it answered and the access cap
+            d.update(extra())
         return d
 
     def files(self) -> dict[str, bytes]:
