@@ -127,7 +127,8 @@ def audit(
     endpoint: str | None = typer.Option(
         None,
         help="Attack a live endpoint over HTTP instead (a gateway's base URL, or a mapped API's "
-        "prediction URL); --model then only tells the evaluator who the members are.",
+        "prediction URL), audited on --members / --nonmembers, or with --model DIR (the served "
+        "model's directory) telling the evaluator who the members are.",
     ),
     api_key_file: Path | None = typer.Option(
         None, help="File holding the endpoint's API key (with --endpoint)."
