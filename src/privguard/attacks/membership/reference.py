@@ -291,26 +291,71 @@ def train_reference_models(
                 if progress is not None:
                     progress("reference models", done, n_models)
     todo = [k for k in range(n_models) if logits[k] is None]
-    for k, (state, z) in zip(
-        todo,
-        fan_out(
-            _job,
-            [
-                (recipe, pool_x, pool_y, inclusion[k], seeds[k], shifts, fill, cache is not None)
-                for k in todo
-            ],
+    notes = []
+    why_not = stacked_reason(recipe, knowledge.compute)
+    if why_not is None and todo:
+        groups = _groups(todo, knowledge.compute)
+        jobs = [
+            (
+                recipe,
+                pool_x,
+                pool_y,
+                inclusion[g],
+                [seeds[k] for k in g],
+                shifts,
+                fill,
+                cache is not None,
+                getattr(knowledge.compute, "device", "cpu"),
+            )
+            for g in groups
+        ]
+        results = fan_out(
+            _stacked_job,
+            jobs,
             n_jobs=knowledge.compute.n_jobs,
             scheduler=knowledge.compute.scheduler,
-        ),
-        strict=True,
-    ):
+        )
+        pairs = (
+            (k, r)
+            for g, rs in zip(groups, results, strict=True)
+            for k, r in zip(g, rs, strict=True)
+        )
+        notes.append(
+            f"{len(todo)} reference models trained stacked (one vectorised model per group, "
+            f"{len(groups)} group(s))"
+        )
+    else:
+        pairs = zip(
+            todo,
+            fan_out(
+                _job,
+                [
+                    (
+                        recipe,
+                        pool_x,
+                        pool_y,
+                        inclusion[k],
+                        seeds[k],
+                        shifts,
+                        fill,
+                        cache is not None,
+                    )
+                    for k in todo
+                ],
+                n_jobs=knowledge.compute.n_jobs,
+                scheduler=knowledge.compute.scheduler,
+            ),
+            strict=True,
+        )
+        if todo and why_not is not None:
+            notes.append(f"reference models trained one at a time: {why_not}")
+    for k, (state, z) in pairs:
         logits[k] = z
         if cache is not None and state is not None:
             cache.store(keys[k], state)
         done += 1
         if progress is not None:
             progress("reference models", done, n_models)
-    notes = []
     if cache is None and knowledge.compute.cache_dir is not None:
         notes.append("reference models not cached: only PyTorch recipes are cached")
     return ReferenceSet(
@@ -358,6 +403,87 @@ def _job(
     if want_state and module is not None:
         state = {k: v.detach().clone().contiguous() for k, v in module.state_dict().items()}
     return state, z
+
+
+#: most copies one stacked run trains (memory: K copies' weights, Adam moments, a batch each)
+MAX_STACK = 64
+
+
+def stacked_reason(recipe: Any, compute: Any) -> str | None:
+    """``None`` when reference models of ``recipe`` are trained stacked
+    (:mod:`privguard.training.stacked`), else why they are trained one at a time."""
+    from privguard.training.stacked import stackable
+
+    if not getattr(compute, "stacked", True):
+        return "stacked training switched off"
+    return stackable(recipe)
+
+
+def _groups(todo: list[int], compute: Any) -> list[list[int]]:
+    """Split the models to train into one group per worker (at most ``MAX_STACK`` each): a
+    worker trains its whole group as one stacked model, and data is shipped once per group."""
+    n_jobs = int(compute.n_jobs or 1)
+    if compute.scheduler is not None:
+        workers = _dask_workers(compute.scheduler)
+    else:
+        workers = n_jobs if n_jobs > 0 else (os.cpu_count() or 1)
+    n_groups = max(1, min(len(todo), max(workers, -(-len(todo) // MAX_STACK))))
+    return [list(g) for g in np.array_split(np.asarray(todo), n_groups) if len(g)]
+
+
+def _dask_workers(scheduler: Any) -> int:
+    client, owned = dask_client(scheduler)
+    try:
+        return max(1, len(client.scheduler_info().get("workers", {})))
+    finally:
+        if owned:
+            client.close()
+
+
+def _stacked_job(
+    recipe: Any,
+    pool_x: np.ndarray,
+    pool_y: np.ndarray,
+    inclusion: np.ndarray,
+    seeds: list[int],
+    shifts: tuple[Shift, ...],
+    fill: float,
+    want_state: bool,
+    device: str = "cpu",
+) -> list[tuple[dict[str, Any] | None, np.ndarray]]:
+    """A group of reference models trained as one stacked model; runs in a worker. Each copy
+    gets exactly the training rows, validation split and seed :meth:`recipe.fit` would."""
+    from privguard.models.threads import single_thread
+    from privguard.training.stacked import train_stacked
+
+    if not pool_x.flags.writeable:
+        pool_x = np.array(pool_x)
+    config = recipe.config
+    rows, val_rows = [], []
+    for included, s in zip(inclusion, seeds, strict=True):
+        r = np.flatnonzero(included)
+        if config.early_stopping:  # the split TrainingRecipe.fit makes, on the same rows
+            order = np.random.default_rng(s).permutation(len(r))
+            n_val = max(1, int(round(len(r) * config.validation_fraction)))
+            val_rows.append(r[order[:n_val]])
+            rows.append(r[order[n_val:]])
+        else:
+            rows.append(r)
+    with single_thread():
+        result = train_stacked(
+            config,
+            pool_x,
+            pool_y,
+            recipe.n_classes,
+            rows,
+            seeds,
+            val_rows=val_rows if config.early_stopping else None,
+            device=device,
+        )
+        z = np.stack(
+            [finite_logits(result.logits(v)) for v in views(pool_x, shifts, fill)], axis=1
+        )  # (K, V, N, C)
+    return [(result.state_dict(k) if want_state else None, z[k]) for k in range(result.n_models)]
 
 
 def _evaluate(predictor: Any, x: np.ndarray, shifts: Sequence[Shift], fill: float) -> np.ndarray:
