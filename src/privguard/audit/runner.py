@@ -48,6 +48,7 @@ def audit(
     command: str | None = None,
     settings: Mapping[str, Mapping[str, Any]] | None = None,
     members_known: bool = True,
+    device: str = "cpu",
 ) -> Report:
     """Run attacks against ``target`` and score them.
 
@@ -69,6 +70,7 @@ def audit(
         n_jobs: local processes for shadow / reference model training.
         scheduler: a Dask scheduler address (or ``distributed.Client``) to train them on instead.
         cache_dir: where trained reference models are kept and reused (``None``: no cache).
+        device: ``cpu``, ``cuda`` or ``auto``: where reference models train (stacked).
         progress: ``progress(step, done, total)`` callback.
         settings: per-attack settings, ``{"lira-online": {"n_reference": 32}}``, checked against
             what each attack declares (``privguard attacks --settings`` lists them) and
@@ -126,8 +128,13 @@ def audit(
     if n_jobs < 1:
         raise ConfigError("--jobs must be at least 1")
     knowledge = truth.knowledge(target, ds, sensitive, needs_sensitive=_wants_attribute(chosen))
+    from privguard.training.stacked import resolve_device
+
     knowledge.compute = Compute(
-        n_jobs=n_jobs, scheduler=scheduler, cache_dir=str(cache_dir) if cache_dir else None
+        n_jobs=n_jobs,
+        scheduler=scheduler,
+        cache_dir=str(cache_dir) if cache_dir else None,
+        device=str(resolve_device(device)),
     )
     predictor = target.predictor
 

@@ -30,6 +30,7 @@ def train(
     label_smoothing: float = typer.Option(0.0, help="Cross-entropy label smoothing."),
     train_fraction: float = typer.Option(0.4, help="Share of the data trained on (members)."),
     seed: int = typer.Option(0, help="Seeds the split, initialisation and batch order."),
+    device: str = typer.Option("cpu", help="cpu, cuda or auto: where the model trains."),
     dp_epsilon: float | None = typer.Option(
         None, help="Train with DP-SGD (Opacus) to this epsilon over the planned epochs."
     ),
@@ -55,7 +56,9 @@ def train(
     synthetic-records) with canaries inserted (--canary, --canary-repeats)."""
     import privguard
     from privguard.models.text import is_text_model_name
+    from privguard.training.stacked import resolve_device
 
+    resolve_device(device)  # a bad or unavailable device fails before any training
     if is_text_model_name(model):
         settings = dict(canaries=canary or [], per_count=canaries_per_count, steps=steps)
         settings.update(extrapolate=extrapolate, epochs=epochs, seed=seed, dp_epsilon=dp_epsilon)
@@ -82,7 +85,7 @@ def train(
     check_out(out_dir)
     t0 = time.perf_counter()
     with progress() as update:
-        target = privguard.train(data, config, label=label, progress=update)
+        target = privguard.train(data, config, label=label, progress=update, device=device)
     target.save(out_dir)
     m = target.metrics
     dp = m.get("privacy")

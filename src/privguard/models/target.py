@@ -281,8 +281,10 @@ def train_target(
     *,
     label: str | None = None,
     progress: Progress | None = None,
+    device: str = "cpu",
 ) -> Target:
     """Split ``data`` (seeded), train a PyTorch target on the members, measure its accuracy.
+    ``device`` (``cpu``, ``cuda``, ``auto``) is where the training runs.
 
     Example:
         >>> target = privguard.train("digits", TrainConfig(model="mlp", epochs=50))
@@ -306,6 +308,7 @@ def train_target(
         x_val=ds.x[v] if len(v) else None,
         y_val=ds.y[v] if len(v) else None,
         progress=progress,
+        device=device,
     )
     predictor = TorchPredictor(module, ds.input_shape, ds.n_classes)
     return Target(
