@@ -253,7 +253,7 @@ def train_stacked(
     stale = np.zeros(n_models, dtype=int)
     running = np.ones(n_models, dtype=bool)
     epochs_run = [0] * n_models
-    uniform = len(set(sizes)) == 1
+    uniform_steps = True  # every copy has taken every step so far (one Adam step count)
 
     for _epoch in range(int(config.epochs)):
         if not running.any():
@@ -268,7 +268,6 @@ def train_stacked(
                 idx[k, : sizes[k]] = rows_t[k][order]
                 mask[k, : sizes[k]] = 1.0
         idx, mask = idx.to(dev), mask.to(dev)
-        all_running = bool(running.all())
         for i in range(n_steps):
             sl = slice(i * bs, (i + 1) * bs)
             bi, bm = idx[:, sl], mask[:, sl]
@@ -289,15 +288,24 @@ def train_stacked(
                 g = torch.cat([v.reshape(n_models, -1) for v in gs], dim=1)
                 if wd:
                     g = g + wd * flat
-                if uniform and all_running:
+                active = count > 0
+                if bool(active.all()):  # nearly every step: in place, per-copy step counts
                     steps += 1.0
                     m1.mul_(b1).add_(g, alpha=1 - b1)
                     m2.mul_(b2).addcmul_(g, g, value=1 - b2)
-                    t = float(steps[0, 0])
-                    denom = (m2.sqrt() / math.sqrt(1 - b2**t)).add_(ADAM_EPS)
-                    flat.addcdiv_(m1, denom, value=-lr / (1 - b1**t))
+                    if uniform_steps:
+                        t = float(steps[0, 0])
+                        denom = (m2.sqrt() / math.sqrt(1 - b2**t)).add_(ADAM_EPS)
+                        flat.addcdiv_(m1, denom, value=-lr / (1 - b1**t))
+                    else:
+                        bc2 = (1.0 - b2**steps).sqrt().float()
+                        denom = m2.sqrt().div_(bc2).add_(ADAM_EPS)
+                        flat.sub_(m1.div(denom).mul_((lr / (1.0 - b1**steps)).float()))
                     continue
-                active = (count > 0).unsqueeze(1)
+                # some copies have no batch at this step (their epoch is shorter): they keep
+                # their weights, moments and step count
+                uniform_steps = False
+                active = active.unsqueeze(1)
                 steps += active.double()
                 t = steps.clamp(min=1.0)
                 m1 = torch.where(active, m1 * b1 + (1 - b1) * g, m1)
