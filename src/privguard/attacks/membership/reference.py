@@ -81,6 +81,8 @@ class ReferenceSet:
         inclusion: ``(K, N)`` bool: whether model k trained on pool record n.
         shifts: the ``(dy, dx)`` pixel shift of each view (``((0, 0),)`` for tabular data).
         trained: models trained for this set; ``reused``: models loaded from the disk cache.
+        how: how the trained ones were trained, for the report (``" stacked (2 vectorised
+            groups)"``, or ``" one at a time (why)"``).
         cache_dir: where the models are cached (``None``: not cached).
         notes: what the report should say about how the set was made.
     """
@@ -92,6 +94,7 @@ class ReferenceSet:
     reused: int
     cache_dir: str | None = None
     notes: list[str] = field(default_factory=list)
+    how: str = ""
 
     @property
     def n_models(self) -> int:
@@ -292,6 +295,7 @@ def train_reference_models(
                     progress("reference models", done, n_models)
     todo = [k for k in range(n_models) if logits[k] is None]
     notes = []
+    how = ""
     why_not = stacked_reason(recipe, knowledge.compute)
     if why_not is None and todo:
         device = getattr(knowledge.compute, "device", "cpu")
@@ -321,10 +325,7 @@ def train_reference_models(
             for g, rs in zip(groups, results, strict=True)
             for k, r in zip(g, rs, strict=True)
         )
-        notes.append(
-            f"{len(todo)} reference models trained stacked (one vectorised model per group, "
-            f"{len(groups)} group(s))"
-        )
+        how = f" stacked ({len(groups)} vectorised group{'s' if len(groups) > 1 else ''})"
     else:
         pairs = zip(
             todo,
@@ -349,7 +350,7 @@ def train_reference_models(
             strict=True,
         )
         if todo and why_not is not None:
-            notes.append(f"reference models trained one at a time: {why_not}")
+            how = f" one at a time ({why_not})"
     for k, (state, z) in pairs:
         logits[k] = z
         if cache is not None and state is not None:
@@ -365,6 +366,7 @@ def train_reference_models(
         shifts=shifts,
         trained=len(todo),
         reused=reused,
+        how=how,
         cache_dir=str(cache.root) if cache is not None else None,
         notes=notes,
     )
@@ -723,7 +725,8 @@ def reference_notes(refs: ReferenceSet, shared: bool, mode: str) -> list[str]:
         head = f"{refs.n_models} {mode} reference models ({pool}) shared with an earlier attack"
     else:
         head = (
-            f"{refs.n_models} {mode} reference models ({pool}): {refs.trained} trained, "
+            f"{refs.n_models} {mode} reference models ({pool}): {refs.trained} trained"
+            f"{refs.how if refs.trained else ''}, "
             f"{refs.reused} reused from the cache"
             + (f" at {refs.cache_dir}" if refs.cache_dir else "")
         )
