@@ -145,6 +145,10 @@ def run(
         for counter in COUNTERS:
             if getattr(guesses, counter, None) is not None:
                 metrics[counter] = int(getattr(guesses, counter))
+        if fam.assessment is not None:
+            risk, reason = fam.assessment(metrics)
+        else:
+            risk, reason = fam.risk(metrics), f"the {cls.family} family's rule (docs/metrics.md)"
         result = AttackResult(
             name=cls.name,
             family=cls.family,
@@ -152,7 +156,8 @@ def run(
             queries=oracle.queries,
             seconds=round(seconds, 3),
             metrics=metrics,
-            risk=fam.risk(metrics),
+            risk=risk,
+            risk_reason=reason,
             paper=cls.paper,
             description=cls.description,
             notes=list(guesses.notes) + notes,

@@ -17,6 +17,7 @@ import numpy as np
 from privguard._version import __version__
 from privguard.attacks import Attack, Compute, Knowledge, normalise
 from privguard.audit import engine
+from privguard.audit.advice import advise, predictor_utility
 from privguard.audit.report import Report
 from privguard.audit.truth import TOP_RECORDS, ClassifierTruth, TextTruth
 from privguard.data import Dataset
@@ -143,10 +144,22 @@ def audit(
         settings=checked,
         progress=progress,
     )
+    described = target.describe()
+    local = truth.target
+    if members_known and isinstance(local, Target):
+        # the utility guard: a model at or below the majority-class rate is flagged
+        s = target.split
+        described["utility"] = predictor_utility(
+            local.predictor, ds.x[s.nonmembers], ds.y[s.nonmembers], ds.y[s.members], ds.n_classes
+        )
+    data_d = _describe_data(ds, target, knowledge, members_known=members_known)
+    done.summary.update(advise(done.results, described, data_d, done.summary, access.label))
+    if described.get("utility", {}).get("trivial"):
+        done.summary["utility_warning"] = described["utility"]["note"]
     return Report(
         privguard_version=__version__,
-        target=target.describe(),
-        data=_describe_data(ds, target, knowledge, members_known=members_known),
+        target=described,
+        data=data_d,
         attacks=done.results,
         summary=done.summary,
         plan={
@@ -232,10 +245,12 @@ def text_audit(
         progress=progress,
         subject="this text model",
     )
+    described, data_d = target.describe(), describe_corpus(target, corpus)
+    done.summary.update(advise(done.results, described, data_d, done.summary, access.label))
     return Report(
         privguard_version=__version__,
-        target=target.describe(),
-        data=describe_corpus(target, corpus),
+        target=described,
+        data=data_d,
         attacks=done.results,
         summary=done.summary,
         plan={

@@ -11,6 +11,7 @@ from typing import Any
 from privguard.attacks.base import AttributeGuesses
 from privguard.audit.attribute_eval import attribute_metrics, risk_attribute
 from privguard.audit.families import Evaluator, Family, Scored, register_family
+from privguard.audit.risk import attribute_assessment
 
 
 class AttributeEvaluator(Evaluator):
@@ -29,6 +30,7 @@ ATTRIBUTE = register_family(
         guesses=AttributeGuesses,
         evaluator=AttributeEvaluator,
         risk=risk_attribute,
+        assessment=attribute_assessment,
         key_metrics=(
             ("advantage_members", "adv. members"),
             ("member_advantage_gap", "member gap"),
