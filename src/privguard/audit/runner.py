@@ -49,6 +49,7 @@ def audit(
     command: str | None = None,
     settings: Mapping[str, Mapping[str, Any]] | None = None,
     members_known: bool = True,
+    redact: bool = False,
 ) -> Report:
     """Run attacks against ``target`` and score them.
 
@@ -77,6 +78,8 @@ def audit(
         members_known: ``False`` when who the model was trained on is unknown (an endpoint
             audited without its model directory): families that need member truth are not
             run, and inversion reports no member metrics.
+        redact: leave the field values of the most exposed records (``summary.most_exposed``)
+            out of the report; a ConfigError for data that has none (images, text).
 
     Example:
         >>> report = privguard.audit("model-dir", attacks=["membership"], access="probs",
@@ -118,7 +121,12 @@ def audit(
             f"{e} (the output policy '{chain.spec}' lets through only '{access.label}')"
         ) from None
     ds = target.load_data(data, label=label)
+    if redact and ds.kind != "tabular":
+        raise ConfigError(
+            f"--redact hides the field values of tabular records; {ds.kind} data has none to hide"
+        )
     truth = ClassifierTruth.build(ds, target.split, seed)
+    truth.redact = redact
     # the real model: only the extraction evaluator looks at it (an endpoint audit's target,
     # privguard.endpoint.EndpointTarget, keeps the served model's directory in .local)
     truth.target = getattr(target, "local", None) or target

@@ -39,6 +39,7 @@ class ClassifierTruth:
     target: Any = None  # the real model (the extraction evaluator compares copies with it)
     audited: Any = None  # the Target as audited (an endpoint's, for a stolen copy's record)
     members_known: bool = True
+    redact: bool = False  # leave record field values out of most_exposed
 
     @classmethod
     def build(cls, ds: Dataset, split: Split, seed: int) -> ClassifierTruth:
@@ -112,7 +113,37 @@ class ClassifierTruth:
                     "exposed_at_fpr": round(at_least / max(len(non), 1), 6),
                 }
             )
+            if not self.redact:
+                fields = record_fields(self.ds, int(self.candidates[i]))
+                if fields:
+                    records[-1]["fields"] = fields
         return {"attack": best.name, "records": records}
+
+
+def record_fields(ds: Any, i: int) -> dict[str, Any]:
+    """Record ``i``'s field values as the data file had them (tabular data: numeric columns
+    back from their [0, 1] scaling, one-hot blocks back to their category, kept raw columns);
+    empty for images. A missing numeric value shows as the median it was filled with."""
+    pre = ds.preprocessing if isinstance(getattr(ds, "preprocessing", None), dict) else {}
+    if ds.kind != "tabular" or pre.get("type") != "tabular":
+        return {}
+    x = np.asarray(ds.x[i], dtype=np.float64).ravel()
+    out: dict[str, Any] = {}
+    numeric = pre.get("numeric") or []
+    for j, c in enumerate(numeric):
+        v = c["min"] + float(x[j]) * (c["max"] - c["min"])
+        out[c["name"]] = round(v, 4)
+    at = len(numeric)
+    for c in pre.get("categorical") or []:
+        k = len(c["categories"])
+        block = x[at : at + k]
+        out[c["name"]] = c["categories"][int(np.argmax(block))] if k else None
+        at += k
+    for name, values in (getattr(ds, "extra", None) or {}).items():
+        if name not in out:
+            v = values[i]
+            out[name] = v.item() if hasattr(v, "item") else v
+    return out
 
 
 @dataclass
@@ -124,3 +155,4 @@ class TextTruth:
     corpus: Any
     seed: int = 0
     members_known: bool = True
+    redact: bool = False  # leave record field values out of most_exposed

@@ -35,7 +35,12 @@ DB_HELP = (
 
 @contextmanager
 def progress() -> Iterator[Callable[[str, int, int], None]]:
-    """A rich progress display (on stderr) behind the library's progress callback."""
+    """The library's progress callback on stderr: rich bars on a terminal; otherwise (CI,
+    pipes, logs) timestamped lines, one per step (each attack) and one per 10% of a step's
+    total (reference models, epochs)."""
+    if not err.is_terminal:
+        yield progress_lines(sys.stderr)
+        return
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(
@@ -45,17 +50,43 @@ def progress() -> Iterator[Callable[[str, int, int], None]]:
         TimeElapsedColumn(),
         console=err,
         transient=True,
-        disable=not err.is_terminal,
     ) as bar:
         tasks: dict[str, Any] = {}
 
         def update(step: str, done: int, total: int) -> None:
-            key = step.split(" ")[0] if step.startswith("attack") else step
+            is_attack = step.startswith("attack")
+            key = step.split(" ")[0] if is_attack else step
+            if is_attack:
+                # a new attack: the previous attack's sub-steps are over (no bar stays stuck)
+                for k in [k for k in tasks if k != key]:
+                    bar.remove_task(tasks.pop(k))
             if key not in tasks:
                 tasks[key] = bar.add_task(step, total=total)
             bar.update(tasks[key], description=step, completed=done, total=total)
 
         yield update
+
+
+def progress_lines(stream: Any) -> Callable[[str, int, int], None]:
+    """A progress callback writing ``HH:MM:SS step done/total`` lines to ``stream``: the first
+    and last update of each step and one per 10% of its total in between."""
+    import time
+
+    seen: dict[str, int] = {}
+
+    def update(step: str, done: int, total: int) -> None:
+        key = step.split(" ")[0] if step.startswith("attack") else step
+        tenth = int(10 * done / total) if total else 10
+        if key in seen and seen[key] == tenth and done not in (0, total):
+            return
+        if step.startswith("attack"):
+            seen.clear()
+        seen[key] = tenth
+        stamp = time.strftime("%H:%M:%S")
+        stream.write(f"{stamp} {step} {done}/{total}\n")
+        stream.flush()
+
+    return update
 
 
 def parse_hidden(value: str) -> list[int]:
@@ -117,19 +148,34 @@ def print_summary(report: Report, out_dir: Path) -> None:
         cols = [Column(label, min_width=len(label)) for _, label in keys]
         title = f"{family}: {record.note}" if record is not None and record.note else family
         tail = [Column(h, min_width=len(h)) for h in ("risk", "queries", "s")]
+        tail.append(Column("why this risk level", ratio=1))
         table = Table(*cols, *tail, title=title, box=SIMPLE_HEAD)
         table.columns.insert(0, name_column("attack"))
         for a in attacks:
             style = RISK_STYLE[a.risk]
             values = [f"{a.metrics.get(k, float('nan')):.3f}" for k, _ in keys]
             table.add_row(
-                a.name, *values, f"[{style}]{a.risk}[/]", str(a.queries), f"{a.seconds:.1f}"
+                a.name,
+                *values,
+                f"[{style}]{a.risk}[/]",
+                str(a.queries),
+                f"{a.seconds:.1f}",
+                a.risk_reason,
             )
         out.print(table)
     risk = report.summary["overall_risk"]
     out.print(
         f"overall risk: [{RISK_STYLE[risk]}]{risk}[/] (worst: {report.summary.get('worst_attack')})"
     )
+    summary = report.summary
+    if summary.get("utility_warning"):
+        out.print(f"[bold red]utility warning:[/] {summary['utility_warning']}", highlight=False)
+    if summary.get("headline"):
+        out.print(summary["headline"], markup=False, highlight=False)
+    for i, action in enumerate(summary.get("actions") or [], 1):
+        out.print(f"  {i}. {action}", markup=False, highlight=False)
+    for s in summary.get("skipped") or []:
+        out.print(f"skipped {s['attack']}: {s['reason']}", markup=False, highlight=False)
     out.print(f"report written to {out_dir}/: report.json, report.html, model-card.md")
 
 
@@ -150,7 +196,7 @@ def print_sweep(result: Any, out_dir: Path) -> None:
             eps,
             f"{r.membership_tpr_at_fpr_0_01:.3f}",
             f"{r.membership_auc:.3f}",
-            r.data_risk,
+            r.data_risk + (" [bold red](majority class only)[/]" if r.trivial else ""),
         )
     out.print(table)
     if result.recommendation:

@@ -80,6 +80,11 @@ def audit(
     plan_file: Path | None = typer.Option(
         None, "--plan", help="TOML file with these options; flags given here override it."
     ),
+    redact: bool = typer.Option(
+        False,
+        "--redact",
+        help="Leave the field values of the most exposed records out of the report.",
+    ),
     endpoint: str | None = typer.Option(
         None,
         help="Attack a live endpoint over HTTP instead (a gateway's base URL, or a mapped API's "
@@ -100,6 +105,8 @@ def audit(
     plan = AuditPlan.from_toml(plan_file) if plan_file else AuditPlan()
     plan = plan.merged(_plan_overrides(flags))
     if endpoint is not None:
+        if redact:
+            raise ConfigError("--redact goes with a local audit (no --endpoint)")
         _audit_endpoint(plan, endpoint, api_key_file, endpoint_map, access)
         return
     if api_key_file or endpoint_map:
@@ -108,7 +115,9 @@ def audit(
     out_path = Path(plan.out)
     check_out(out_path)
     with progress() as update:
-        report = privguard.audit(plan.model, access=plan.access, **_audit_options(plan, update))
+        report = privguard.audit(
+            plan.model, access=plan.access, redact=redact, **_audit_options(plan, update)
+        )
     privguard.write_report(report, out_path)
     print_summary(report, out_path)
     maybe_fail(report, plan.fail_on)

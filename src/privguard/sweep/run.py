@@ -59,6 +59,9 @@ class SweepRow:
     data_worst_attack: str | None
     report_dir: str
     pareto: bool = False
+    # at or below the majority-class rate (privguard.audit.advice.utility): never recommended
+    trivial: bool = False
+    utility_note: str = ""
 
 
 @dataclass
@@ -190,6 +193,7 @@ def _row(v: Variant, target: Any, report: Any, report_dir: str) -> SweepRow:
     # extraction copies the model itself (its cost is reported beside).
     leaks = [a for a in report.attacks if family(a.family).leaks_training_data]
     worst = max(leaks, key=lambda a: risk_rank(a.risk), default=None)
+    utility = report.target.get("utility") or target.metrics.get("utility") or {}
     q95 = [m.get("queries_to_95_fidelity") for m in ext]
     q95 = [q if q is not None and math.isfinite(q) else NOT_REACHED for q in q95]
     return SweepRow(
@@ -211,6 +215,8 @@ def _row(v: Variant, target: Any, report: Any, report_dir: str) -> SweepRow:
         data_risk=worst.risk if worst else "low",
         data_worst_attack=worst.name if worst else None,
         report_dir=report_dir,
+        trivial=bool(utility.get("trivial")),
+        utility_note=str(utility.get("note", "")),
     )
 
 

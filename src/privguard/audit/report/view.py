@@ -270,6 +270,7 @@ def _attack_view(i: int, a: Mapping[str, Any], with_plots: bool) -> dict[str, An
         "queries": fmt_number(a.get("queries")),
         "seconds": fmt_seconds(a.get("seconds")),
         "risk": risk_class(a.get("risk")),
+        "risk_reason": str(a.get("risk_reason") or ""),
         "paper": a.get("paper") or "",
         "description": a.get("description") or "",
         "key_metrics": key_metrics(a),
@@ -292,7 +293,13 @@ def build_view(report: Report, *, with_plots: bool = True) -> dict[str, Any]:
     worst = summary.get("worst_attack")
     by_risk = summary.get("by_risk") or {}
     plan = d.get("plan") or {}
+    glossary = _glossary(d["attacks"])
     return {
+        "headline": str(summary.get("headline") or ""),
+        "actions": [str(x) for x in summary.get("actions") or []],
+        "utility_warning": str(summary.get("utility_warning") or ""),
+        "glossary": glossary,
+        "glossary_map": dict(glossary),
         "version": d.get("privguard_version", ""),
         "target": d.get("target") or {},
         "data": d.get("data") or {},
@@ -315,6 +322,21 @@ def build_view(report: Report, *, with_plots: bool = True) -> dict[str, Any]:
     }
 
 
+def _glossary(attacks: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
+    """(label, meaning) of every key metric the summary table shows, in order of appearance."""
+    out: dict[str, str] = {}
+    for a in attacks:
+        metrics = a.get("metrics") or {}
+        fam = str(a.get("family", ""))
+        keys = family_key_metrics(fam)
+        for m in [m for m, _ in keys if m in metrics][:2]:
+            label = metric_label(m)
+            text = FAMILY_METRIC_HELP.get((fam, m)) or METRIC_HELP.get(m, "")
+            if text and label not in out:
+                out[label] = text
+    return list(out.items())
+
+
 def _exposed_view(exposed: Any) -> dict[str, Any] | None:
     if not isinstance(exposed, Mapping) or not exposed.get("records"):
         return None
@@ -323,10 +345,14 @@ def _exposed_view(exposed: Any) -> dict[str, Any] | None:
             **rec,
             "score": fmt_number(rec.get("score")),
             "exposed_at_fpr": fmt_number(rec.get("exposed_at_fpr")),
+            "fields_text": ", ".join(
+                f"{k}={fmt_value(v)}" for k, v in (rec.get("fields") or {}).items()
+            ),
         }
         for rec in exposed["records"]
     ]
-    return {"attack": exposed.get("attack", ""), "records": records}
+    fields = any(rec.get("fields") for rec in exposed["records"])
+    return {"attack": exposed.get("attack", ""), "records": records, "fields": fields}
 
 
 _MD_SPECIAL = set("\\`*_[]<>|#")
