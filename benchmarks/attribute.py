@@ -28,12 +28,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
 import math
 import re
-import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +38,16 @@ import numpy as np
 import torch
 
 import privguard
-from _common import finish_run, run_header
+from _common import (
+    Clock,
+    art_classifier,
+    finish_run,
+    markdown_table,
+    quiet_art,
+    run_header,
+    run_seeds,
+    summarise,
+)
 from privguard.attacks import AttributeGuesses, Knowledge, all_attacks
 from privguard.attacks.inversion.attribute import aux_baseline
 from privguard.audit.attribute_eval import attribute_metrics
@@ -109,34 +115,6 @@ def knows(cls) -> str:
 # -- ART ----------------------------------------------------------------------------------------
 
 
-def quiet_art() -> None:
-    """ART logs at INFO and warns on import and per call; keep the benchmark's output readable."""
-    for name in ("art", "art.estimators", "art.attacks"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", module=r"art(\..*)?")
-    # ART's nn attack models call softmax without a dim; torch warns from its own module.
-    warnings.filterwarnings("ignore", message="Implicit dimension choice for softmax")
-
-
-def art_classifier(target: privguard.Target, n_features: int):
-    from art.estimators.classification import PyTorchClassifier
-
-    class Counting(PyTorchClassifier):
-        queries = 0
-
-        def predict(self, x, *args, **kwargs):
-            self.queries += len(x)
-            return super().predict(x, *args, **kwargs)
-
-    return Counting(
-        model=target.predictor.module,
-        loss=torch.nn.CrossEntropyLoss(),
-        input_shape=(n_features,),
-        nb_classes=target.n_classes,
-        device_type="cpu",
-    )
-
-
 def seed_art(attack, model_type: str, seed: int) -> None:
     # ART draws its nn's initialisation and shuffling from the global RNGs, its forest from
     # scikit-learn's default (unseeded) state.
@@ -181,7 +159,9 @@ def run_art(
     out["baseline-true-label"] = (decode(a.infer(part, y=y[cand])), time.perf_counter() - t0, 0)
 
     t0 = time.perf_counter()
-    clf = art_classifier(target, x.shape[1])
+    clf = art_classifier(
+        target.predictor.module, (x.shape[1],), target.n_classes, clip_values=None, count=True
+    )
     a = AttributeInferenceBlackBox(clf, attack_model_type=model_type, attack_feature=feature)
     seed_art(a, model_type, seed)
     a.fit(x[aux], y[aux])  # queries the target on the auxiliary records
@@ -313,14 +293,6 @@ def bench_target(
 
 
 # -- aggregation --------------------------------------------------------------------------------
-
-
-def summarise(values: list[float]) -> dict[str, float]:
-    a = np.asarray(values, dtype=np.float64)
-    return {
-        "mean": round(float(a.mean()), 6),
-        "std": round(float(a.std(ddof=1)) if len(a) > 1 else 0.0, 6),
-    }
 
 
 def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -476,12 +448,6 @@ def title(tname: str, t: dict[str, Any], field: str, nseeds: int) -> str:
     )
 
 
-def markdown_table(rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
-
-
 def check_lines(results: dict[str, Any]) -> list[str]:
     return [
         f"{c['status']:<4}  {c['target']} / {c['field']}: {c['goal']} — {c['measured']}"
@@ -510,7 +476,7 @@ def print_tables(results: dict[str, Any]) -> None:
                 Console(width=180).print(table)
             else:
                 print(head)
-                print(markdown_table(rows))
+                print(markdown_table(HEADER, rows))
                 print()
     print("\n".join(check_lines(results)))
 
@@ -522,7 +488,7 @@ def markdown(results: dict[str, Any]) -> str:
     for tname, t in results["targets"].items():
         for field, f in t["aggregate"]["fields"].items():
             parts.append(f"#### {title(tname, t, field, nseeds)}\n")
-            parts.append(markdown_table(table_rows(f, nseeds, names)) + "\n")
+            parts.append(markdown_table(HEADER, table_rows(f, nseeds, names)) + "\n")
     parts.append("#### Issue targets\n")
     parts.append("\n".join(f"- {line}" for line in check_lines(results)) + "\n")
     return "\n".join(parts)
@@ -566,10 +532,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)  # shared/PAPERS.md "Threads": 2 threads are ~60x slower here
     quiet_art()
 
-    def log(msg: str) -> None:
-        print(f"[{time.perf_counter() - start:6.1f}s] {msg}", file=sys.stderr, flush=True)
-
-    start = time.perf_counter()
+    clock = Clock()
+    log = clock.log
     seeds = list(range(args.seeds))
     results: dict[str, Any] = {
         **run_header("attribute", argv),
@@ -596,13 +560,14 @@ def main(argv: list[str] | None = None) -> int:
     for name, dataset, overrides, fields, in_quick in TARGETS:
         if args.quick and not in_quick:
             continue
-        runs = []
-        for seed in seeds:
-            log(f"{name} seed {seed}")
-            t0 = time.perf_counter()
-            run = bench_target(dataset, overrides, fields, seed, art_models, log)
-            run["wall_seconds"] = round(time.perf_counter() - t0, 2)
-            runs.append(run)
+        runs = run_seeds(
+            name,
+            seeds,
+            lambda seed, d=dataset, o=overrides, f=fields: bench_target(
+                d, o, f, seed, art_models, log
+            ),
+            log,
+        )
         results["targets"][name] = {
             "dataset": dataset,
             "training": runs[0]["training"] | {"seed": seeds},
@@ -613,7 +578,7 @@ def main(argv: list[str] | None = None) -> int:
     finish_run(
         results,
         out,
-        start,
+        clock.start,
         print_tables=print_tables,
         markdown=markdown if args.markdown else None,
     )

@@ -41,10 +41,8 @@ ART is only imported here (the ``bench`` extra); privguard never depends on it.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +51,7 @@ import torch
 from sklearn.linear_model import LogisticRegression
 
 import privguard
-from _common import finish_run, run_header
+from _common import finish_run, quiet_art, run_header
 from privguard.attacks import Knowledge
 from privguard.attacks.extraction._common import augment
 from privguard.attacks.extraction.active import ActiveExtraction
@@ -202,12 +200,6 @@ def policy_part(seed: int, log) -> dict[str, Any]:
 # -- part 3: MLP on mnist-5k ------------------------------------------------------------------
 
 
-def quiet_art() -> None:
-    for name in ("art", "art.estimators", "art.attacks"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore")
-
-
 def art_run(kind: str, target, x_queries: np.ndarray, evaluator, seed: int, arch) -> dict:
     from art.attacks.extraction import CopycatCNN
     from art.attacks.extraction import KnockoffNets as ArtKnockoff
@@ -299,7 +291,7 @@ def mlp_part(seed: int, budget: int, quick: bool, log) -> dict[str, Any]:
         x_queries = np.concatenate(
             [x_queries, augment(pool, budget - len(pool), ds.bounds, ds.kind, rng)]
         )
-    quiet_art()
+    quiet_art(all_warnings=True)
     for label, kind, xq in [
         ("ART KnockoffNets", "KnockoffNets", x_queries),
         ("ART CopycatCNN", "CopycatCNN", x_queries),

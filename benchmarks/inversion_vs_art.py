@@ -27,11 +27,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
 import re
-import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +36,16 @@ import numpy as np
 import torch
 
 import privguard
-from _common import finish_run, run_header
+from _common import (
+    Clock,
+    art_classifier,
+    finish_run,
+    markdown_table,
+    quiet_art,
+    run_header,
+    run_seeds,
+    summarise,
+)
 from privguard.attacks import InversionGuesses, all_attacks
 from privguard.audit.inversion_eval import InversionEvaluator
 from privguard.oracle import Access
@@ -114,43 +120,6 @@ def rounded_target(target: privguard.Target) -> privguard.Target:
 # -- ART ----------------------------------------------------------------------------------------
 
 
-def quiet_art() -> None:
-    """ART logs at INFO and warns on import and per call; keep the benchmark's output readable."""
-    for name in ("art", "art.estimators", "art.attacks"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", module=r"art(\..*)?")
-
-
-def art_classifier(target: privguard.Target, output: str):
-    """A ``PyTorchClassifier`` around the target's module that counts the records it is asked
-    about (gradient and prediction queries). ``output``: ``logits`` (the module as trained) or
-    ``probs`` (a softmax appended, as in ART's MIFace examples)."""
-    from art.estimators.classification import PyTorchClassifier
-
-    class Counting(PyTorchClassifier):
-        queries = 0
-
-        def predict(self, x, *args, **kwargs):
-            self.queries += len(x)
-            return super().predict(x, *args, **kwargs)
-
-        def class_gradient(self, x, *args, **kwargs):
-            self.queries += len(x)
-            return super().class_gradient(x, *args, **kwargs)
-
-    module = target.predictor.module
-    if output == "probs":
-        module = torch.nn.Sequential(module, torch.nn.Softmax(dim=1)).eval()
-    return Counting(
-        model=module,
-        loss=torch.nn.CrossEntropyLoss(),
-        input_shape=target.input_shape,
-        nb_classes=target.n_classes,
-        clip_values=(0.0, 1.0),
-        device_type="cpu",
-    )
-
-
 @dataclasses.dataclass(frozen=True)
 class ArtSetting:
     output: str = "logits"  # what the classifier returns: logits or probs (softmax)
@@ -172,7 +141,13 @@ def run_art(target, setting: ArtSetting, x_aux_mean: np.ndarray, evaluator) -> d
 
     k = target.n_classes
     y = np.arange(k)
-    clf = art_classifier(target, setting.output)
+    module = target.predictor.module
+    if setting.output == "probs":  # a softmax appended, as in ART's MIFace examples
+        module = torch.nn.Sequential(module, torch.nn.Softmax(dim=1)).eval()
+    # counts the records asked about: gradient and prediction queries
+    clf = art_classifier(
+        module, target.input_shape, target.n_classes, count=True, count_gradients=True
+    )
     if setting.init == "zeros":
         x0 = np.zeros((k, *target.input_shape), dtype=np.float32)
     else:
@@ -402,14 +377,6 @@ def bench_target(
 # -- aggregation --------------------------------------------------------------------------------
 
 
-def summarise(values: list[float]) -> dict[str, float]:
-    a = np.asarray(values, dtype=np.float64)
-    return {
-        "mean": round(float(a.mean()), 6),
-        "std": round(float(a.std(ddof=1)) if len(a) > 1 else 0.0, 6),
-    }
-
-
 def aggregate_block(entries: list[dict[str, Any]]) -> dict[str, Any]:
     keys = [k for k in METRICS if all(k in e for e in entries)]
     return {k: summarise([e[k] for e in entries]) for k in keys}
@@ -636,12 +603,6 @@ def art_note(t: dict[str, Any]) -> str:
     return s
 
 
-def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
-
-
 GRID_HEADER = ["ART MIFace setting", "acc. SVM", "acc. kNN", "consensus", "queries/class", "s"]
 
 
@@ -755,10 +716,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)  # shared/PAPERS.md "Threads": 2 threads are ~60x slower here
     quiet_art()
 
-    def log(msg: str) -> None:
-        print(f"[{time.perf_counter() - start:6.1f}s] {msg}", file=sys.stderr, flush=True)
-
-    start = time.perf_counter()
+    clock = Clock()
+    log = clock.log
     seeds = list(range(args.seeds))
     results: dict[str, Any] = {
         **run_header("inversion_vs_art", argv),
@@ -789,13 +748,12 @@ def main(argv: list[str] | None = None) -> int:
     for name, dataset, overrides, in_quick in TARGETS:
         if args.quick and not in_quick:
             continue
-        runs = []
-        for seed in seeds:
-            log(f"{name} seed {seed}")
-            t0 = time.perf_counter()
-            run = bench_target(dataset, overrides, seed, cap, args.quick, log)
-            run["wall_seconds"] = round(time.perf_counter() - t0, 2)
-            runs.append(run)
+        runs = run_seeds(
+            name,
+            seeds,
+            lambda seed, d=dataset, o=overrides: bench_target(d, o, seed, cap, args.quick, log),
+            log,
+        )
         results["targets"][name] = {
             "dataset": dataset,
             "training": runs[0]["training"] | {"seed": seeds},
@@ -806,7 +764,7 @@ def main(argv: list[str] | None = None) -> int:
     finish_run(
         results,
         out,
-        start,
+        clock.start,
         print_tables=print_tables,
         markdown=markdown if args.markdown else None,
     )

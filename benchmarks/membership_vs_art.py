@@ -31,12 +31,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
 import math
 import os
 import sys
 import time
-import warnings
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -45,7 +43,20 @@ import numpy as np
 import torch
 
 import privguard
-from _common import clean, machine_info, versions, write_json_atomic
+from _common import (
+    Clock,
+    art_classifier,
+    clean,
+    machine_info,
+    markdown_table,
+    parse_only,
+    quiet_art,
+    run_seeds,
+    selected,
+    summarise,
+    versions,
+    write_json_atomic,
+)
 from privguard.attacks import Compute, resolve
 from privguard.attacks.membership.lira import LiraOffline
 from privguard.attacks.membership.rmia import RMIA
@@ -81,26 +92,6 @@ def membership_attacks() -> list[str]:
 
 
 # -- ART --------------------------------------------------------------------------------------
-
-
-def quiet_art() -> None:
-    """ART logs at INFO and warns on import and per call; keep the benchmark's output readable."""
-    for name in ("art", "art.estimators", "art.attacks"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", module=r"art(\..*)?")
-
-
-def art_classifier(target: privguard.Target):
-    from art.estimators.classification import PyTorchClassifier
-
-    return PyTorchClassifier(
-        model=target.predictor.module,
-        loss=torch.nn.CrossEntropyLoss(),
-        input_shape=target.input_shape,
-        nb_classes=target.n_classes,
-        clip_values=(0.0, 1.0),
-        device_type="cpu",
-    )
 
 
 def art_blackbox(classifier, kind: str, seed: int):
@@ -266,7 +257,7 @@ def bench_target(dataset: str, overrides: dict[str, Any], seed: int, log) -> dic
         secs = round(time.perf_counter() - t0, 3)
         two[cls.name] = {**metrics_of(g.scores, is_member, g.decisions), "seconds": secs}
 
-    classifier = art_classifier(target)
+    classifier = art_classifier(target.predictor.module, target.input_shape, target.n_classes)
     log("  ART: one shadow model")
     s_in, s_out, s_secs = shadow_like_privguard(target, ds, seed)
     log(f"  ART: ShadowModels({ART_SHADOW_MODELS})")
@@ -321,28 +312,20 @@ def bench_target(dataset: str, overrides: dict[str, Any], seed: int, log) -> dic
 # -- aggregation, checks, tables --------------------------------------------------------------
 
 
-def mean_std(values: list[float]) -> dict[str, float]:
-    a = np.asarray([np.nan if v is None else v for v in values], dtype=np.float64)
-    return {
-        "mean": round(float(np.mean(a)), 6),
-        "std": round(float(np.std(a, ddof=1)) if len(a) > 1 else 0.0, 6),
-    }
-
-
 def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for block in ("all_candidates", "held_out_half", "two_references"):
         out[block] = {}
         for name, first in runs[0][block].items():
             e = {
-                k: mean_std([r[block][name].get(k) for r in runs])
+                k: summarise([r[block][name].get(k) for r in runs])
                 for k in ("auc", "tpr_at_fpr_0.01", "advantage")
             }
             secs = [
                 r["seconds"][name] if block != "two_references" else r[block][name]["seconds"]
                 for r in runs
             ]
-            e["seconds"] = mean_std(secs)
+            e["seconds"] = summarise(secs)
             e["n_nonmembers"] = first["n_nonmembers"]
             e["fpr_0.01_false_positives_allowed"] = first.get("fpr_0.01_false_positives_allowed")
             out[block][name] = e
@@ -353,7 +336,7 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "train_seconds",
         "audit_seconds",
     ):
-        out[k] = mean_std([r[k] for r in runs])
+        out[k] = summarise([r[k] for r in runs])
     return out
 
 
@@ -420,10 +403,8 @@ def rows(block: dict[str, Any], nseeds: int, info: dict[str, Any] | None = None)
     return out
 
 
-def markdown_table(r: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(r[0]) + " |", "|" + "---|" * len(r[0])]
-    lines += ["| " + " | ".join(x) + " |" for x in r[1:]]
-    return "\n".join(lines)
+def _split(table: list[list[str]]) -> tuple[list[str], list[list[str]]]:
+    return table[0], table[1:]
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -439,19 +420,19 @@ def markdown(results: dict[str, Any]) -> str:
             f"privguard audit {agg['audit_seconds']['mean']:.0f} s, {n} seed(s)\n"
         )
         parts.append("All candidates (no ground truth used by any attack):\n")
-        parts.append(markdown_table(rows(agg["all_candidates"], n, info)) + "\n")
+        parts.append(markdown_table(*_split(rows(agg["all_candidates"], n, info))) + "\n")
         parts.append("Held-out half (where ART's ground-truth-trained attacks can be scored):\n")
-        parts.append(markdown_table(rows(agg["held_out_half"], n, info)) + "\n")
+        parts.append(markdown_table(*_split(rows(agg["held_out_half"], n, info))) + "\n")
         parts.append("Two reference models each (classes instantiated directly):\n")
-        parts.append(markdown_table(rows(agg["two_references"], n)) + "\n")
+        parts.append(markdown_table(*_split(rows(agg["two_references"], n))) + "\n")
     parts.append("#### Issue targets\n")
     parts.append(
         markdown_table(
-            [["target", "check", "measured", ""]]
-            + [
+            ["target", "check", "measured", ""],
+            [
                 [c["target"], c["check"], c["value"], "PASS" if c["pass"] else "MISS"]
                 for c in results["checks"]
-            ]
+            ],
         )
     )
     return "\n".join(parts)
@@ -505,15 +486,12 @@ def main(argv: list[str] | None = None) -> int:
     out_path = args.out or here / "results" / (
         "membership_vs_art_quick.json" if args.quick else "membership_vs_art.json"
     )
-    only = {s.strip() for s in args.only.split(",") if s.strip()}
+    only = parse_only(args.only)
 
     torch.set_num_threads(1)  # shared/PAPERS.md "Threads"
     quiet_art()
-
-    def log(msg: str) -> None:
-        print(f"[{time.perf_counter() - start:6.1f}s] {msg}", file=sys.stderr, flush=True)
-
-    start = time.perf_counter()
+    clock = Clock()
+    log = clock.log
     seeds = list(range(args.seeds))
     results: dict[str, Any] = {
         "benchmark": "membership_vs_art",
@@ -541,17 +519,16 @@ def main(argv: list[str] | None = None) -> int:
         "checks": [],
     }
     for name, dataset, overrides, in_quick, want in TARGETS:
-        if (args.quick and not in_quick) or (only and name not in only):
+        if not selected(name, in_quick, args.quick, only):
             continue
-        runs = []
-        for seed in seeds:
-            log(f"{name} seed {seed} (load {os.getloadavg()[0]:.2f})")
-            t0 = time.perf_counter()
-            run = bench_target(dataset, overrides, seed, log)
-            run["wall_seconds"] = round(time.perf_counter() - t0, 2)
-            run["load_average_after"] = [round(v, 2) for v in os.getloadavg()]
-            log(f"  done in {run['wall_seconds']} s (load {run['load_average_after']})")
-            runs.append(run)
+        runs = run_seeds(
+            name,
+            seeds,
+            lambda seed, d=dataset, o=overrides: bench_target(d, o, seed, log),
+            log,
+            show_load=True,
+            record_load=True,
+        )
         agg = aggregate(runs)
         results["targets"][name] = {
             "dataset": dataset,
@@ -560,7 +537,7 @@ def main(argv: list[str] | None = None) -> int:
             "runs": runs,
         }
         results["checks"] += checks(name, agg, want)
-        results["wall_seconds"] = round(time.perf_counter() - start, 1)
+        results["wall_seconds"] = round(clock.elapsed(), 1)
         results["machine"]["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
         write_json_atomic(out_path, clean(results))  # after every target: a partial run survives
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -116,7 +117,8 @@ def test_npz_errors(tmp_path: Path) -> None:
     np.savez(tmp_path / "names.npz", inputs=x, labels=np.zeros(6))
     with pytest.raises(DataError, match="arrays named 'x'.*it holds: inputs, labels"):
         load_dataset(tmp_path / "names.npz")
-    np.savez(tmp_path / "nan.npz", x=np.where(np.eye(6, 3) > 0, np.nan, 0.0), y=np.zeros(6))
+    two = np.arange(6) % 2
+    np.savez(tmp_path / "nan.npz", x=np.where(np.eye(6, 3) > 0, np.nan, 0.0), y=two)
     with pytest.raises(DataError, match="3 record.* NaN or infinite"):
         load_dataset(tmp_path / "nan.npz")
     np.savez(tmp_path / "onehot.npz", x=x, y=np.eye(6, 2))
@@ -125,7 +127,7 @@ def test_npz_errors(tmp_path: Path) -> None:
     np.savez(tmp_path / "obj.npz", x=x, y=np.array([{"a": 1}] * 6, dtype=object))
     with pytest.raises(DataError, match="never unpickled"):
         load_dataset(tmp_path / "obj.npz")
-    np.savez(tmp_path / "scale.npz", x=np.full((6, 4, 4), 200.0), y=np.zeros(6, dtype=int))
+    np.savez(tmp_path / "scale.npz", x=np.full((6, 4, 4), 200.0), y=two)
     with pytest.raises(DataError, match=r"must lie in \[0, 1\].*divide by 255"):
         load_dataset(tmp_path / "scale.npz")
     np.savez(tmp_path / "ok.npz", x=x, y=np.zeros(6, dtype=int))
@@ -136,6 +138,40 @@ def test_npz_errors(tmp_path: Path) -> None:
             tmp_path / "ok.npz",
             preprocessing={"type": "npz", "kind": "tabular", "classes": ["a", "b"]},
         )
+
+
+def test_npz_labels_are_checked_before_anything_is_allocated_for_them(tmp_path: Path) -> None:
+    x = np.zeros((4, 3))
+    # one label of 10**12 once made a list of 10**12 class names (killed after 90 s)
+    for y, found in [
+        (np.array([0, 1, 2, 10**12]), "1000000000000;"),
+        (np.array([0.0, 1.0, 1e12, 2.0]), "1000000000000;"),
+        (np.array([0.0, 1.0, 1e12, 1e300]), "1e+300;"),
+    ]:
+        np.savez(tmp_path / "huge.npz", x=x, y=y)
+        with pytest.raises(DataError, match=rf"class indices 0\.\.99999, found {re.escape(found)}"):
+            load_dataset(tmp_path / "huge.npz")
+    np.savez(tmp_path / "huge.npz", x=x, y=np.array([0, 1, 99_999, 100_000]))
+    with pytest.raises(DataError, match="found 100000; renumber the classes"):
+        load_dataset(tmp_path / "huge.npz")
+    # the count is compared from the array headers, before either array is read
+    np.savez(tmp_path / "count.npz", x=x, y=np.arange(5) % 2)
+    with pytest.raises(DataError, match="x has 4 records but y has 5 labels"):
+        load_dataset(tmp_path / "count.npz")
+    # non-integral numbers are classes by value, in sorted order, not indices
+    np.savez(tmp_path / "frac.npz", x=x, y=np.array([0.5, 1e12 + 0.5, 0.5, 2.25]))
+    assert load_dataset(tmp_path / "frac.npz").classes == ["0.5", "2.25", "1000000000000.5"]
+
+
+def test_a_one_class_npz_is_refused_like_a_one_class_csv(tmp_path: Path) -> None:
+    for y in (np.zeros(6, dtype=int), np.full(6, 3), np.array(["cat"] * 6)):
+        np.savez(tmp_path / "one.npz", x=np.zeros((6, 3)), y=y)
+        with pytest.raises(DataError, match=r"single label .*at least two classes"):
+            load_dataset(tmp_path / "one.npz")
+    # replaying a trained model's classes, one class in a file is fine (e.g. an audit's members)
+    record = {"type": "npz", "kind": "tabular", "classes": ["0", "1"]}
+    np.savez(tmp_path / "one.npz", x=np.zeros((6, 3)), y=np.zeros(6, dtype=int))
+    assert load_dataset(tmp_path / "one.npz", preprocessing=record).y.tolist() == [0] * 6
 
 
 # -- image folders ------------------------------------------------------------------------------
@@ -189,12 +225,16 @@ def test_image_folder_errors(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="class folder .*s2 has no images"):
         load_dataset(tmp_path / "hole")
 
+    _faces(tmp_path / "single", ["s1"], n=2)
+    with pytest.raises(DataError, match=r"single class folder \('s1'\).*at least two classes"):
+        load_dataset(tmp_path / "single")
+
     (tmp_path / "flat").mkdir()
     Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "flat/1.png")
     with pytest.raises(DataError, match="has no sub-folders: put the images of each class"):
         load_dataset(tmp_path / "flat")
 
-    _faces(tmp_path / "broken", ["s1"], n=1)
+    _faces(tmp_path / "broken", ["s1", "s2"], n=1)
     (tmp_path / "broken/s1/2.pgm").write_bytes(b"P5 garbage")
     with pytest.raises(DataError, match=r"could not (read|decode) image .*2.pgm"):
         load_dataset(tmp_path / "broken")
@@ -204,3 +244,28 @@ def test_image_folder_errors(tmp_path: Path) -> None:
     _faces(tmp_path / "other", ["s3"], n=1)
     with pytest.raises(DataError, match=r"class folder\(s\) s3 that the model was not trained on"):
         load_dataset(tmp_path / "other", preprocessing=record)
+
+
+# -- the CLI: each bad file is one line and exit 2 ----------------------------------------------
+
+
+@pytest.mark.parametrize("bad", ["huge-label", "one-class-npz", "one-class-folder"])
+def test_bad_data_files_are_one_line_and_exit_2_in_the_cli(bad, tmp_path, capsys):
+    from privguard.cli import main
+
+    x = np.zeros((8, 3))
+    if bad == "huge-label":
+        data = tmp_path / "huge.npz"
+        np.savez(data, x=x, y=np.array([0, 1] * 3 + [1, 10**12]))
+    elif bad == "one-class-npz":
+        data = tmp_path / "one.npz"
+        np.savez(data, x=x, y=np.ones(8, dtype=int))
+    else:
+        data = tmp_path / "faces"
+        _faces(data, ["s1"], n=4)
+    code = main(["train", "--data", str(data), "--out", str(tmp_path / "model"), "--epochs", "1"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert ("class indices" if bad == "huge-label" else "at least two classes") in err
+    assert not (tmp_path / "model").exists()

@@ -3,7 +3,8 @@ when they answer, and real `privguard serve` processes on loopback shared by the
 
 Services: ``PRIVGUARD_TEST_POSTGRES`` (default
 ``postgresql+psycopg://postgres@127.0.0.1:5432/test``) and ``PRIVGUARD_TEST_REDIS`` (default
-``redis://127.0.0.1:6379/0``). Tests that need one skip, saying why, when it does not answer.
+``redis://127.0.0.1:6379/0``). Tests that need one skip, saying why, when it does not answer —
+or fail, when ``PRIVGUARD_REQUIRE_SERVICES=1`` (CI sets it; see tests/service_gate.py).
 Each run keeps its PostgreSQL tables in a schema of its own, dropped at the end.
 """
 
@@ -21,6 +22,7 @@ import httpx
 import pytest
 
 from privguard.gateway.process import GatewayProcess
+from service_gate import skip_or_fail
 
 POSTGRES = os.environ.get(
     "PRIVGUARD_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -79,7 +81,7 @@ def _postgres_error() -> str | None:
         dsn = POSTGRES.replace("postgresql+psycopg://", "postgresql://")
         with psycopg.connect(dsn, connect_timeout=3) as conn:
             conn.execute("select 1")
-    except Exception as e:  # noqa: BLE001 - any failure: skip, saying why
+    except Exception as e:  # noqa: BLE001 - any failure: skip (or fail), saying why
         return f"PostgreSQL not reachable at {POSTGRES} ({type(e).__name__}: {e})".strip()
     return None
 
@@ -113,18 +115,14 @@ def _pg_schema():
 
 @pytest.fixture
 def postgres_url():
-    why = _postgres_error()
-    if why:
-        pytest.skip(why)
+    skip_or_fail(_postgres_error())
     with _pg_schema() as url:
         yield url
 
 
 @pytest.fixture(scope="session")
 def redis_url():
-    why = _redis_error()
-    if why:
-        pytest.skip(why)
+    skip_or_fail(_redis_error())
     return REDIS
 
 
@@ -270,7 +268,7 @@ def _servers(model_dir, tls_files, tmp_path_factory):
 def _ready(servers, kind: str) -> Server:
     s = servers[kind]
     if isinstance(s, str):
-        pytest.skip(s)
+        skip_or_fail(s)
     try:
         s.proc.wait_ready(180)
     except Exception as e:  # noqa: BLE001 - show the server's log

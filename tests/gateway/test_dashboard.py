@@ -8,7 +8,8 @@ over HTTP, the attacker's next query is refused. Refusals are checked too: a wro
 client key, a POST without the CSRF token, and logout.
 
 Chromium is Debian's (``apt-get install chromium``), driven by Playwright with its executable
-path set: no browser is downloaded. The test skips, saying why, when it is absent.
+path set: no browser is downloaded. The test skips, saying why, when it is absent (fails
+under ``PRIVGUARD_REQUIRE_SERVICES=1``, as in CI).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from privguard.gateway.monitor import Monitor
 from privguard.gateway.process import GatewayProcess
 from privguard.gateway.store import Store
 from privguard.models.threads import single_thread
+from service_gate import services_required, skip_or_fail
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -43,10 +45,28 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 
+
+def _browser_missing() -> str | None:
+    if not Path(CHROMIUM).is_file():
+        return f"no Chromium at {CHROMIUM}: install Debian's package (apt-get install -y chromium)"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "Playwright is not installed (pip install -e '.[test]')"
+    return None
+
+
+# Skipped before any server starts; under PRIVGUARD_REQUIRE_SERVICES=1 it runs and fails instead.
 pytestmark = pytest.mark.skipif(
-    not Path(CHROMIUM).is_file(),
-    reason=f"no Chromium at {CHROMIUM}: install Debian's package (apt-get install -y chromium)",
+    _browser_missing() is not None and not services_required(),
+    reason=str(_browser_missing()),
 )
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _browser():
+    skip_or_fail(_browser_missing())
+
 
 CONFIG = """
 [server]

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from service_gate import skip_or_fail
+
 
 @pytest.fixture(scope="module")
 def fuzzed_server(model_dir, tmp_path_factory):
@@ -34,7 +36,7 @@ def test_fuzzing_the_openapi_schema_finds_no_server_error(fuzzed_server, tmp_pat
     if not exe.exists():
         found = shutil.which("schemathesis")
         if found is None:
-            pytest.skip("the schemathesis CLI is not installed (pip install -e '.[test]')")
+            skip_or_fail("the schemathesis CLI is not installed (pip install -e '.[test]')")
         exe = Path(found)
     cmd = [
         str(exe),

@@ -29,6 +29,8 @@ SUPPORTED = (
 IMAGE_SUFFIXES = (".pgm", ".ppm", ".pnm", ".png", ".jpg", ".jpeg", ".bmp")
 _GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N"}
 _WIDE_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N"}  # 16-bit grayscale: values 0..65535
+#: Integer labels are class indices below this: a label of 10**12 is refused, not allocated for.
+MAX_CLASSES = 100_000
 
 
 def load_path(
@@ -174,6 +176,10 @@ def load_npz(path: str | Path, *, preprocessing: dict[str, Any] | None = None) -
                     f"{join_names(found) or 'no arrays'}. Save it with "
                     "numpy.savez(path, x=..., y=...)"
                 )
+            # the labels' count is checked from the array headers, before either is read
+            n_x, n_y = _npy_shape(f, "x", path), _npy_shape(f, "y", path)
+            if len(n_x) and len(n_y) == 1 and n_y[0] != n_x[0]:
+                raise DataError(f"{path.name}: x has {n_x[0]} records but y has {n_y[0]} labels")
             x, y = f["x"], f["y"]
     except DataError:
         raise
@@ -192,10 +198,13 @@ def load_npz(path: str | Path, *, preprocessing: dict[str, Any] | None = None) -
         )
     if len(x) == 0:
         raise DataError(f"{where}: x has no records")
+    recorded = _recorded(preprocessing, "npz", where)
+    y_idx, classes = _npz_labels(
+        y, len(x), where, None if recorded is None else recorded["classes"]
+    )
     if x.dtype.kind == "f" and not np.isfinite(x).all():
         bad = int((~np.isfinite(x)).reshape(len(x), -1).any(axis=1).sum())
         raise DataError(f"{where}: {bad} record(s) of x contain NaN or infinite values; drop them")
-    recorded = _recorded(preprocessing, "npz", where)
     kind = "tabular" if x.ndim == 2 else "image"
     if recorded is not None and recorded.get("kind") != kind:
         raise DataError(
@@ -207,9 +216,6 @@ def load_npz(path: str | Path, *, preprocessing: dict[str, Any] | None = None) -
     else:
         x = x.astype(np.float32)
         bounds = (float(x.min()), float(x.max()))
-    y_idx, classes = _npz_labels(
-        y, len(x), where, None if recorded is None else recorded["classes"]
-    )
     return Dataset(
         name=str(path),
         x=x,
@@ -220,6 +226,20 @@ def load_npz(path: str | Path, *, preprocessing: dict[str, Any] | None = None) -
         preprocessing={"type": "npz", "kind": kind, "classes": classes},
         source=f"user file {path}",
     )
+
+
+def _npy_shape(f: Any, name: str, path: Path) -> tuple[int, ...]:
+    """The shape in the header of array ``name`` of the open NPZ ``f``, without reading it."""
+    try:
+        with f.zip.open(f"{name}.npy") as fh:
+            version = np.lib.format.read_magic(fh)
+            if version == (1, 0):
+                shape, _, _ = np.lib.format.read_array_header_1_0(fh)
+            else:
+                shape, _, _ = np.lib.format.read_array_header_2_0(fh)
+    except KeyError:
+        return ()  # not a plain .npy member: np.load reports it
+    return tuple(int(d) for d in shape)
 
 
 def _npz_images(x: np.ndarray, where: str) -> np.ndarray:
@@ -263,7 +283,21 @@ def _npz_labels(
     integral = y.dtype.kind in "iu" or (y.dtype.kind == "f" and bool(np.all(y == np.round(y))))
     if integral and len(y) and y.min() < 0:
         raise DataError(f"{where}: integer labels must be class indices >= 0, found {y.min()}")
+    if integral and len(y) and y.max() >= MAX_CLASSES:
+        top = y.max().item()
+        shown = f"{top:g}" if top >= 1e16 else str(int(top))
+        raise DataError(
+            f"{where}: integer labels are class indices 0..{MAX_CLASSES - 1}, found {shown}; "
+            "renumber the classes 0, 1, 2, ... (or save the labels as text)"
+        )
     if recorded is None:
+        present = np.unique(y)
+        if len(present) < 2:
+            only = as_text(present[0].item()) if len(present) else "none"
+            raise DataError(
+                f"{where}: y has a single label ({only!r}); a classifier needs at least two "
+                "classes: add records of other classes"
+            )
         if integral:
             classes = [str(i) for i in range(int(y.max()) + 1)]
         else:
@@ -306,6 +340,11 @@ def load_image_folder(root: str | Path, *, preprocessing: dict[str, Any] | None 
             "after the class (e.g. s1/1.pgm, s2/1.pgm)"
         )
     recorded = _recorded(preprocessing, "image-folder", where)
+    if recorded is None and len(class_dirs) < 2:
+        raise DataError(
+            f"{where} has a single class folder ({class_dirs[0].name!r}); a classifier needs at "
+            "least two classes: add a sub-folder of images for each other class"
+        )
     classes = [d.name for d in class_dirs] if recorded is None else list(recorded["classes"])
     index = {c: i for i, c in enumerate(classes)}
     unknown = [d.name for d in class_dirs if d.name not in index]

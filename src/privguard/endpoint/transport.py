@@ -10,6 +10,7 @@ raise :class:`~privguard.errors.AccessError`.
 from __future__ import annotations
 
 import json
+import math
 import time
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -437,12 +438,14 @@ def _retry_after(r) -> float | None:
         return None
     raw = raw.strip()
     try:
-        return max(float(raw), 0.0)
+        seconds = float(raw)
     except ValueError:
         pass
+    else:  # "nan" is no delay at all (sleeping NaN seconds raises); "inf" means never
+        return None if math.isnan(seconds) else max(seconds, 0.0)
     try:
         when = parsedate_to_datetime(raw)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
