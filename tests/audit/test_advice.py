@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 
 import privguard
+from privguard._progress import progress_lines
 from privguard.audit import risk
 from privguard.audit.advice import utility
 from privguard.audit.families import all_families
 from privguard.audit.report import RISK_LEVELS, risk_rank
 from privguard.audit.report.view import md_escape
-from privguard.cli._common import progress_lines
 from privguard.sweep.frontier import recommend
 from privguard.sweep.run import SweepResult, SweepRow
 
@@ -210,3 +210,17 @@ def test_redact_on_images_is_a_one_line_error(saved_mlp, tmp_path):
         timeout=300,
     )
     assert out.returncode == 2 and "--redact" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_the_api_logs_each_attack_and_prints_lines_with_progress_true(
+    digits_logreg, caplog, capsys
+):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="privguard.audit"):
+        report = privguard.audit(digits_logreg, attacks=["loss-threshold"], progress=True)
+    logged = [r.getMessage() for r in caplog.records if r.name == "privguard.audit"]
+    assert any(m.startswith("attack loss-threshold") for m in logged)
+    assert any(m.startswith(f"loss-threshold: {report.attacks[0].risk} risk") for m in logged)
+    err = capsys.readouterr().err
+    assert "attack loss-threshold 0/1" in err and "attacks done 1/1" in err

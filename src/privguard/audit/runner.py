@@ -45,7 +45,7 @@ def audit(
     n_jobs: int = 1,
     scheduler: Any = None,
     cache_dir: str | Path | None = None,
-    progress: Progress | None = None,
+    progress: Progress | bool | None = None,
     command: str | None = None,
     settings: Mapping[str, Mapping[str, Any]] | None = None,
     members_known: bool = True,
@@ -71,7 +71,9 @@ def audit(
         n_jobs: local processes for shadow / reference model training.
         scheduler: a Dask scheduler address (or ``distributed.Client``) to train them on instead.
         cache_dir: where trained reference models are kept and reused (``None``: no cache).
-        progress: ``progress(step, done, total)`` callback.
+        progress: ``progress(step, done, total)`` callback, or ``True`` for timestamped lines
+            on stderr (one per attack, one per 10% of reference models); every attack is also
+            logged at INFO on the ``privguard.audit`` logger.
         settings: per-attack settings, ``{"lira-online": {"n_reference": 32}}``, checked against
             what each attack declares (``privguard attacks --settings`` lists them) and
             recorded in the report's ``plan``.
@@ -86,8 +88,10 @@ def audit(
         ...                          settings={"lira-online": {"n_reference": 32}})
         >>> report.summary["overall_risk"]
     """
+    from privguard._progress import resolve
     from privguard.models.text import TextTarget, is_text_model
 
+    progress = resolve(progress)
     if isinstance(target, TextTarget) or (not isinstance(target, Target) and is_text_model(target)):
         # text models (canary exposure, training-data extraction): other truth, same engine
         if isinstance(data, Dataset):
@@ -196,7 +200,7 @@ def text_audit(
     access: Access | str = Access.PROBS,
     seed: int = 0,
     budget: int | None = None,
-    progress: Progress | None = None,
+    progress: Progress | bool | None = None,
     command: str | None = None,
     extrapolate: bool = False,
     settings: Mapping[str, Mapping[str, Any]] | None = None,
@@ -217,11 +221,13 @@ def text_audit(
         >>> report = text_audit("lm-dir", attacks="memorization")
         >>> report.attacks[0].metrics["exposure_bits_top_repeats"]
     """
+    from privguard._progress import resolve
     from privguard.attacks.memorization import TextKnowledge
     from privguard.audit.memorization_eval import PUBLIC_RECORDS, corpus_for, describe_corpus
     from privguard.data.corpus import attacker_text
     from privguard.models.text import TextTarget, load_text_target
 
+    progress = resolve(progress)
     checked = engine.check_settings(settings)
     if not isinstance(target, TextTarget):
         target = load_text_target(target)

@@ -39,6 +39,8 @@ def progress() -> Iterator[Callable[[str, int, int], None]]:
     pipes, logs) timestamped lines, one per step (each attack) and one per 10% of a step's
     total (reference models, epochs)."""
     if not err.is_terminal:
+        from privguard._progress import progress_lines
+
         yield progress_lines(sys.stderr)
         return
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -65,28 +67,6 @@ def progress() -> Iterator[Callable[[str, int, int], None]]:
             bar.update(tasks[key], description=step, completed=done, total=total)
 
         yield update
-
-
-def progress_lines(stream: Any) -> Callable[[str, int, int], None]:
-    """A progress callback writing ``HH:MM:SS step done/total`` lines to ``stream``: the first
-    and last update of each step and one per 10% of its total in between."""
-    import time
-
-    seen: dict[str, int] = {}
-
-    def update(step: str, done: int, total: int) -> None:
-        key = step.split(" ")[0] if step.startswith("attack") else step
-        tenth = int(10 * done / total) if total else 10
-        if key in seen and seen[key] == tenth and done not in (0, total):
-            return
-        if step.startswith("attack"):
-            seen.clear()
-        seen[key] = tenth
-        stamp = time.strftime("%H:%M:%S")
-        stream.write(f"{stamp} {step} {done}/{total}\n")
-        stream.flush()
-
-    return update
 
 
 def parse_hidden(value: str) -> list[int]:
