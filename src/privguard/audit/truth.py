@@ -36,6 +36,8 @@ class ClassifierTruth:
     is_member: np.ndarray
     hidden_values: np.ndarray | None = None
     value_names: list[str] = field(default_factory=list)
+    # candidates whose sensitive value is missing: left out of attribute scores, counted
+    hidden_missing: np.ndarray | None = None
     target: Any = None  # the real model (the extraction evaluator compares copies with it)
     audited: Any = None  # the Target as audited (an endpoint's, for a stolen copy's record)
     members_known: bool = True
@@ -64,13 +66,18 @@ class ClassifierTruth:
             class_names=list(ds.classes),
         )
         if ds.kind == "tabular" and (needs_sensitive or sensitive):
-            from privguard.audit.sensitive import default_sensitive, sensitive_attribute
+            from privguard.audit.sensitive import (
+                default_sensitive,
+                missing_records,
+                sensitive_attribute,
+            )
 
             name = sensitive or default_sensitive(ds)
             if name is not None:
                 attr = sensitive_attribute(ds, name)
                 flat = ds.x[cand].reshape(len(cand), -1)
                 self.hidden_values, self.value_names = attr.decode(flat), list(attr.values)
+                self.hidden_missing = missing_records(ds, attr, cand)
                 partial = flat.copy()
                 partial[:, attr.columns] = np.nan
                 know.sensitive, know.partial_x, know.partial_y = attr, partial, ds.y[cand]

@@ -66,6 +66,7 @@ METRIC_HELP: dict[str, str] = {
     "advantage_members": "Accuracy beyond the no-model baseline, on training members.",
     "advantage_nonmembers": "Accuracy beyond the no-model baseline, on non-members.",
     "member_advantage_gap": "Members' advantage minus non-members': leakage specific to members.",
+    "n_missing_excluded": "Records whose sensitive value is missing, left out of the scores.",
     "balanced_accuracy": "Mean recall over the field's values.",
     "fidelity": "Share of held-out records on which the stolen model agrees with the target.",
     "fidelity_uniform": "Share of uniform random inputs on which the copy agrees with the target.",
