@@ -179,6 +179,11 @@ def print_sweep(result: Any, out_dir: Path) -> None:
             r.data_risk + (" [bold red](majority class only)[/]" if r.trivial else ""),
         )
     out.print(table)
+    if getattr(result, "note", ""):
+        out.print(f"attacks: {result.note}", markup=False, highlight=False)
+    for r in result.rows:
+        if r.trivial:
+            out.print(f"[bold red]{r.name}:[/] {r.utility_note}", highlight=False)
     if result.recommendation:
         out.print(f"recommendation: {result.recommendation['reason']}")
     out.print(f"sweep written to {out_dir}/: sweep.html, sweep.json, reports/, models/")
