@@ -224,3 +224,16 @@ def test_the_api_logs_each_attack_and_prints_lines_with_progress_true(
     assert any(m.startswith(f"loss-threshold: {report.attacks[0].risk} risk") for m in logged)
     err = capsys.readouterr().err
     assert "attack loss-threshold 0/1" in err and "attacks done 1/1" in err
+
+
+def test_attacks_skipped_for_want_of_a_sensitive_field_make_one_line_that_says_how():
+    from privguard.cli._common import skipped_lines
+
+    skipped = [
+        {"attack": a, "reason": f"the {a} attack needs a sensitive field: pass --sensitive NAME"}
+        for a in ("fredrikson-map", "label-only-inference")
+    ] + [{"attack": "knockoff", "reason": "too few auxiliary records"}]
+    lines = skipped_lines(skipped)
+    assert len(lines) == 2
+    assert lines[0].startswith("skipped fredrikson-map, label-only-inference: attribute")
+    assert "--sensitive FIELD" in lines[0] and lines[1].endswith("too few auxiliary records")

@@ -177,9 +177,9 @@ def headline(
     if worst.risk == "low":
         best = _strongest(attacks, worst.family) or worst
         s = (
-            f"LOW risk: {via}, none of the {len(attacks)} attacks found a meaningful leak; the "
-            f"strongest, {best.name}, could at best {_exposure(best, data)}. An audit is a lower "
-            "bound: stronger attacks or more access may find more."
+            f"LOW risk: {via}, none of the {len(attacks)} attacks found a meaningful leak (the "
+            f"strongest, {best.name}: {best.risk_reason or 'low'}). An audit is a lower bound: "
+            "stronger attacks or more access may find more."
         )
         if trivial:
             s = (

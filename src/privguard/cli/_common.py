@@ -154,9 +154,27 @@ def print_summary(report: Report, out_dir: Path) -> None:
         out.print(summary["headline"], markup=False, highlight=False)
     for i, action in enumerate(summary.get("actions") or [], 1):
         out.print(f"  {i}. {action}", markup=False, highlight=False)
-    for s in summary.get("skipped") or []:
-        out.print(f"skipped {s['attack']}: {s['reason']}", markup=False, highlight=False)
+    for line in skipped_lines(summary.get("skipped") or []):
+        out.print(line, markup=False, highlight=False)
     out.print(f"report written to {out_dir}/: report.json, report.html, model-card.md")
+
+
+def skipped_lines(skipped: list[dict[str, str]]) -> list[str]:
+    """One line per reason: attacks skipped for the same reason (no sensitive field, say) are
+    named together."""
+    groups: dict[str, list[str]] = {}
+    for s in skipped:
+        reason = s["reason"].replace(f"the {s['attack']} attack", "it")
+        groups.setdefault(reason, []).append(s["attack"])
+    lines = []
+    for reason, names in groups.items():
+        if "sensitive field" in reason:
+            reason = (
+                "attribute inference needs a sensitive field (a column a person would not want "
+                "guessed); pass --sensitive FIELD, e.g. --sensitive age:bins=5"
+            )
+        lines.append(f"skipped {', '.join(names)}: {reason}")
+    return lines
 
 
 def print_sweep(result: Any, out_dir: Path) -> None:

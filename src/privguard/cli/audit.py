@@ -51,7 +51,9 @@ def audit(
         "'noise:gaussian:0.05', 'reverse-sigmoid:0.7:0.2', 'threshold:0.6'.",
     ),
     sensitive: str | None = typer.Option(
-        None, help="Hidden field for attribute inference (tabular; default: e.g. sex)."
+        None,
+        help="Hidden field for attribute inference (tabular; default: e.g. sex); a numeric "
+        "one is binned: age:bins=5.",
     ),
     seed: int | None = typer.Option(None, help="Seeds the attacks; same seed, same report."),
     budget: int | None = typer.Option(None, help="Query budget per attack."),
