@@ -47,7 +47,7 @@ from privguard.attacks.inversion.blackbox import BlackBoxInversion
 from privguard.attacks.membership.label_only import LabelOnlyAugmentation, LabelOnlyBoundary
 from privguard.attacks.registry import ATTACKS, all_attacks
 from privguard.gateway.monitor import DETECTORS, Monitor
-from privguard.gateway.monitor.evaluation import (
+from privguard.testing.streams import (
     RecordingPredictor,
     answers,
     interleave,

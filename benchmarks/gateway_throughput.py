@@ -124,7 +124,7 @@ class BareProcess:
     """This script in ``--serve-bare`` mode as a child process."""
 
     def __init__(self, model: Path, workers: int) -> None:
-        from privguard.gateway.process import free_port
+        from privguard.testing.servers import free_port
 
         self.port = free_port()
         self.args = [sys.executable, __file__, "--serve-bare", str(model)]
@@ -231,8 +231,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     import privguard
     from privguard.data import load_dataset
     from privguard.gateway.keys import create_key
-    from privguard.gateway.process import GatewayProcess
     from privguard.gateway.store import Store
+    from privguard.testing.servers import GatewayProcess
 
     torch.set_num_threads(1)
     start = time.perf_counter()

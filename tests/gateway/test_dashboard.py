@@ -29,9 +29,9 @@ from privguard.attacks.inversion.blackbox import BlackBoxInversion
 from privguard.endpoint.transport import HttpPredictor
 from privguard.gateway.keys import create_key
 from privguard.gateway.monitor import Monitor
-from privguard.gateway.process import GatewayProcess
 from privguard.gateway.store import Store
 from privguard.models.threads import single_thread
+from privguard.testing.servers import GatewayProcess
 from service_gate import services_required, skip_or_fail
 
 CHROMIUM = "/usr/bin/chromium"

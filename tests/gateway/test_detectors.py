@@ -22,7 +22,7 @@ from privguard.attacks.registry import ATTACKS, all_attacks
 from privguard.errors import ConfigError, DataError, ModelError
 from privguard.gateway.monitor import Finding, Monitor, OodDetector, PradaDetector
 from privguard.gateway.monitor.base import count_threshold
-from privguard.gateway.monitor.evaluation import (
+from privguard.testing.streams import (
     RecordingPredictor,
     answers,
     interleave,
