@@ -162,9 +162,14 @@ def _exposure(a: AttackResult, data: Mapping[str, Any]) -> str:
 
 
 def headline(
-    attacks: Sequence[AttackResult], target: Mapping[str, Any], data: Mapping[str, Any], access: str
+    attacks: Sequence[AttackResult],
+    target: Mapping[str, Any],
+    data: Mapping[str, Any],
+    access: str,
+    worst_name: str | None = None,
 ) -> str:
-    """One sentence: who is exposed, how much, from which access."""
+    """One sentence: who is exposed, how much, from which access (through ``worst_name``, the
+    summary's worst attack, when given)."""
     trivial = is_trivial(target)
     prefix = (
         "This model predicts the majority class, so it is useless as well as " if trivial else ""
@@ -187,7 +192,8 @@ def headline(
                 f"({target['utility']['note']}). " + s
             )
         return s
-    best = _strongest(attacks, worst.family) or worst
+    named = next((a for a in attacks if a.name == worst_name and a.risk == worst.risk), None)
+    best = named or _strongest(attacks, worst.family) or worst
     s = f"{level} risk: {via}, an attacker can {_exposure(best, data)}."
     return (prefix + s[0].lower() + s[1:]) if trivial else s
 
@@ -313,6 +319,6 @@ def advise(
 ) -> dict[str, Any]:
     """``{"headline": ..., "actions": [...]}`` for the report's summary."""
     return {
-        "headline": headline(attacks, target, data, access),
+        "headline": headline(attacks, target, data, access, summary.get("worst_attack")),
         "actions": actions(attacks, target, data, summary, access),
     }

@@ -138,8 +138,8 @@ def record_fields(ds: Any, i: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     numeric = pre.get("numeric") or []
     for j, c in enumerate(numeric):
-        v = c["min"] + float(x[j]) * (c["max"] - c["min"])
-        out[c["name"]] = round(v, 4)
+        v = round(c["min"] + float(x[j]) * (c["max"] - c["min"]), 4)
+        out[c["name"]] = int(v) if v.is_integer() else v
     at = len(numeric)
     for c in pre.get("categorical") or []:
         k = len(c["categories"])
@@ -147,9 +147,8 @@ def record_fields(ds: Any, i: int) -> dict[str, Any]:
         out[c["name"]] = c["categories"][int(np.argmax(block))] if k else None
         at += k
     for name, values in (getattr(ds, "extra", None) or {}).items():
-        if name not in out:
-            v = values[i]
-            out[name] = v.item() if hasattr(v, "item") else v
+        v = values[i]  # a raw column kept beside the encoding: shown as in the file
+        out[name] = v.item() if hasattr(v, "item") else v
     return out
 
 

@@ -128,7 +128,6 @@ def print_summary(report: Report, out_dir: Path) -> None:
         cols = [Column(label, min_width=len(label)) for _, label in keys]
         title = f"{family}: {record.note}" if record is not None and record.note else family
         tail = [Column(h, min_width=len(h)) for h in ("risk", "queries", "s")]
-        tail.append(Column("why this risk level", ratio=1))
         table = Table(*cols, *tail, title=title, box=SIMPLE_HEAD)
         table.columns.insert(0, name_column("attack"))
         for a in attacks:
@@ -140,9 +139,17 @@ def print_summary(report: Report, out_dir: Path) -> None:
                 f"[{style}]{a.risk}[/]",
                 str(a.queries),
                 f"{a.seconds:.1f}",
-                a.risk_reason,
             )
         out.print(table)
+        for a in attacks:  # why each level (the table stays narrow enough for 80 columns)
+            if a.risk_reason:
+                from rich.markup import escape
+
+                out.print(
+                    f"  {escape(a.name)} [{RISK_STYLE[a.risk]}]{a.risk}[/]: "
+                    f"{escape(a.risk_reason)}",
+                    highlight=False,
+                )
     risk = report.summary["overall_risk"]
     out.print(
         f"overall risk: [{RISK_STYLE[risk]}]{risk}[/] (worst: {report.summary.get('worst_attack')})"

@@ -27,6 +27,9 @@ METRIC_LABELS = {
     "tpr_at_fpr_0.001": "TPR@0.1%FPR",
     "mse_to_class_mean": "MSE to class mean",
     "epsilon_lower_bound": "ε lower bound",
+    "advantage_members": "members' advantage",
+    "member_advantage_gap": "member gap",
+    "attack_accuracy_consensus": "consensus accuracy",
 }
 
 # Plain-language meaning of the metrics whose definition is fixed; others link to the docs.
@@ -297,7 +300,8 @@ def build_view(report: Report, *, with_plots: bool = True) -> dict[str, Any]:
     glossary = _glossary(d["attacks"])
     return {
         "headline": str(summary.get("headline") or ""),
-        "actions": [str(x) for x in summary.get("actions") or []],
+        "actions": [_code_spans(str(x)) for x in summary.get("actions") or []],
+        "actions_text": [str(x) for x in summary.get("actions") or []],
         "utility_warning": str(summary.get("utility_warning") or ""),
         "glossary": glossary,
         "glossary_map": dict(glossary),
@@ -321,6 +325,15 @@ def build_view(report: Report, *, with_plots: bool = True) -> dict[str, Any]:
         "skipped": summary.get("skipped") or [],
         "gap": generalisation_gap(d.get("target") or {}),
     }
+
+
+def _code_spans(text: str) -> list[tuple[str, bool]]:
+    """``"run `privguard sweep` now"`` -> ``[("run ", False), ("privguard sweep", True), ...]``:
+    backticked spans become code in the HTML (still escaped)."""
+    parts = text.split("`")
+    if len(parts) % 2 == 0:  # an unpaired backtick: plain text
+        return [(text, False)]
+    return [(p, i % 2 == 1) for i, p in enumerate(parts) if p]
 
 
 def _glossary(attacks: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
