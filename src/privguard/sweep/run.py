@@ -189,6 +189,7 @@ def sweep(
             seed=seed,
             n_jobs=n_jobs,
             settings={k: x for k, x in settings.items() if k in run_names} or None,
+            progress=progress,  # each variant's attacks and reference models, as in an audit
         )
         write_report(report, reports_dir / v.name)
         rows.append(_row(v, target, report, str(reports_dir / v.name)))
