@@ -237,3 +237,48 @@ def test_attacks_skipped_for_want_of_a_sensitive_field_make_one_line_that_says_h
     assert len(lines) == 2
     assert lines[0].startswith("skipped fredrikson-map, label-only-inference: attribute")
     assert "--sensitive FIELD" in lines[0] and lines[1].endswith("too few auxiliary records")
+
+
+def test_train_reports_what_it_imputed_and_the_utility_verdict(tmp_path):
+    import pandas as pd
+
+    rng = np.random.default_rng(1)
+    n = 200
+    df = pd.DataFrame(
+        {
+            "bmi": rng.normal(25, 4, n),
+            "smoker": rng.choice(["yes", "no"], n),
+            "y": rng.integers(0, 2, n),
+        }
+    )
+    df.loc[:6, "bmi"] = None
+    df.loc[10:12, "smoker"] = None
+    df.to_csv(tmp_path / "p.csv", index=False)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "privguard.cli",
+            "train",
+            "--data",
+            str(tmp_path / "p.csv"),
+            "--label",
+            "y",
+            "--model",
+            "logreg",
+            "--epochs",
+            "5",
+            "--out",
+            str(tmp_path / "m"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, COLUMNS="200"),
+    )
+    assert out.returncode == 0, out.stderr
+    median = float(np.median(df["bmi"].dropna()))
+    assert f"imputed bmi: 7 empty value(s) filled with the median {median:g}" in out.stdout
+    assert 'imputed smoker: 3 empty value(s) encoded as the level "missing"' in out.stdout
+    # random labels: the model cannot beat the majority class, and train says so
+    assert "utility warning:" in out.stdout and "majority class" in out.stdout

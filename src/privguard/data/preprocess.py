@@ -179,11 +179,16 @@ class TabularPreprocessor:
                     "median": float(c["median"]),
                     "min": float(c["min"]),
                     "max": float(c["max"]),
+                    **({"imputed": int(c["imputed"])} if "imputed" in c else {}),
                 }
                 for c in d["numeric"]
             ]
             self.categorical = [
-                {"name": str(c["name"]), "categories": [str(v) for v in c["categories"]]}
+                {
+                    "name": str(c["name"]),
+                    "categories": [str(v) for v in c["categories"]],
+                    **({"imputed": int(c["imputed"])} if "imputed" in c else {}),
+                }
                 for c in d["categorical"]
             ]
         except (KeyError, TypeError, ValueError) as e:
