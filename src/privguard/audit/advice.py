@@ -242,7 +242,7 @@ def actions(
                     f"only AUC {auc:.2f} ({lo.risk} risk) against {mem.name}'s "
                     f"{_num(mem.metrics, 'auc', 0.5):.2f} with {mem.access} access."
                 )
-        elif access != "label":
+        elif access not in ("label", "scores"):
             todo.append(
                 "Consider serving labels only (`--policy label`) and audit again with "
                 "`--access label` to measure what that alone buys."
@@ -297,7 +297,12 @@ def actions(
             "would not want guessed, e.g. age or sex) to measure it."
         )
     names = {a.name for a in attacks}
-    if "membership" in by_family and not names & {"lira-online", "lira-offline", "rmia"}:
+    scored = access == "scores"  # the user's own scores: no attack of ours ran
+    if (
+        "membership" in by_family
+        and not scored
+        and not names & {"lira-online", "lira-offline", "rmia"}
+    ):
         todo.append(
             "Run the reference-model attacks (`--attacks lira-online,rmia`) before relying on "
             "this result: they are the strongest membership attacks and did not run here."
