@@ -87,6 +87,12 @@ def serve(
         None, help="Key of a sealed --model [default: $PRIVGUARD_SEAL_KEY]."
     ),
     log_level: str = typer.Option("warning", help="uvicorn log level."),
+    monitor_per_worker: bool = typer.Option(
+        False,
+        "--monitor-per-worker",
+        help="Several workers, the query monitor on and no --redis: let each worker watch and "
+        "hold clients on its own (otherwise refused; docs/monitoring.md).",
+    ),
 ) -> None:
     """Serve a model behind the gateway: keys, tiers, rate limits, output policies, audit log."""
     from privguard.gateway.config import ServeSettings
@@ -107,6 +113,7 @@ def serve(
         tls_cert=str(tls_cert) if tls_cert else None,
         tls_key=str(tls_key) if tls_key else None,
         log_level=log_level,
+        monitor_per_worker=monitor_per_worker,
         on_ready=lambda line: err.print(line, markup=False, highlight=False, soft_wrap=True),
     )
 
