@@ -31,6 +31,11 @@ def monitor_fit(
         0.01, help="Share of benign clients each detector may flag (calibration target)."
     ),
     seed: int = typer.Option(0, help="Seeds the calibration shuffles and the PCA."),
+    sorted_orders: int = typer.Option(
+        0,
+        help="Class-sorted benign streams to calibrate on too: clients that query one class "
+        "at a time are then not flagged, at some cost to PRADA (docs/monitoring.md).",
+    ),
 ) -> None:
     """Calibrate the attack detectors on the model's own data (its members as natural
     traffic, its held-out records as benign clients) and save them for `[monitor] path`."""
@@ -39,6 +44,8 @@ def monitor_fit(
 
     if not 0 < target_fpr < 1:
         raise ConfigError("--target-fpr must be between 0 and 1, e.g. 0.01")
+    if sorted_orders < 0:
+        raise ConfigError("--sorted-orders must be 0 or more")
     check_out(out_dir)
     target = privguard.load_target(model)
     ds = target.load_data()
@@ -49,6 +56,7 @@ def monitor_fit(
             ds.x[split.nonmembers],
             target.predict_proba,
             seed=seed,
+            sorted_orders=sorted_orders,
             progress=update,
         )
     monitor.save(out_dir)
