@@ -35,6 +35,7 @@ _LAZY = {
     "AttackResult": ("privguard.audit.report", "AttackResult"),
     "Report": ("privguard.audit.report", "Report"),
     "audit": ("privguard.audit.runner", "audit"),
+    "dp_audit": ("privguard.audit.dp_user", "dp_audit"),
     "Target": ("privguard.models", "Target"),
     "TrainConfig": ("privguard.models", "TrainConfig"),
     "from_sklearn": ("privguard.models", "from_sklearn"),
@@ -46,6 +47,7 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
+    from privguard.audit.dp_user import dp_audit
     from privguard.audit.report import AttackResult, Report
     from privguard.audit.runner import audit
     from privguard.models import Target, TrainConfig, from_sklearn, load_target
@@ -103,6 +105,7 @@ __all__ = [
     "__version__",
     "as_predictor",
     "audit",
+    "dp_audit",
     "from_sklearn",
     "load_target",
     "train",
