@@ -37,7 +37,8 @@ class Flat:
         return self.clf.predict_proba(x.reshape(len(x), -1))
 
 
-def test_non_private_training_violates_a_claim_of_epsilon_1(digits_xy):
+@pytest.mark.parametrize("canary", ["quiet", "flipped"])
+def test_non_private_training_violates_a_claim_of_epsilon_1(digits_xy, canary):
     x, y = digits_xy
     res = privguard.dp_audit(
         lambda x, y, seed: Flat(fit_logreg(x, y, seed)),
@@ -47,12 +48,14 @@ def test_non_private_training_violates_a_claim_of_epsilon_1(digits_xy):
         delta=1e-5,
         canaries=600,
         seed=0,
+        canary=canary,
     )
     assert res.violated and res.epsilon_lower_bound > 1.0
     assert res.fdp.epsilon_lower_bound >= res.steinke.epsilon_lower_bound
     assert res.epsilon_lower_bound == res.fdp.epsilon_lower_bound and res.bound == "fdp"
     assert "claimed epsilon is violated" in res.summary_line()
-    assert res.n_sentinel == 20 and res.n_train == len(x) - 600 + res.n_included + 20
+    assert res.canary == canary and res.n_sentinel == 35  # 2% of 1797
+    assert res.n_train == len(x) - 600 + res.n_included + 35
 
 
 def test_a_torch_module_is_scored_from_its_logits(digits_xy):

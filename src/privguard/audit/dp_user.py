@@ -22,7 +22,7 @@ always included. The score of a canary is its label's log-odds, log p_c - log su
 in float64 (from the logits when the model is a PyTorch module).
 
 Calling ``train`` is the one place privguard runs code it did not write: the user names it.
-A sentinel group of identical records with one label (1% of the data, at least 20) joins every
+A sentinel group of identical records with one label (2% of the data, at least 20) joins every
 run outside the canaries; a model that does not predict their label on their input never saw
 the records it was given, which is reported as an error rather than as a clean audit.
 """
@@ -54,7 +54,7 @@ from privguard.errors import ConfigError
 CANARY_KINDS = ("flipped", "quiet")
 QUIET_FRACTION = 0.5
 TrainFn = Callable[[np.ndarray, np.ndarray, int], Any]
-SENTINEL_FRACTION = 0.01
+SENTINEL_FRACTION = 0.02
 SENTINEL_MIN = 20
 
 
@@ -334,7 +334,7 @@ def dp_audit(
     seed: int = 0,
     time_limit: float | None = None,
     guesses: Sequence[tuple[int, int]] | None = None,
-    canary: str = "flipped",
+    canary: str = "quiet",
     data_name: str = "data",
 ) -> TrainFnAuditResult:
     """Audit ``train_fn`` (``train(x, y, seed) -> model``) against its claimed
