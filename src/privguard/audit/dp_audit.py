@@ -289,8 +289,10 @@ class DPAuditResult:
 
     ``epsilon_lower_bound``: epsilon ruled out at ``1 - p`` confidence at ``delta``;
     ``epsilon_accountant``: the guarantee the DP accountant gives for the same run (``None``
-    for non-private training). The first can never honestly exceed the second, except in about a
-    fraction ``p`` of audits.
+    for non-private training). The first can never honestly exceed the second, except in
+    about a fraction ``p`` of audits. ``fdp_epsilon_lower_bound``: the f-DP one-run bound
+    (Mahloujifar, Melis & Chaudhuri 2025) on the same guesses, also at ``1 - p`` on its own
+    (the larger of the two is not itself at ``1 - p``; ``dp-audit --train-fn`` splits p).
     """
 
     epsilon_lower_bound: float
@@ -313,6 +315,7 @@ class DPAuditResult:
     seed: int
     seconds: float
     privacy: dict[str, Any] | None = None
+    fdp_epsilon_lower_bound: float | None = None
     guesses: list[dict[str, Any]] = field(default_factory=list)
     training: dict[str, Any] = field(default_factory=dict)
 
@@ -414,6 +417,13 @@ def one_run_audit(
     privacy = log.get("privacy")
     delta = privacy["delta"] if privacy else default_delta(len(x_train))
     best, all_guesses = audit_scores(scores, included, delta=delta, guesses=guesses, p=p)
+    # The f-DP bound (Mahloujifar, Melis & Chaudhuri 2025) on the same guesses, at the same
+    # per-guess level: reported beside the Steinke bound, each at 1 - p on its own.
+    level = p / len(all_guesses)
+    fdp_rows = [
+        round(fdp_epsilon_lower_bound(g.r, g.v, delta=float(delta), p=level, m=canaries), 6)
+        for g in all_guesses
+    ]
 
     def acc(idx: np.ndarray) -> float:
         if len(idx) == 0:
@@ -441,7 +451,8 @@ def one_run_audit(
         seed=seed,
         seconds=round(time.perf_counter() - t0, 3),
         privacy=privacy,
-        guesses=[asdict(g) for g in all_guesses],
+        guesses=[asdict(g) | {"fdp": f} for g, f in zip(all_guesses, fdp_rows, strict=True)],
+        fdp_epsilon_lower_bound=max(fdp_rows),
         training=config.to_dict(),
     )
 
