@@ -95,7 +95,9 @@ def audit(
         "'noise:gaussian:0.05', 'reverse-sigmoid:0.7:0.2', 'threshold:0.6'.",
     ),
     sensitive: str | None = typer.Option(
-        None, help="Hidden field for attribute inference (tabular; default: e.g. sex)."
+        None,
+        help="Hidden field for attribute inference (tabular; default: e.g. sex); a numeric "
+        "one is binned: age:bins=5.",
     ),
     seed: int | None = typer.Option(None, help="Seeds the attacks; same seed, same report."),
     budget: int | None = typer.Option(None, help="Query budget per attack."),
@@ -124,6 +126,11 @@ def audit(
     plan_file: Path | None = typer.Option(
         None, "--plan", help="TOML file with these options; flags given here override it."
     ),
+    redact: bool = typer.Option(
+        False,
+        "--redact",
+        help="Leave the field values of the most exposed records out of the report.",
+    ),
     endpoint: str | None = typer.Option(
         None,
         help="Attack a live endpoint over HTTP instead (a gateway's base URL, or a mapped API's "
@@ -144,9 +151,13 @@ def audit(
     plan = AuditPlan.from_toml(plan_file) if plan_file else AuditPlan()
     plan = plan.merged(_plan_overrides(flags))
     if endpoint is not None:
+        if redact:
+            raise ConfigError("--redact goes with a local audit (no --endpoint)")
         _audit_endpoint(plan, endpoint, api_key_file, endpoint_map, access)
         return
     if scores is not None:
+        if redact:
+            raise ConfigError("--redact goes with an audit of a model (no --scores)")
         _audit_scores(plan, scores, member_column, lower_is_member, members, model)
         return
     if api_key_file or endpoint_map:
@@ -171,7 +182,11 @@ def audit(
         model_arg = adapt(plan.model, trusted=split["trusted"], **model_options)
     with progress() as update:
         report = privguard.audit(
-            model_arg, access=plan.access, **split, **_audit_options(plan, update)
+            model_arg,
+            access=plan.access,
+            redact=redact,
+            **split,
+            **_audit_options(plan, update),
         )
     privguard.write_report(report, out_path)
     print_summary(report, out_path)
