@@ -21,7 +21,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from privguard.gateway.process import GatewayProcess
+from privguard.testing.servers import GatewayProcess
 from service_gate import skip_or_fail
 
 POSTGRES = os.environ.get(
@@ -36,6 +36,8 @@ key_cache_seconds = 0
 purge_interval_seconds = 3600
 max_body_bytes = 65536
 fingerprint_key_file = "{fpkey}"
+session_key_file = "{fpkey}.session"
+inputs_key_file = "{fpkey}.inputs"
 
 [tiers.label]
 access = "label"

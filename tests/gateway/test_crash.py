@@ -15,8 +15,8 @@ import pytest
 
 from privguard.gateway.inputs import fingerprints
 from privguard.gateway.keys import create_key
-from privguard.gateway.process import GatewayProcess
 from privguard.gateway.store import Store
+from privguard.testing.servers import GatewayProcess
 
 CLIENTS = 6
 LOAD_SECONDS = 4.0

@@ -47,8 +47,8 @@ def heart_mlp():
 def served(heart_mlp, tmp_path_factory):
     """`privguard serve` (a real process) with a key per tier, and the model directory."""
     from privguard.gateway.keys import create_key
-    from privguard.gateway.process import GatewayProcess
     from privguard.gateway.store import Store
+    from privguard.testing.servers import GatewayProcess
 
     tmp = tmp_path_factory.mktemp("endpoint-audit")
     model_dir = heart_mlp.save(tmp / "model")

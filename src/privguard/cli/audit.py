@@ -33,7 +33,51 @@ def audit(
         None,
         "--model",
         "--model-dir",
-        help="Model directory written by `privguard train`, or a local Hugging Face model.",
+        help="Model directory written by `privguard train`, a local Hugging Face model, or "
+        "your own model file (.skops, ...) audited on --members / --nonmembers.",
+    ),
+    members: Path | None = typer.Option(
+        None, help="Your model's training records (CSV / Parquet / NPZ) to audit it on."
+    ),
+    nonmembers: Path | None = typer.Option(
+        None, help="Records your model never saw (CSV / Parquet / NPZ); goes with --members."
+    ),
+    population: Path | None = typer.Option(
+        None,
+        help="Other records from the same population, the attacker's knowledge [default: half "
+        "of the non-members].",
+    ),
+    trust: list[str] | None = typer.Option(
+        None,
+        "--trust",
+        help="An exact type name (module.Class) a .skops file may use beyond the built-in "
+        "allowlist; repeat for several. Only for files you know are safe.",
+    ),
+    scores: Path | None = typer.Option(
+        None,
+        help="Metrics only: a CSV / Parquet / NPZ file of per-record scores and a member flag "
+        "column; writes the membership report without querying any model.",
+    ),
+    member_column: str = typer.Option(
+        "is_member", help="The member flag column of --scores (true/false or 1/0)."
+    ),
+    lower_is_member: list[str] | None = typer.Option(
+        None,
+        "--lower-is-member",
+        help="A --scores column where lower means member (a loss); repeat for several.",
+    ),
+    factory: str | None = typer.Option(
+        None,
+        help="module:function building your PyTorch architecture, for --model WEIGHTS.safetensors "
+        "(imported from the Python path: only name code you trust).",
+    ),
+    recipe: Path | None = typer.Option(
+        None,
+        help="TOML training recipe of your PyTorch model (factory, optimizer, lr, epochs, "
+        "batch_size): reference models for LiRA / RMIA / shadow models are trained with it.",
+    ),
+    output: str | None = typer.Option(
+        None, help="What your model returns: probs or logits [default: detected or logits]."
     ),
     data: str | None = typer.Option(
         None, help="The training data (default: as recorded in model.json, hash-checked)."
@@ -51,7 +95,9 @@ def audit(
         "'noise:gaussian:0.05', 'reverse-sigmoid:0.7:0.2', 'threshold:0.6'.",
     ),
     sensitive: str | None = typer.Option(
-        None, help="Hidden field for attribute inference (tabular; default: e.g. sex)."
+        None,
+        help="Hidden field for attribute inference (tabular; default: e.g. sex); a numeric "
+        "one is binned: age:bins=5.",
     ),
     seed: int | None = typer.Option(None, help="Seeds the attacks; same seed, same report."),
     budget: int | None = typer.Option(None, help="Query budget per attack."),
@@ -83,6 +129,11 @@ def audit(
     plan_file: Path | None = typer.Option(
         None, "--plan", help="TOML file with these options; flags given here override it."
     ),
+    redact: bool = typer.Option(
+        False,
+        "--redact",
+        help="Leave the field values of the most exposed records out of the report.",
+    ),
     endpoint: str | None = typer.Option(
         None,
         help="Attack a live endpoint over HTTP instead (a gateway's base URL, or a mapped API's "
@@ -103,18 +154,122 @@ def audit(
     plan = AuditPlan.from_toml(plan_file) if plan_file else AuditPlan()
     plan = plan.merged(_plan_overrides(flags))
     if endpoint is not None:
+        if redact:
+            raise ConfigError("--redact goes with a local audit (no --endpoint)")
         _audit_endpoint(plan, endpoint, api_key_file, endpoint_map, access)
+        return
+    if scores is not None:
+        if redact:
+            raise ConfigError("--redact goes with an audit of a model (no --scores)")
+        _audit_scores(plan, scores, member_column, lower_is_member, members, model)
         return
     if api_key_file or endpoint_map:
         raise ConfigError("--api-key-file and --endpoint-map go with --endpoint URL")
     plan.check()
     out_path = Path(plan.out)
     check_out(out_path)
+    split = _user_split(members, nonmembers, population, trust)
+    model_arg: Any = plan.model
+    model_options = {
+        k: v
+        for k, v in (("factory", factory), ("recipe", recipe), ("output", output))
+        if v is not None
+    }
+    if model_options:
+        # options of the model file's loader (privguard.models.adapters): loaded here, before
+        # anything is written
+        if members is None:
+            raise ConfigError("--factory, --recipe and --output go with --members / --nonmembers")
+        from privguard.models.adapters import adapt
+
+        model_arg = adapt(plan.model, trusted=split["trusted"], **model_options)
     with progress() as update:
-        report = privguard.audit(plan.model, access=plan.access, **_audit_options(plan, update))
+        report = privguard.audit(
+            model_arg,
+            access=plan.access,
+            redact=redact,
+            **split,
+            **_audit_options(plan, update),
+        )
     privguard.write_report(report, out_path)
     print_summary(report, out_path)
     maybe_fail(report, plan.fail_on)
+
+
+def _audit_scores(
+    plan: Any,
+    scores: Path,
+    member_column: str,
+    lower_is_member: list[str] | None,
+    members: Path | None,
+    model: Path | None,
+) -> None:
+    """``privguard audit --scores FILE``: the membership report of given scores, no queries."""
+    import privguard
+
+    if model is not None or members is not None:
+        raise ConfigError(
+            "--scores audits given scores without a model: leave out --model and --members"
+        )
+    out_path = Path(plan.out)
+    check_out(out_path)
+    report = privguard.audit_scores(
+        scores,
+        member_column=member_column,
+        lower_is_member=lower_is_member or [],
+        seed=plan.seed,
+        command=command_line(),
+    )
+    privguard.write_report(report, out_path)
+    print_summary(report, out_path)
+    maybe_fail(report, plan.fail_on)
+
+
+def import_model(
+    model: Path = typer.Option(..., "--model", help="Your model file (.skops, ...)."),
+    members: Path = typer.Option(..., help="The records it was trained on (CSV/Parquet/NPZ)."),
+    nonmembers: Path = typer.Option(..., help="Records it never saw (CSV/Parquet/NPZ)."),
+    population: Path | None = typer.Option(None, help="Other records of the same population."),
+    label: str | None = typer.Option(None, help="Label column of CSV/Parquet files."),
+    trust: list[str] | None = typer.Option(
+        None, "--trust", help="An exact type name a .skops file may use (repeatable)."
+    ),
+    out_dir: Path = typer.Option(..., "--out", help="Model directory to write."),
+) -> None:
+    """Write your own model and split into a privguard model directory: the model, and the
+    member / non-member files as content hashes (not copies), checked by later audits."""
+    from privguard.models.user import user_target
+
+    check_out(out_dir)
+    target = user_target(
+        str(model),
+        members=members,
+        nonmembers=nonmembers,
+        population=population,
+        label=label,
+        trusted=list(trust or []),
+    )
+    target.save(out_dir)
+    out.print(
+        f"wrote {out_dir} (train accuracy {target.metrics['train_accuracy']:.3f}, test "
+        f"{target.metrics['test_accuracy']:.3f}); audit it with --model {out_dir} --members "
+        f"{members} --nonmembers {nonmembers}"
+    )
+
+
+def _user_split(
+    members: Path | None, nonmembers: Path | None, population: Path | None, trust: list[str] | None
+) -> dict[str, Any]:
+    """``--members`` / ``--nonmembers`` / ``--population`` / ``--trust`` as audit keywords
+    (docs/byom.md); empty when auditing a privguard model directory on its recorded split."""
+    if (members is None) != (nonmembers is None):
+        raise ConfigError("--members and --nonmembers go together: give both files")
+    if population is not None and members is None:
+        raise ConfigError("--population goes with --members and --nonmembers")
+    split: dict[str, Any] = {"trusted": list(trust or [])}
+    if members is not None:
+        split.update(members=members, nonmembers=nonmembers, population=population)
+    return split
 
 
 def _plan_overrides(flags: dict[str, Any]) -> dict[str, Any]:
@@ -239,6 +394,20 @@ def dp_audit(
     out_dir: Path = typer.Option(
         Path("privguard-dp-audit"), "--out", help="Directory for dp-audit.json."
     ),
+    train_fn: str | None = typer.Option(
+        None,
+        "--train-fn",
+        help="Audit YOUR DP training function, module:function with train(x, y, seed) -> "
+        "model. privguard imports and runs this code (the one place it runs code you name); "
+        "exit 1 when the claimed epsilon is violated.",
+    ),
+    claimed_epsilon: float | None = typer.Option(
+        None, help="With --train-fn: the epsilon your training claims."
+    ),
+    delta: float | None = typer.Option(None, help="With --train-fn: the delta it claims."),
+    time_limit: float | None = typer.Option(
+        None, help="With --train-fn: seconds one training run may take [default: no limit]."
+    ),
     model: str = typer.Option("mlp", help="logreg, mlp or cnn."),
     label: str | None = typer.Option(None, help="Label column of a CSV/Parquet file."),
     epochs: int = typer.Option(100, help="Training epochs."),
@@ -251,17 +420,47 @@ def dp_audit(
     dp_delta: float | None = typer.Option(None, help="Delta, below 1/n [default: 1/(10 n)]."),
     max_grad_norm: float = typer.Option(1.0, help="DP-SGD per-record gradient clipping norm."),
     canaries: int = typer.Option(1000, help="Canary records m, each included with prob. 1/2."),
-    canary: str = typer.Option(
-        "flipped", help="flipped (records with a wrong label: most memorised) or natural."
+    canary: str | None = typer.Option(
+        None,
+        help="flipped (records with a wrong label; the default for privguard's recipes), "
+        "natural, or with --train-fn quiet (inputs along the data's quietest directions; "
+        "its default) or flipped.",
     ),
     seed: int = typer.Option(0, help="Seeds the split, the canaries and the training run."),
 ) -> None:
-    """One-run DP audit (Steinke, Nasr & Jagielski, NeurIPS 2023): an epsilon lower bound at
-    95% confidence from one training run, beside the accountant's epsilon."""
+    """One-run DP audit: an epsilon lower bound at 95% confidence from one training run.
+
+    Without --train-fn it audits privguard's own training recipe (Steinke, Nasr & Jagielski,
+    NeurIPS 2023) beside the accountant's epsilon. With --train-fn module:function it audits
+    your DP training code against --claimed-epsilon/--delta with the Steinke and the f-DP bound
+    (Mahloujifar, Melis & Chaudhuri, ICML 2025) and exits 1 when the claim is violated.
+    """
     import privguard
     from privguard.audit.dp_audit import one_run_audit, write_dp_audit
     from privguard.data import load_dataset
 
+    if train_fn is not None:
+        _dp_audit_train_fn(
+            data,
+            label,
+            out_dir,
+            train_fn,
+            claimed_epsilon,
+            delta,
+            time_limit,
+            canaries,
+            canary or "quiet",
+            seed,
+            dp_epsilon,
+        )
+        return
+    for flag, value in (
+        ("--claimed-epsilon", claimed_epsilon),
+        ("--delta", delta),
+        ("--time-limit", time_limit),
+    ):
+        if value is not None:
+            raise ConfigError(f"{flag} needs --train-fn (the training function to audit)")
     config = privguard.TrainConfig(
         model=model,
         epochs=epochs,
@@ -276,7 +475,57 @@ def dp_audit(
     check_out(out_dir)
     ds = load_dataset(data, label=label)
     with progress() as update:
-        result = one_run_audit(ds, config, canaries=canaries, canary=canary, progress=update)
+        result = one_run_audit(
+            ds, config, canaries=canaries, canary=canary or "flipped", progress=update
+        )
     path = write_dp_audit(result, out_dir)
     out.print(result.summary_line(), markup=False, highlight=False)
     out.print(f"written to {path}")
+
+
+def _dp_audit_train_fn(
+    data: str,
+    label: str | None,
+    out_dir: Path,
+    spec: str,
+    claimed_epsilon: float | None,
+    delta: float | None,
+    time_limit: float | None,
+    canaries: int,
+    canary: str,
+    seed: int,
+    dp_epsilon: float | None,
+) -> None:
+    from privguard.audit.dp_audit import write_dp_audit
+    from privguard.audit.dp_user import dp_audit as audit_fn
+    from privguard.audit.dp_user import load_train_fn
+    from privguard.data import load_dataset
+
+    if dp_epsilon is not None:
+        raise ConfigError(
+            "--dp-epsilon sets privguard's own recipe; with --train-fn pass the claim of your "
+            "function as --claimed-epsilon and --delta"
+        )
+    if claimed_epsilon is None or delta is None:
+        raise ConfigError("--train-fn needs the claim to test: pass --claimed-epsilon and --delta")
+    check_out(out_dir)
+    fn = load_train_fn(spec)
+    ds = load_dataset(data, label=label)
+    result = audit_fn(
+        fn,
+        ds.x,
+        ds.y,
+        claimed_epsilon=claimed_epsilon,
+        delta=delta,
+        canaries=canaries,
+        canary=canary,
+        seed=seed,
+        time_limit=time_limit,
+        data_name=ds.name,
+    )
+    result.train_fn = spec
+    path = write_dp_audit(result, out_dir)  # type: ignore[arg-type]
+    out.print(result.summary_line(), markup=False, highlight=False)
+    out.print(f"written to {path}")
+    if result.violated:
+        raise typer.Exit(1)

@@ -11,14 +11,15 @@ from pathlib import Path
 
 from privguard.errors import ConfigError
 from privguard.gateway.config import SETTINGS_ENV, ServeSettings
+from privguard.gateway.redact import redact_url
 
 log = logging.getLogger("privguard.gateway")
 
 
 def prepare(settings: ServeSettings):
-    """Load config and model, migrate the database, create the fingerprint key: whatever is
+    """Load config and model, migrate the database, create the secret keys: whatever is
     wrong is reported here, once, before any worker starts. Returns (config, target, db)."""
-    from privguard.gateway.app import fingerprint_key
+    from privguard.gateway.keyfiles import fingerprint_key, inputs_key, session_key
     from privguard.gateway.seal import load_model
     from privguard.gateway.store import Store
 
@@ -31,6 +32,9 @@ def prepare(settings: ServeSettings):
     finally:
         store.close()
     fingerprint_key(config, db)
+    session_key(config, db)  # made on first start (deployments from before it existed)
+    if any(t.retain_inputs_days > 0 for t in config.tiers.values()):
+        inputs_key(config, db)
     redis = settings.resolve_redis(config)
     if redis:
         import asyncio
@@ -38,7 +42,9 @@ def prepare(settings: ServeSettings):
         from privguard.gateway.limits import Limiter
 
         if not asyncio.run(Limiter(redis).check()):
-            raise ConfigError(f"Redis does not answer at {_redact(redis)}; start it or fix --redis")
+            raise ConfigError(
+                f"Redis does not answer at {redact_url(redis)}; start it or fix --redis"
+            )
     return config, target, db
 
 
@@ -52,9 +58,13 @@ def serve(
     tls_key: str | None = None,
     log_level: str = "warning",
     on_ready: Callable[[str], None] | None = None,
+    monitor_per_worker: bool = False,
 ) -> None:
     """Serve until interrupted; ``on_ready`` gets a one-line description once everything is
-    checked, just before uvicorn starts listening."""
+    checked, just before uvicorn starts listening.
+
+    With the query monitor on, several workers need Redis (their holds are shared there), or
+    ``monitor_per_worker=True`` to accept that each worker watches and holds on its own."""
     import uvicorn
 
     if workers < 1:
@@ -65,7 +75,17 @@ def serve(
         if f and not Path(f).is_file():
             raise ConfigError(f"no TLS file at {f}")
     config, target, db = prepare(settings)
+    exposed = exposure_warning(host, tls=bool(tls_cert))
+    if exposed:
+        log.warning("%s", exposed)
     redis = settings.resolve_redis(config)
+    if workers > 1 and not redis and config.monitor is not None and not monitor_per_worker:
+        raise ConfigError(
+            f"{workers} workers with the query monitor need --redis, where every worker "
+            "shares its throttles and blocks; without Redis each worker would hold a client on "
+            "its own (an attacker would be watched by 1/N of the monitor). Pass --redis, or "
+            "--monitor-per-worker to accept that (docs/monitoring.md)"
+        )
     if workers > 1 and not redis:
         log.warning(
             "%d workers without --redis: each worker counts rate limits and budgets on its own",
@@ -75,7 +95,7 @@ def serve(
         scheme = "https" if tls_cert else "http"
         on_ready(
             f"serving {settings.model} on {scheme}://{host}:{port} ({workers} worker(s), "
-            f"tiers: {', '.join(config.tiers)}, log: {_redact(db)}, "
+            f"tiers: {', '.join(config.tiers)}, log: {redact_url(db)}, "
             f"rate limits: {'redis' if redis else 'in memory'})"
         )
     # One BLAS thread per process: the monitor's distance products and the model are small, and
@@ -85,6 +105,8 @@ def serve(
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1)
+    from privguard.gateway.protocol import protocol_class
+
     common = dict(
         host=host,
         port=port,
@@ -93,6 +115,11 @@ def serve(
         access_log=False,
         log_level=log_level,
         timeout_graceful_shutdown=5,
+        # slow clients: request heads must arrive within HEADER_SECONDS (protocol.py), idle
+        # keep-alive connections close after 5 s, and an h11 request head is at most 16 kB
+        http=protocol_class(),
+        timeout_keep_alive=5,
+        h11_max_incomplete_event_size=16 * 1024,
     )
     if workers == 1:
         from privguard.gateway.app import create_app
@@ -113,10 +140,12 @@ def serve(
     )
 
 
-def _redact(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - only for display
-        return "(database)"
+def exposure_warning(host: str, *, tls: bool) -> str | None:
+    """What to warn about when ``host`` accepts connections from other machines without TLS:
+    API keys and answers would cross the network in clear text."""
+    if tls or host in ("127.0.0.1", "localhost", "::1") or host.startswith("127."):
+        return None
+    return (
+        f"serving on {host} without TLS: API keys and answers cross the network in clear "
+        "text; pass --tls-cert/--tls-key or put a TLS-terminating reverse proxy in front"
+    )

@@ -76,9 +76,11 @@ def resolve_device(device: str | None) -> torch.device:
 def stackable(recipe: Any) -> str | None:
     """``None`` when :func:`train_stacked` can train ``recipe``'s models, else why not (the
     reason the report notes give for falling back to one model at a time)."""
-    config = getattr(recipe, "config", None)
-    if config is None or not hasattr(config, "architecture"):
-        return "the recipe is not a privguard PyTorch recipe"
+    from privguard.models.train import TrainConfig, TrainingRecipe
+
+    if type(recipe) is not TrainingRecipe or not isinstance(recipe.config, TrainConfig):
+        return "the recipe is not one of privguard's own PyTorch recipes"
+    config = recipe.config
     if getattr(config, "dp_epsilon", None) is not None:
         return "DP-SGD recipes train one model at a time (Opacus' per-record clipping)"
     if config.model not in ("logreg", "mlp", "cnn"):
@@ -182,7 +184,9 @@ def train_stacked(
 
     Returns a :class:`StackedResult` (eval mode; the best weights restored per copy under early
     stopping)."""
-    reason = stackable(type("R", (), {"config": config})())
+    from privguard.models.train import TrainingRecipe
+
+    reason = stackable(TrainingRecipe(config, n_classes))
     if reason is not None:
         raise ConfigError(f"cannot stack this recipe: {reason}")
     dev = device if isinstance(device, torch.device) else resolve_device(device)

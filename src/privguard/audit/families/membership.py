@@ -16,7 +16,7 @@ import numpy as np
 from privguard.attacks.base import MembershipGuesses
 from privguard.audit.families import Evaluator, Family, Scored, register_family
 from privguard.audit.metrics import membership_metrics
-from privguard.audit.risk import membership_risk
+from privguard.audit.risk import membership_assessment, membership_risk
 
 
 class MembershipEvaluator(Evaluator):
@@ -45,6 +45,7 @@ MEMBERSHIP = register_family(
         guesses=MembershipGuesses,
         evaluator=MembershipEvaluator,
         risk=membership_risk,
+        assessment=membership_assessment,
         key_metrics=(
             ("auc", "AUC"),
             ("tpr_at_fpr_0.01", "TPR@1%"),

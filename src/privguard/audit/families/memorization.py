@@ -12,7 +12,7 @@ from typing import Any
 from privguard.attacks.memorization.exposure import ExposureGuesses
 from privguard.attacks.memorization.extraction import ExtractionGuesses as TextExtractionGuesses
 from privguard.audit.families import Evaluator, Family, Scored, register_family
-from privguard.audit.risk import memorization_risk
+from privguard.audit.risk import memorization_assessment, memorization_risk
 
 
 def unsuitable(truth: Any, cls: type) -> str | None:
@@ -48,6 +48,7 @@ MEMORIZATION = register_family(
         guesses=(ExposureGuesses, TextExtractionGuesses),
         evaluator=MemorizationEvaluator,
         risk=memorization_risk,
+        assessment=memorization_assessment,
         key_metrics=(
             ("exposure_bits_top_repeats", "exposure"),
             ("exposure_bits_max", "max"),

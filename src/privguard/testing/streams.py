@@ -9,14 +9,16 @@ which each detector fires is the detection point. Benign clients replay held-out
 Until the gateway can carry these clients over HTTP, streams are recorded directly through the
 oracle (same queries, same order; the HTTP layer adds nothing the detectors see).
 
-The synthetic extraction strategies here are the query-generation parts of two extraction
-attacks, used when ``privguard.attacks.extraction`` does not provide them:
+Two synthetic extraction query streams, for label-only clients without a whole attack run:
 
 - :func:`uniform_queries`: inputs drawn uniformly within the bounds (Tramèr et al., USENIX
-  Security 2016, retraining with random queries);
-- :func:`jacobian_queries`: Jacobian-based dataset augmentation (Papernot et al., AsiaCCS 2017):
-  a softmax-regression substitute is trained on the labels of the current set, and every point
-  is pushed by ``lam * sign(grad_x p_sub(label | x))``, doubling the set each round.
+  Security 2016, retraining with random queries) -- the draw of the ``random-queries`` attack
+  (``privguard.attacks.extraction``), without its substitute training;
+- :func:`jacobian_queries`: Jacobian-based dataset augmentation (Papernot et al., AsiaCCS 2017)
+  with a softmax-regression substitute refitted on labels every round, every point pushed by
+  ``lam * sign(grad_x p_sub(label | x))``. The registered ``jacobian`` attack trains a torch
+  substitute on probabilities when it can and samples a reservoir, so its stream differs; the
+  detector tests run both (``tests/gateway/test_detectors.py``).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from privguard.attacks.extraction._common import uniform
 from privguard.errors import DataError
 from privguard.gateway.monitor.monitor import Monitor
 from privguard.oracle import Oracle, Predictor
@@ -121,12 +124,10 @@ def uniform_queries(
 ) -> None:
     """Ask ``budget`` uniformly random inputs within ``bounds`` for their labels."""
     rng = np.random.default_rng(seed)
-    lo, hi = bounds
-    shape = oracle.input_shape
     done = 0
     while done < budget:
         n = min(batch, budget - done)
-        oracle.labels(rng.uniform(lo, hi, size=(n, *shape)).astype(np.float32))
+        oracle.labels(uniform(n, oracle.input_shape, bounds, rng))
         done += n
 
 
