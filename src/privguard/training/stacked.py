@@ -257,7 +257,6 @@ def train_stacked(
     stale = np.zeros(n_models, dtype=int)
     running = np.ones(n_models, dtype=bool)
     epochs_run = [0] * n_models
-    uniform_steps = True  # every copy has taken every step so far (one Adam step count)
 
     for _epoch in range(int(config.epochs)):
         if not running.any():
@@ -297,26 +296,25 @@ def train_stacked(
                     steps += 1.0
                     m1.mul_(b1).add_(g, alpha=1 - b1)
                     m2.mul_(b2).addcmul_(g, g, value=1 - b2)
-                    if uniform_steps:
-                        t = float(steps[0, 0])
-                        denom = (m2.sqrt() / math.sqrt(1 - b2**t)).add_(ADAM_EPS)
-                        flat.addcdiv_(m1, denom, value=-lr / (1 - b1**t))
-                    else:
-                        bc2 = (1.0 - b2**steps).sqrt().float()
-                        denom = m2.sqrt().div_(bc2).add_(ADAM_EPS)
-                        flat.sub_(m1.div(denom).mul_((lr / (1.0 - b1**steps)).float()))
+                    # one formula whatever the group: a copy's result never depends on
+                    # which other copies share its stack
+                    bc2 = (1.0 - b2**steps).sqrt().float()
+                    denom = m2.sqrt().div_(bc2).add_(ADAM_EPS)
+                    flat.sub_(m1.div(denom).mul_((lr / (1.0 - b1**steps)).float()))
                     continue
                 # some copies have no batch at this step (their epoch is shorter): they keep
                 # their weights, moments and step count
-                uniform_steps = False
                 active = active.unsqueeze(1)
                 steps += active.double()
                 t = steps.clamp(min=1.0)
-                m1 = torch.where(active, m1 * b1 + (1 - b1) * g, m1)
-                m2 = torch.where(active, m2 * b2 + (1 - b2) * g * g, m2)
-                step_size = (lr / (1.0 - b1**t)).float()
-                denom = m2.sqrt() / (1.0 - b2**t).sqrt().float() + ADAM_EPS
-                flat.sub_(torch.where(active, step_size * m1 / denom, torch.zeros_like(flat)))
+                # the same operations, in the same order, as the step above
+                new_m1 = (m1 * b1).add_(g, alpha=1 - b1)
+                new_m2 = (m2 * b2).addcmul_(g, g, value=1 - b2)
+                denom = new_m2.sqrt().div_((1.0 - b2**t).sqrt().float()).add_(ADAM_EPS)
+                update = new_m1.div(denom).mul_((lr / (1.0 - b1**t)).float())
+                m1 = torch.where(active, new_m1, m1)
+                m2 = torch.where(active, new_m2, m2)
+                flat.sub_(torch.where(active, update, torch.zeros_like(flat)))
         for k in range(n_models):
             if running[k]:
                 epochs_run[k] += 1
