@@ -170,7 +170,22 @@ def run(
         files, extra = evaluator.finish(results)
         artifacts.update(files)
         summary.update(extra)
+    if "distribution_warning" in summary:  # the blind baseline's check leads the headline
+        head = summary.get("headline")
+        warn = summary["distribution_warning"]
+        summary["headline"] = f"{warn} {head}" if head else warn
     return EngineRun(runnable, results, skipped, artifacts, summary)
+
+
+TEXT_WORLD = ("text", "documents")
+
+
+def _world(kinds: Sequence[str]) -> str:
+    """``text`` (canaries, corpus), ``documents`` (document membership) or ``classifier``."""
+    for k in TEXT_WORLD:
+        if k in kinds:
+            return k
+    return "classifier"
 
 
 def _applicable(
@@ -181,7 +196,7 @@ def _applicable(
     subject: str,
 ) -> tuple[list[AttackClass], list[dict[str, str]]]:
     """Split ``chosen`` into the attacks that apply and the skipped ones (with reasons)."""
-    text_data = knowledge.kind == "text"
+    text_data = knowledge.kind in TEXT_WORLD
     runnable: list[AttackClass] = []
     skipped: list[dict[str, str]] = []
     for cls in chosen:
@@ -196,9 +211,11 @@ def _applicable(
             if wrong_kind is not None and knowledge.kind not in cls.kinds and text_data:
                 why = f"{why}; this is a text model"
             raise ConfigError(why)
-        elif ("text" in cls.kinds) != text_data and not (not text_data and cls.family in asked):
-            # text attacks under "all" on a classifier (and the other way round) are not
-            # worth a line in the report
+        elif _world(cls.kinds) != _world((knowledge.kind,)) and not (
+            not text_data and cls.family in asked
+        ):
+            # text attacks under "all" on a classifier (and the other way round; canary
+            # attacks on a document audit) are not worth a line in the report
             continue
         else:
             skipped.append({"attack": cls.name, "reason": why})

@@ -42,7 +42,7 @@ from typing import Any
 
 from privguard.errors import ConfigError
 
-PATH_KEYS = ("model", "data", "out", "cache_dir")
+PATH_KEYS = ("model", "data", "out", "cache_dir", "members", "nonmembers")
 
 
 @dataclass
@@ -62,6 +62,10 @@ class AuditPlan:
     out: str = "privguard-report"
     fail_on: str | None = None
     settings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    members: str | None = None
+    nonmembers: str | None = None
+    reference: str | None = None
+    text_column: str | None = None
 
     @classmethod
     def from_toml(cls, path: str | Path) -> AuditPlan:

@@ -48,6 +48,10 @@ def audit(
     command: str | None = None,
     settings: Mapping[str, Mapping[str, Any]] | None = None,
     members_known: bool = True,
+    members: Any = None,
+    nonmembers: Any = None,
+    reference: str | None = None,
+    text_column: str | None = None,
 ) -> Report:
     """Run attacks against ``target`` and score them.
 
@@ -76,6 +80,9 @@ def audit(
         members_known: ``False`` when who the model was trained on is unknown (an endpoint
             audited without its model directory): families that need member truth are not
             run, and inversion reports no member metrics.
+        members, nonmembers, reference, text_column: a language model's fine-tuning documents,
+            held-out documents and base model: a document membership audit
+            (:func:`privguard.audit.documents.document_audit`).
 
     Example:
         >>> report = privguard.audit("model-dir", attacks=["membership"], access="probs",
@@ -88,6 +95,28 @@ def audit(
         # text models (canary exposure, training-data extraction): other truth, same engine
         if isinstance(data, Dataset):
             raise ConfigError("a text model's data is a corpus: a .txt file or a built-in name")
+        from privguard.audit.documents import document_audit
+        from privguard.models.text import load_text_target
+
+        if not isinstance(target, TextTarget):
+            target = load_text_target(target)
+        if members is not None or nonmembers is not None or target.documents is not None:
+            return document_audit(
+                target,
+                members=members,
+                nonmembers=nonmembers,
+                reference=reference,
+                text_column=text_column,
+                attacks=attacks,
+                access=access,
+                seed=seed,
+                budget=budget,
+                progress=progress,
+                command=command,
+                settings=settings,
+            )
+        if reference is not None:
+            raise ConfigError("--reference goes with --members and --nonmembers documents")
         return text_audit(
             target,
             data=data,
@@ -98,6 +127,11 @@ def audit(
             progress=progress,
             command=command,
             settings=settings,
+        )
+    if members is not None or nonmembers is not None or reference is not None:
+        raise ConfigError(
+            "--members, --nonmembers and --reference are for language models' documents here; "
+            "a classifier's split is recorded in its model.json"
         )
     checked = engine.check_settings(settings)
     if not isinstance(target, Target):

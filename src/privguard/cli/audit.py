@@ -25,6 +25,7 @@ from privguard.errors import ConfigError
 # plan field has its flag.
 PLAN_PARAMS = {"out_dir": "out"}  # parameter name -> AuditPlan field, where they differ
 AUDIT_KEYWORDS = {"jobs": "n_jobs"}  # AuditPlan field -> privguard.audit keyword, likewise
+DOCUMENT_KEYS = ("members", "nonmembers", "reference", "text_column")  # language models only
 NOT_AUDIT_KEYWORDS = ("model", "access", "out", "fail_on")  # the command uses these itself
 
 
@@ -80,6 +81,16 @@ def audit(
     plan_file: Path | None = typer.Option(
         None, "--plan", help="TOML file with these options; flags given here override it."
     ),
+    members: Path | None = typer.Option(
+        None, help="Language models: the fine-tuning documents (.txt/.jsonl/.csv/folder)."
+    ),
+    nonmembers: Path | None = typer.Option(
+        None, help="Language models: held-out documents from the same source."
+    ),
+    reference: str | None = typer.Option(
+        None, help="Language models: the base model, hf:DIR or smollm2 (text-reference)."
+    ),
+    text_column: str | None = typer.Option(None, help="Text column of CSV documents."),
     endpoint: str | None = typer.Option(
         None,
         help="Attack a live endpoint over HTTP instead (a gateway's base URL, or a mapped API's "
@@ -99,6 +110,8 @@ def audit(
 
     plan = AuditPlan.from_toml(plan_file) if plan_file else AuditPlan()
     plan = plan.merged(_plan_overrides(flags))
+    if endpoint is not None and any(getattr(plan, k) for k in DOCUMENT_KEYS):
+        raise ConfigError("--members/--nonmembers/--reference are for a local language model")
     if endpoint is not None:
         _audit_endpoint(plan, endpoint, api_key_file, endpoint_map, access)
         return
@@ -167,7 +180,7 @@ def _audit_endpoint(
             mapping=mapping,
             model=plan.model,
             access=access,
-            **_audit_options(plan, update),
+            **{k: v for k, v in _audit_options(plan, update).items() if k not in DOCUMENT_KEYS},
         )
     privguard.write_report(report, out_path)
     print_summary(report, out_path)
