@@ -20,7 +20,7 @@ from typing import Any
 from privguard import __version__
 from privguard.audit import engine
 from privguard.audit.report import Report
-from privguard.errors import ConfigError, DataError
+from privguard.errors import ConfigError, DataError, ModelError
 from privguard.oracle import Access
 
 MAX_TOKENS = 128  # tokens per scored window
@@ -69,6 +69,7 @@ def document_audit(
         target = load_text_target(str(target).removeprefix("hf:"))
     if target.kind != "hf-lm":
         raise ConfigError("document membership needs a Hugging Face causal LM (hf:DIR)")
+    check_tokenizer(target.predictor)
     access = Access.parse(access)
     if budget is not None and budget < 1:
         raise ConfigError("--budget must be a positive number of queries")
@@ -140,6 +141,16 @@ def document_audit(
     )
 
 
+def check_tokenizer(predictor: Any) -> None:
+    """Refuse a tokenizer whose token ids the model has no embedding for."""
+    n_embed = predictor.model.get_input_embeddings().num_embeddings
+    if len(predictor.tok) > n_embed:
+        raise ModelError(
+            f"the tokenizer has {len(predictor.tok)} tokens but the model embeds {n_embed}: it "
+            "is not this model's tokenizer; put the model's own tokenizer files in its directory"
+        )
+
+
 def _reference(reference: str | None, target: Any) -> tuple[Any, dict[str, Any] | None]:
     """The base model as a text model, refused when its vocabulary is not the target's."""
     if reference is None:
@@ -153,4 +164,6 @@ def _reference(reference: str | None, target: Any) -> tuple[Any, dict[str, Any] 
             f"the reference model {reference} has another vocabulary than the target "
             f"({len(tok)} vs {len(theirs)} tokens); give the base model it was fine-tuned from"
         )
-    return HFPredictor(model, tok), record
+    ref = HFPredictor(model, tok)
+    check_tokenizer(ref)
+    return ref, record
