@@ -115,7 +115,7 @@ def test_blind_baseline_warns_in_the_headline_when_the_sets_differ(tuned, tmp_pa
     members = tmp_path / "m.txt"
     nonmembers = tmp_path / "n.jsonl"
     members.write_text("\n".join(DOCS[:40]) + "\n")
-    other = [f"Ticket {i}: the printer on floor {i % 7} jams again, please help." for i in range(40)]
+    other = [f"Ticket {i}: the printer on floor {i % 7} jams again." for i in range(40)]
     nonmembers.write_text("\n".join(json.dumps({"text": t}) for t in other) + "\n")
     report = privguard.audit(
         str(base), members=str(members), nonmembers=str(nonmembers), attacks="blind-baseline"

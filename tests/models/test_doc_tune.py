@@ -121,9 +121,7 @@ def test_a_reference_or_tokenizer_that_does_not_fit_the_model_is_refused(base, t
     other = tmp_path / "other"
     _tiny_hf(other, ["completely different words " * 3, "zebra quartz"])
     with pytest.raises(ConfigError, match="another vocabulary"):
-        privguard.audit(
-            str(base), members=DOCS[:10], nonmembers=DOCS[10:20], reference=str(other)
-        )
+        privguard.audit(str(base), members=DOCS[:10], nonmembers=DOCS[10:20], reference=str(other))
     # the other model's (smaller) tokenizer beside this model's weights is fine; a larger one
     # names tokens the model cannot embed
     big = tmp_path / "big"
@@ -135,3 +133,44 @@ def test_a_reference_or_tokenizer_that_does_not_fit_the_model_is_refused(base, t
     tok.save_pretrained(big)
     with pytest.raises(ModelError, match="not this model's tokenizer"):
         privguard.audit(str(big), members=DOCS[:10], nonmembers=DOCS[10:20])
+
+
+def _cli(capsys, *args):
+    from privguard.cli import main
+
+    code = main(list(map(str, args)))
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err
+
+
+def test_train_on_documents_then_audit_them_from_the_cli(capsys, base, tmp_path):
+    docs = tmp_path / "docs.txt"
+    docs.write_text("\n".join(DOCS) + "\n")
+    lm = tmp_path / "lm"
+    args = ["train", "--model", f"hf:{base}", "--data", docs, "--epochs", "1", "--out", lm]
+    code, out, err = _cli(capsys, *args, "--lora-rank", "2")
+    assert code == 0, err
+    assert f"on {len(DOCS) // 2} documents" in out
+    r = tmp_path / "r"
+    code, out, err = _cli(
+        capsys, "audit", "--model", lm, "--attacks", "text-loss,min-k", "--out", r
+    )
+    assert code == 0, err
+    report = json.loads((r / "report.json").read_text())
+    assert [a["name"] for a in report["attacks"]] == ["text-loss", "min-k"]
+    assert report["data"]["members"] == len(DOCS) // 2
+    assert "windows of 128 tokens" in report["data"]["windowing"]
+    # bad input: one line, exit 2, nothing written
+    same = ["--members", docs, "--nonmembers", docs]
+    bad = [
+        (["audit", "--model", base, *same, "--out", tmp_path / "x"], "same documents"),
+        (["audit", "--model", lm, "--attacks", "text-reference", "--out", tmp_path / "x"],
+         "--reference"),
+        (["train", "--model", f"hf:{base}", "--data", docs, "--epochs", "1", "--canary",
+          "pin {digits:2}", "--out", tmp_path / "x"], "--steps"),
+    ]  # fmt: skip
+    for args, message in bad:
+        code, out, err = _cli(capsys, *args)
+        assert code == 2 and message in err, (args, err)
+        assert err.count("\n") == 1 and "Traceback" not in err
+        assert not (tmp_path / "x").exists()

@@ -169,6 +169,7 @@ class DocumentTruth:
             records.append(
                 {
                     "index": int(i),
+                    "class": "document",  # the report's table column (records have a class)
                     "score": float(s[i]),
                     "exposed_at_fpr": round(at_least / max(len(non), 1), 6),
                 }
