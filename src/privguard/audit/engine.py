@@ -199,6 +199,7 @@ def _applicable(
     text_data = knowledge.kind in TEXT_WORLD
     runnable: list[AttackClass] = []
     skipped: list[dict[str, str]] = []
+    unseen: list[dict[str, str]] = []
     for cls in chosen:
         wrong_kind = cls.unsuitable(knowledge)
         why = wrong_kind
@@ -212,14 +213,16 @@ def _applicable(
                 why = f"{why}; this is a text model"
             raise ConfigError(why)
         elif _world(cls.kinds) != _world((knowledge.kind,)) and not (
-            not text_data and cls.family in asked
+            not text_data and "text" in cls.kinds and cls.family in asked
         ):
             # text attacks under "all" on a classifier (and the other way round; canary
-            # attacks on a document audit) are not worth a line in the report
+            # attacks on a document audit, document attacks elsewhere) are not worth a line
+            # in the report
+            unseen.append({"attack": cls.name, "reason": why})
             continue
         else:
             skipped.append({"attack": cls.name, "reason": why})
     if not runnable:
-        reasons = "; ".join(s["reason"] for s in skipped)
+        reasons = "; ".join(s["reason"] for s in skipped or unseen)
         raise ConfigError(f"none of the selected attacks applies to {subject}: {reasons}")
     return runnable, skipped
