@@ -140,7 +140,9 @@ class Oracle(QueryMeter):
         return f" or choose an attack that works with {self.access.label} access"
 
     def _spend(self, x: np.ndarray) -> np.ndarray:
-        x = np.asarray(x, dtype=np.float32)
+        # queries pass through in the dtype the model computes in (a float64 scikit-learn
+        # model is asked in float64), float32 for models that do not say
+        x = np.asarray(x, dtype=getattr(self.predictor, "dtype", None) or np.float32)
         if x.shape[1:] != self.input_shape:
             if x.ndim == len(self.input_shape):  # a single record
                 x = x[None]
@@ -213,7 +215,10 @@ class CallablePredictor:
 
 
 class SklearnPredictor(CallablePredictor):
-    """A fitted scikit-learn classifier with ``predict_proba``; inputs are flattened."""
+    """A fitted scikit-learn classifier with ``predict_proba``; inputs are flattened and passed
+    in float64, the dtype scikit-learn computes in."""
+
+    dtype = np.float64
 
     def __init__(self, estimator: Any, input_shape) -> None:
         if not hasattr(estimator, "predict_proba"):

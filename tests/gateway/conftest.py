@@ -36,6 +36,8 @@ key_cache_seconds = 0
 purge_interval_seconds = 3600
 max_body_bytes = 65536
 fingerprint_key_file = "{fpkey}"
+session_key_file = "{fpkey}.session"
+inputs_key_file = "{fpkey}.inputs"
 
 [tiers.label]
 access = "label"

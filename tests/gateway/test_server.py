@@ -10,6 +10,7 @@ import concurrent.futures as cf
 import json
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +18,8 @@ import pytest
 import privguard
 from privguard.defenses.output import parse_policy
 from privguard.gateway.inputs import fingerprints
-from privguard.gateway.store import Store
+from privguard.gateway.keyfiles import decode_key
+from privguard.gateway.store import InputCipher, Store
 
 
 def _x(n: int, seed: int) -> np.ndarray:
@@ -264,9 +266,13 @@ def test_query_log_keeps_fingerprints_not_inputs(server):
     assert ok["latency_ms"] > 0
     # the probs tier opted in to keep raw inputs 7 days; they sit apart, with their expiry
     store = Store(server.db)
-    kept = [r for r in store.retained_inputs() if r["query_id"] == ok["id"]]
+    # encrypted at rest under the inputs key, a file apart from the database
+    raw = [r for r in store.retained_inputs() if r["query_id"] == ok["id"]]
+    inputs_key = Path(f"{server.fpkey}.inputs").read_text()
+    cipher = InputCipher(decode_key(inputs_key, "inputs key"))
+    kept = [r for r in store.retained_inputs(cipher) if r["query_id"] == ok["id"]]
     store.close()
-    assert len(kept) == 1
+    assert len(kept) == 1 and raw[0]["data"].startswith("pgenc1:")
     np.testing.assert_allclose(np.asarray(json.loads(kept[0]["data"])).reshape(3, 64), x)
     assert kept[0]["expires_at"] - datetime.now(UTC).replace(tzinfo=None) > timedelta(days=6.9)
 

@@ -43,7 +43,7 @@ def _row(client="c", t=None, status=200, fps=("a",)):
 
 def test_migrations_build_exactly_the_models_and_rerun_cleanly(store):
     store.migrate()  # idempotent
-    assert store.revision() == store.head() == "0001"
+    assert store.revision() == store.head() == "0002"
     with store.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     assert diff == []
@@ -133,9 +133,13 @@ def test_purge_deletes_inputs_past_retention_and_old_log_rows(store):
         {"query_id": new["id"], "data": "[[0.2]]", "expires_at": now + timedelta(days=7)},
     ]
     store.write_queries([old, new], inputs)
-    assert store.purge(now=now) == {"query_inputs": 1, "query_log": 0}
+    assert store.purge(now=now) == {"query_inputs": 1, "query_log": 0, "alerts": 0}
     assert [r["data"] for r in store.retained_inputs()] == ["[[0.2]]"]
-    assert store.purge(now=now, log_retention_days=30) == {"query_inputs": 0, "query_log": 1}
+    assert store.purge(now=now, log_retention_days=30) == {
+        "query_inputs": 0,
+        "query_log": 1,
+        "alerts": 0,
+    }
     assert [r["id"] for r in store.queries()] == [new["id"]]
     assert store.purge(now=now + timedelta(days=8))["query_inputs"] == 1
 

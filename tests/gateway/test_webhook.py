@@ -25,6 +25,7 @@ from privguard.gateway.app import create_app
 from privguard.gateway.config import GatewayConfig
 from privguard.gateway.keys import create_key
 from privguard.gateway.monitor import Monitor
+from privguard.gateway.redact import redact_url
 from privguard.gateway.store import Store
 from privguard.gateway.webhook import SIGNATURE_HEADER, AlertWebhook
 from privguard.models.threads import single_thread
@@ -169,6 +170,13 @@ def test_alerts_reach_the_webhook_signed_with_retries_and_are_counted(
         assert found == n, (detector, action)
     assert _metric(metrics, "privguard_webhook_deliveries_total", outcome="sent") == len(stored)
     assert _metric(metrics, "privguard_webhook_deliveries_total", outcome="failed") == 0
+    # evidence names queries by the log's keyed HMAC fingerprints (issue 16 item 4), never by
+    # a plain hash that anyone could recompute from a guessed input
+    store = Store(f"sqlite:///{tmp_path / 'log.db'}")
+    logged = store.all_fingerprints(status=None)
+    store.close()
+    named = {fp for a in delivered for fp in a["evidence"].get("fingerprints", [])}
+    assert named and named <= logged
 
 
 def test_an_unreachable_webhook_is_logged_and_counted_never_raised(
@@ -194,7 +202,9 @@ def test_an_unreachable_webhook_is_logged_and_counted_never_raised(
                 return _metric(text, "privguard_webhook_deliveries_total", outcome="failed")
 
             _wait(lambda: failed() == n)
-    assert "not delivered" in caplog.text and dead in caplog.text
+    # the URL is logged without its path (a webhook's path is often its token)
+    assert "not delivered" in caplog.text and redact_url(dead, path=False) in caplog.text
+    assert "/alerts" not in caplog.text
 
 
 def test_webhook_settings_are_checked_and_a_full_queue_drops():

@@ -31,8 +31,12 @@ __all__ = ["TOP_RECORDS", "audit", "cross_split_twins", "text_audit"]
 
 
 def audit(
-    target: Target | str | Path,
+    target: Target | str | Path | Any,
     *,
+    members: Any = None,
+    nonmembers: Any = None,
+    population: Any = None,
+    trusted: Sequence[str] = (),
     data: str | Dataset | None = None,
     label: str | None = None,
     attacks: Sequence[str] | str = ("all",),
@@ -56,7 +60,12 @@ def audit(
     """Run attacks against ``target`` and score them.
 
     Args:
-        target: a :class:`~privguard.models.Target` or a model directory (a text model's too).
+        target: a :class:`~privguard.models.Target` or a model directory (a text model's too);
+            or a model you trained yourself (a fitted scikit-learn estimator or Pipeline, a
+            model file, ...) audited on your split ``members`` / ``nonmembers`` /
+            ``population`` (DataFrames with the ``label`` column, ``(X, y)`` arrays, or CSV /
+            Parquet / NPZ files; see docs/byom.md). ``trusted``: extra exact type names a
+            ``.skops`` file may use.
         data: the data the model was trained on; by default the data recorded in model.json
             (checked against its content hash either way).
         label: label column, for CSV/Parquet data.
@@ -89,6 +98,20 @@ def audit(
         ...                          settings={"lira-online": {"n_reference": 32}})
         >>> report.summary["overall_risk"]
     """
+    # a user's own model on the user's split becomes a Target (privguard.models.user)
+    from privguard.models.user import as_user_target
+
+    target = as_user_target(
+        target,
+        members=members,
+        nonmembers=nonmembers,
+        population=population,
+        label=label,
+        trusted=trusted,
+        seed=seed,
+    )
+    if isinstance(target, (str, Path)) and trusted:
+        target = load_target(target, trusted=trusted)
     from privguard.models.text import TextTarget, is_text_model
 
     if isinstance(target, TextTarget) or (not isinstance(target, Target) and is_text_model(target)):

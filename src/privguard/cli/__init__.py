@@ -54,6 +54,7 @@ def _main(
 
 app.command()(_train.train)
 app.command()(_audit.audit)
+app.command("import")(_audit.import_model)
 app.command()(_demo.demo)
 app.command()(_audit.sweep)
 app.command("dp-audit")(_audit.dp_audit)

@@ -145,6 +145,7 @@ def keys_list(
 ) -> None:
     """List the keys (never their secrets)."""
     from rich.table import Table
+    from rich.text import Text
 
     from privguard.gateway.keys import list_keys
 
@@ -152,9 +153,7 @@ def keys_list(
     table = Table("name", "role", "tier", "created", "expires", "status")
     table.columns.insert(0, name_column("id"))
     for k in list_keys(store):
-        d = k.to_dict()
-        status = "revoked" if k.revoked else "expired" if k.expired() else "active"
-        table.add_row(k.id, k.name, k.role, str(k.tier), d["created"], str(d["expires"]), status)
+        table.add_row(*(Text(c) for c in k.display_row()))  # escaped, never read as markup
     store.close()
     out.print(table)
 

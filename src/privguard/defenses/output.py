@@ -286,6 +286,7 @@ class ProtectedPredictor:
         self.policy = policy
         self.n_classes = predictor.n_classes
         self.input_shape = tuple(predictor.input_shape)
+        self.dtype = getattr(predictor, "dtype", None) or np.float32
         self.rng = np.random.default_rng(seed)
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:

@@ -21,9 +21,9 @@ A prediction request takes this path, in this order (steps 1-2 are ASGI middlewa
    is stored as an alert, counted on ``/metrics`` and queued for the optional webhook
    (``webhook.py``); a ``throttle`` or ``block`` finding refuses this very answer;
 7. **budget** — the tier's daily budget in records (429 + Retry-After until UTC midnight),
-   charged only for answers the monitor let through;
-8. **log** — one row (HMAC fingerprints, not inputs) committed by the group-commit writer
-   before the answer is sent.
+   charged only for answers the monitor let through; counted in Redis, else in the database;
+8. **log** — one row (HMAC fingerprints, not inputs; inputs a tier retains are encrypted)
+   committed by the group-commit writer before the answer is sent.
 
 Every refusal is ``{"error": {"code", "message"}}`` with a 4xx status; no input produces a 5xx.
 Every answer carries ``nosniff`` and ``no-store`` (and HSTS over TLS).
@@ -31,7 +31,7 @@ Every answer carries ``nosniff`` and ``no-store`` (and HSTS over TLS).
 Where things are: ``schemas.py`` (API types), ``service.py`` (the gateway's state and the
 predict path), ``middleware.py`` and ``auth.py`` (what every request passes first),
 ``errors.py`` (refusals), ``routers/`` (predict, admin, health; the browser dashboard is
-``dashboard.py``), ``startup.py`` (fingerprint key, monitor, purge), ``serve.py`` and
+``dashboard.py``), ``keyfiles.py`` (secret keys), ``startup.py`` (monitor, purge), ``serve.py`` and
 ``protocol.py`` (``privguard serve``, uvicorn with a deadline on request heads).
 """
 
@@ -46,6 +46,7 @@ from starlette.concurrency import run_in_threadpool
 
 from privguard.gateway.config import GatewayConfig, ServeSettings
 from privguard.gateway.errors import install_error_handlers
+from privguard.gateway.keyfiles import inputs_key, session_key
 from privguard.gateway.limits import Limiter
 from privguard.gateway.middleware import install_middleware
 from privguard.gateway.routers import include_routers
@@ -54,7 +55,6 @@ from privguard.gateway.startup import (
     fingerprint_key,
     load_monitor,
     model_name,
-    private_sqlite,
     purge_periodically,
     version,
 )
@@ -80,13 +80,15 @@ def create_app(
     import torch
 
     torch.set_num_threads(1)  # small models: one thread per worker is fastest (threads.py)
-    private_sqlite(db)
     store = Store(db)
     if migrate:
         store.migrate()
     else:
         store.check_schema()
-    limiter = Limiter(redis or config.server.redis, strategy=config.server.rate_limit_strategy)
+    limiter = Limiter(
+        redis or config.server.redis, strategy=config.server.rate_limit_strategy, store=store
+    )
+    retains = any(t.retain_inputs_days > 0 for t in config.tiers.values())
     gw = Gateway(
         target,
         config,
@@ -95,6 +97,8 @@ def create_app(
         fingerprint_key(config, db),
         name=name or config.server.model_name or model_name(target),
         monitor=monitor if monitor is not None else load_monitor(config, target),
+        session_key=session_key(config, db),
+        inputs_key=inputs_key(config, db) if retains else None,
     )
 
     @asynccontextmanager

@@ -34,6 +34,7 @@ from typing import Any
 
 from privguard.defenses.output import Chain, parse_policy, policy_access
 from privguard.errors import ConfigError
+from privguard.gateway.text import check_text, printable
 from privguard.oracle import Access
 
 DEFAULT_DB = "sqlite:///privguard-gateway.db"
@@ -106,6 +107,10 @@ class ServerConfig:
     purge_interval_seconds: float = 3600.0
     log_retention_days: float | None = None
     fingerprint_key_file: str | None = None
+    #: signs dashboard sessions; distinct from the fingerprint key (keyfiles.py)
+    session_key_file: str | None = None
+    #: encrypts retained raw inputs (keyfiles.py, store/crypto.py)
+    inputs_key_file: str | None = None
     rate_limit_strategy: str = "moving-window"
     log_batch_max: int = 512
 
@@ -188,6 +193,7 @@ def _num(v: Any) -> bool:
 
 
 def _tier(name: str, raw: Any, where: str) -> Tier:
+    check_text(name, f"{where}: the tier name {printable(name)!r}", max_len=100)
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: [tiers.{name}] must be a table")
     unknown = set(raw) - _TIER_KEYS

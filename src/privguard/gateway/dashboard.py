@@ -13,14 +13,21 @@ Security:
   signed with itsdangerous (HMAC over the key's id, a CSRF token and the time; valid for
   :data:`SESSION_SECONDS`), ``HttpOnly``, ``SameSite=Strict``, ``Path=/dashboard``, and
   ``Secure`` over HTTPS. Every request re-reads the key: revoking an admin key ends its
-  sessions at once. The signing key is derived from the gateway's fingerprint key, which all
-  workers and replicas of one gateway share. Logout deletes the cookie (sessions are not stored
-  server-side, so a copied cookie stays valid until it expires or its key is revoked).
+  sessions at once. The signing key is the gateway's **session key**
+  (:func:`privguard.gateway.keyfiles.session_key`), which all workers and replicas of one
+  gateway share and which is distinct from the fingerprint key: whoever holds the fingerprint
+  key (to recompute log fingerprints) cannot forge an admin session, and rotating either key
+  leaves the other alone. Logout deletes the cookie (sessions are not stored server-side, so a
+  copied cookie stays valid until it expires, its key is revoked, or the session key rotates).
 - **CSRF**: every POST (login included, through a short-lived signed pre-login cookie) carries a
   per-session token in a hidden field, compared in constant time; a POST whose ``Origin`` is
   another site is refused too, and ``SameSite=Strict`` keeps the cookie off cross-site requests.
 - **Content-Security-Policy** on every dashboard answer: scripts, styles and fetches only from
   the gateway itself (``'self'``), no inline script, no framing. Templates are autoescaped.
+
+Every revocation and tier change made here is written to the admin trail (``admin_events``, in
+the same transaction as the change, with the session's admin key as actor); the page shows the
+latest events. A ``client`` filter holding control characters is refused (422).
 
 Revoking a key here drops it from this worker's verified-key cache, so its next request to this
 worker is refused (401); other workers refuse it within ``key_cache_seconds``, as with the admin
@@ -49,8 +56,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.staticfiles import StaticFiles
 
 from privguard.gateway import keys as keystore
+from privguard.gateway.keyfiles import session_key
 from privguard.gateway.store import utcnow
 from privguard.gateway.store.models import Alert, QueryLog
+from privguard.gateway.text import InvalidText, check_text, printable
 
 HERE = Path(__file__).parent
 PREFIX = "/dashboard"
@@ -95,16 +104,18 @@ class _Static(StaticFiles):
         return response
 
 
-def session_secret(fingerprint_key: bytes) -> bytes:
-    """The cookie-signing key: derived from the fingerprint key, so every worker shares it."""
-    return hmac.new(fingerprint_key, b"privguard-dashboard-session-v1", hashlib.sha256).digest()
+def session_secret(session_key: bytes) -> bytes:
+    """The cookie-signing key, derived from the gateway's session key (never from the
+    fingerprint key)."""
+    return hmac.new(session_key, b"privguard-dashboard-session-v2", hashlib.sha256).digest()
 
 
 def mount_dashboard(app: FastAPI, gw: Any) -> None:
     """Add ``/dashboard`` (pages, JSON for the chart, static files) to the gateway's ``app``;
     ``gw`` is its :class:`~privguard.gateway.service.Gateway`. The routes stay out of the OpenAPI
     schema (they are for browsers, not API clients)."""
-    secret = session_secret(gw.fingerprint_key)
+    key = getattr(gw, "session_key", None) or session_key(gw.config, gw.store.url)
+    secret = session_secret(key)
     sessions = URLSafeTimedSerializer(secret, salt="privguard-dashboard-session")
     logins = URLSafeTimedSerializer(secret, salt="privguard-dashboard-login")
     env = Environment(
@@ -150,6 +161,9 @@ def mount_dashboard(app: FastAPI, gw: Any) -> None:
         if key is None or key.role != "admin" or key.revoked or key.expired():
             return None
         return Session(key, csrf)
+
+    def refused_text(request: Request, e: InvalidText) -> HTMLResponse:
+        return page(request, "error.html.j2", 422, title="Refused", message=str(e))
 
     def forbidden(request: Request, message: str) -> HTMLResponse:
         return page(request, "error.html.j2", 403, title="Refused", message=message)
@@ -248,7 +262,12 @@ def mount_dashboard(app: FastAPI, gw: Any) -> None:
         if s is None:
             return redirect(f"{PREFIX}/login")
         client = client[:200] if client else None
-        data = await run_in_threadpool(_overview, gw, client)
+        try:
+            if client:
+                check_text(client, "the client filter")
+            data = await run_in_threadpool(_overview, gw, client)
+        except InvalidText as e:
+            return refused_text(request, e)
         notice = NOTICES.get(done or "", "").format(key=key or "", tier=tier or "")
         detectors = [d.name for d in getattr(gw.monitor, "detectors", [])]
         return page(
@@ -275,16 +294,27 @@ def mount_dashboard(app: FastAPI, gw: Any) -> None:
                 headers=SECURITY_HEADERS,
             )
         minutes = RANGES.get(span, 60)
-        data = await run_in_threadpool(_series, store, minutes, client[:200] if client else None)
+        client = client[:200] if client else None
+        if client and printable(client) != client:
+            return JSONResponse(
+                {"error": {"code": "invalid_text", "message": "control character in client"}},
+                status_code=422,
+                headers=SECURITY_HEADERS,
+            )
+        data = await run_in_threadpool(_series, store, minutes, client)
         return JSONResponse(data, headers=SECURITY_HEADERS)
 
     # -- actions ------------------------------------------------------------------------------
     @router.post("/keys/{key_id}/revoke")
     async def revoke(request: Request, key_id: str) -> Response:
-        _, _, refused = await checked_post(request)
+        s, _, refused = await checked_post(request)
         if refused is not None:
             return refused
-        info = await run_in_threadpool(keystore.revoke_key, store, key_id)
+        actor = keystore.Actor.of_key(s.key, "dashboard")
+        try:
+            info = await run_in_threadpool(keystore.revoke_key, store, key_id, actor=actor)
+        except InvalidText as e:
+            return refused_text(request, e)
         if info is None:
             return page(request, "error.html.j2", 404, title="No such key", message=key_id)
         gw.forget_key(key_id)  # this worker refuses the key's very next request
@@ -292,7 +322,7 @@ def mount_dashboard(app: FastAPI, gw: Any) -> None:
 
     @router.post("/keys/{key_id}/tier")
     async def change_tier(request: Request, key_id: str) -> Response:
-        _, form, refused = await checked_post(request)
+        s, form, refused = await checked_post(request)
         if refused is not None:
             return refused
         tier = form.get("tier")
@@ -304,7 +334,11 @@ def mount_dashboard(app: FastAPI, gw: Any) -> None:
                 title="Unknown tier",
                 message=f"choose one of: {', '.join(sorted(gw.config.tiers))}",
             )
-        info = await run_in_threadpool(keystore.set_tier, store, key_id, tier)
+        actor = keystore.Actor.of_key(s.key, "dashboard")
+        try:
+            info = await run_in_threadpool(keystore.set_tier, store, key_id, tier, actor=actor)
+        except InvalidText as e:
+            return refused_text(request, e)
         if info is None:
             return page(request, "error.html.j2", 404, title="No such key", message=key_id)
         gw.forget_key(key_id)
@@ -339,7 +373,12 @@ def _overview(gw: Any, client: str | None) -> dict[str, Any]:
              "records": records, "last_seen": _iso(last)}
         )  # fmt: skip
     alerts = store.alerts(client, 200)
-    return {"keys": keys, "alerts": alerts, "alert_total": _count_alerts(store, client)}
+    return {
+        "keys": keys,
+        "alerts": alerts,
+        "alert_total": _count_alerts(store, client),
+        "events": store.admin_events(50),
+    }
 
 
 def _count_alerts(store: Any, client: str | None) -> int:

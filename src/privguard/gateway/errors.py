@@ -13,6 +13,8 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from privguard.gateway.text import InvalidText
+
 log = logging.getLogger("privguard.gateway")
 
 
@@ -79,9 +81,15 @@ def install_error_handlers(app: FastAPI, metrics: Any) -> None:
             headers=getattr(e, "headers", None),
         )
 
+    @app.exception_handler(InvalidText)
+    async def _invalid_text(request: Request, e: InvalidText) -> JSONResponse:
+        metrics.child(metrics.refused, "invalid_text").inc()
+        return error_response(GatewayError(422, "invalid_text", str(e)))
+
     @app.exception_handler(SQLAlchemyError)
     async def _db_error(request: Request, e: SQLAlchemyError) -> JSONResponse:
-        log.error("database error: %s", e)
+        # the type only: the text holds the statement (and would hold its parameters)
+        log.error("database error on %s: %s", request.url.path[:100], type(e).__name__)
         return error_response(
             GatewayError(503, "database_unavailable", "the audit database does not answer; retry")
         )

@@ -1,9 +1,17 @@
 """Rate limits and daily query budgets, on the `limits` library.
 
 Rate limits count **requests** per key in the tier's windows (``"10/second;1000/hour"``),
-moving-window by default. The daily budget counts **records** per key per UTC day. Counts live
-in memory (one process) by default, or in Redis when a ``redis://`` URL is given, so that
-several workers or replicas share one count. A refused request carries ``Retry-After``: the
+moving-window by default. The daily budget counts **records** per key per UTC day.
+
+Where the counts live:
+
+- with a ``redis://`` URL, both in Redis: every worker and replica shares them;
+- without Redis, rate-limit windows live in this process's memory (they are short), while the
+  daily budget lives in the gateway's database (``daily_usage``, given a ``store``): it survives
+  a restart and is shared by every worker and replica on that database. Each charge is one
+  conditional UPDATE (:meth:`~privguard.gateway.store.db.Store.charge_budget`), so two workers
+  cannot both spend the last records.
+ A refused request carries ``Retry-After``: the
 seconds until the window that refused it frees a slot, or until the next UTC midnight.
 """
 
@@ -12,11 +20,15 @@ from __future__ import annotations
 import math
 import time
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from privguard.errors import ConfigError
 from privguard.gateway.config import Tier, parse_rate_limits
 from privguard.gateway.errors import GatewayError
+from privguard.gateway.redact import redact_url
+
+if TYPE_CHECKING:
+    from privguard.gateway.store import Store
 
 
 class Limiter:
@@ -34,18 +46,20 @@ class Limiter:
         *,
         strategy: str = "moving-window",
         prefix: str = "privguard",
+        store: Store | None = None,
     ) -> None:
         from limits.aio import storage, strategies
         from limits.storage import storage_from_string
 
         self.redis_url = redis_url
         self.prefix = prefix
+        self.store = None if redis_url else store  # budgets in the database without Redis
         if redis_url:
             scheme = redis_url.split("://", 1)[0]
             if scheme not in ("redis", "rediss", "redis+unix"):
                 raise ConfigError(
                     f"--redis takes a redis:// URL (e.g. redis://127.0.0.1:6379/0), "
-                    f"not {redis_url!r}"
+                    f"not {redact_url(redis_url)!r}"
                 )
             self.storage: Any = storage_from_string(
                 "async+" + redis_url,
@@ -104,20 +118,23 @@ class Limiter:
             return
         day, midnight = self._today()
         to_midnight = max(1, math.ceil(midnight - time.time()))
+        if self.store is not None:
+            from sqlalchemy.exc import SQLAlchemyError
+            from starlette.concurrency import run_in_threadpool
+
+            try:
+                ok, used = await run_in_threadpool(self.store.charge_budget, key_id, day, n, budget)
+            except SQLAlchemyError as e:
+                raise _unavailable(e, "the budget database") from None
+            if not ok:
+                raise _over_budget(tier, budget, n, budget - used, to_midnight)
+            return
         counter = f"budget/{key_id}/{day}"
         try:
             used = await self.storage.incr(counter, to_midnight + 60, n)
             if used > budget:
                 await self.storage.incr(counter, to_midnight + 60, -n)
-                left = max(0, budget - (used - n))
-                raise GatewayError(
-                    429,
-                    "daily_budget_exhausted",
-                    f"the daily budget of {budget} records of tier '{tier.name}' does not fit "
-                    f"{n} more ({left} left today); retry after the next UTC midnight "
-                    f"(in {to_midnight} s) or ask fewer records",
-                    {"Retry-After": str(to_midnight)},
-                )
+                raise _over_budget(tier, budget, n, budget - (used - n), to_midnight)
         except StorageError as e:
             raise _unavailable(e) from None
 
@@ -132,8 +149,12 @@ class Limiter:
         return day
 
     async def used_today(self, key_id: str) -> int:
-        now = datetime.now(UTC)
-        return int(await self.storage.get(f"budget/{key_id}/{now:%Y-%m-%d}"))
+        day = f"{datetime.now(UTC):%Y-%m-%d}"
+        if self.store is not None:
+            from starlette.concurrency import run_in_threadpool
+
+            return await run_in_threadpool(self.store.used_today, key_id, day)
+        return int(await self.storage.get(f"budget/{key_id}/{day}"))
 
     async def check(self) -> bool:
         """Whether the storage answers (Redis reachable)."""
@@ -143,10 +164,21 @@ class Limiter:
             return False
 
 
-def _unavailable(e: Exception) -> GatewayError:
+def _unavailable(e: Exception, what: str = "the rate-limit storage") -> GatewayError:
     return GatewayError(
         503,
         "rate_limit_storage_unavailable",
-        f"the rate-limit storage does not answer ({type(e).__name__}); retry shortly",
+        f"{what} does not answer ({type(e).__name__}); retry shortly",
         {"Retry-After": "1"},
+    )
+
+
+def _over_budget(tier: Tier, budget: int, n: int, left: int, to_midnight: int) -> GatewayError:
+    return GatewayError(
+        429,
+        "daily_budget_exhausted",
+        f"the daily budget of {budget} records of tier '{tier.name}' does not fit "
+        f"{n} more ({max(0, left)} left today); retry after the next UTC midnight "
+        f"(in {to_midnight} s) or ask fewer records",
+        {"Retry-After": str(to_midnight)},
     )

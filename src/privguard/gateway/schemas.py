@@ -76,6 +76,16 @@ class KeyPatch(BaseModel):
     tier: str = Field(min_length=1, max_length=100)
 
 
+class AdminEventOut(BaseModel):
+    time: str
+    actor: str = Field(description="the admin key ('key_ab12 (ops)') or 'cli:USER'")
+    source: Literal["api", "dashboard", "cli"]
+    action: str = Field(description="key.create, key.revoke or key.tier")
+    key_id: str | None
+    old: dict[str, Any] | None = Field(description="changed values before")
+    new: dict[str, Any] | None = Field(description="changed values after (all, on create)")
+
+
 class QueryRow(BaseModel):
     id: str
     time: str

@@ -6,14 +6,16 @@ in as associated data. GCM authenticates: a flipped bit anywhere, or another key
 decrypt. The key identifier (a hash of the key, which reveals nothing of it) tells the two
 cases apart, so ``serve`` can say "wrong key" rather than "tampered".
 
-Keys are 32 random bytes, kept in a file (base64 text, mode 0600; created by ``seal`` when the
-file does not exist) or in the ``PRIVGUARD_SEAL_KEY`` environment variable (base64 or hex).
+Keys are 32 random bytes, kept in a file (URL-safe base64 text, mode 0600; created by ``seal``
+when the file does not exist) or in the ``PRIVGUARD_SEAL_KEY`` environment variable (the same
+text). Only that form is accepted: raw bytes, hex, ASCII passwords, all-zero or repeated-byte
+keys are refused (:mod:`privguard.gateway.keyfiles`). A file that cannot be opened says which
+of these it is: not a sealed model, a truncated one, one sealed with another key id, or one
+altered after sealing.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import io
 import os
@@ -25,6 +27,8 @@ from pathlib import Path
 from privguard._io import atomic_write_bytes
 from privguard.errors import ConfigError, ModelError
 from privguard.gateway.config import SEAL_KEY_ENV
+from privguard.gateway.keyfiles import create_key_file, new_key_text
+from privguard.gateway.keyfiles import decode_key as decode_key_text
 
 MAGIC = b"PGSEAL01"
 KEY_BYTES = 32
@@ -36,42 +40,27 @@ def _key_id(key: bytes) -> bytes:
 
 
 def decode_key(raw: bytes | str, where: str) -> bytes:
-    """A 32-byte key from raw bytes, base64 (standard or URL-safe) or hex text."""
-    if isinstance(raw, bytes) and len(raw) == KEY_BYTES:
-        return raw
-    text = raw.decode("ascii", "replace") if isinstance(raw, bytes) else raw
-    text = text.strip()
-    for decode in (base64.urlsafe_b64decode, base64.b64decode, bytes.fromhex):
-        try:
-            key = decode(text)
-        except (ValueError, binascii.Error):
-            continue
-        if len(key) == KEY_BYTES:
-            return key
-    raise ConfigError(
-        f"{where} does not hold a 32-byte key (base64 or hex); create one with "
-        "`privguard seal DIR --key-file NEW_FILE`"
+    """The 32-byte key in ``raw``: only the form ``privguard seal`` writes (URL-safe base64 of
+    32 random bytes, a trailing newline allowed); low-entropy keys are refused
+    (:func:`privguard.gateway.keyfiles.decode_key`)."""
+    return decode_key_text(
+        raw, where, exact=KEY_BYTES, fix="create one with `privguard seal DIR --key-file NEW_FILE`"
     )
 
 
 def new_key_file(path: str | Path) -> bytes:
     """Create ``path`` (mode 0600, refusing to overwrite) holding a fresh key."""
-    key = secrets.token_bytes(KEY_BYTES)
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        raise ConfigError(f"{p} already exists; not overwriting a key") from None
-    with os.fdopen(fd, "w") as f:
-        f.write(base64.urlsafe_b64encode(key).decode() + "\n")
-    return key
+    text = new_key_text(KEY_BYTES)
+    if not create_key_file(p, text):
+        raise ConfigError(f"{p} already exists; not overwriting a key")
+    return decode_key(text, str(p))
 
 
 def read_key_file(path: str | Path) -> bytes:
     p = Path(path)
     try:
-        return decode_key(p.read_bytes(), str(p))
+        return decode_key(p.read_bytes(), f"key file {p}")
     except FileNotFoundError:
         raise ConfigError(f"no key file at {p}; give the key the model was sealed with") from None
     except OSError as e:
@@ -127,13 +116,23 @@ def unseal(path: str | Path, key: bytes, dest: str | Path) -> Path:
         blob = p.read_bytes()
     except OSError as e:
         raise ModelError(f"cannot read sealed model {p}: {e.strerror}") from None
-    if len(blob) < _HEADER + 16 or not blob.startswith(MAGIC):
-        raise ModelError(f"{p} is not a sealed privguard model (seal one with `privguard seal`)")
-    header, nonce = blob[:16], blob[16:_HEADER]
-    if header[len(MAGIC) :] != _key_id(key):
+    if not blob.startswith(MAGIC):
         raise ModelError(
-            f"{p} was sealed with a different key; give the key file it was sealed with "
-            f"(--seal-key-file or {SEAL_KEY_ENV})"
+            f"{p} is not a sealed privguard model (no {MAGIC.decode()} header; "
+            "seal one with `privguard seal`)"
+        )
+    if len(blob) < _HEADER + 16:
+        raise ModelError(
+            f"truncated sealed file {p}: {len(blob)} bytes, shorter than the {_HEADER + 16} of "
+            "header and authentication tag alone; restore the original sealed file"
+        )
+    header, nonce = blob[:16], blob[16:_HEADER]
+    sealed_id, given_id = header[len(MAGIC) :], _key_id(key)
+    if sealed_id != given_id:
+        raise ModelError(
+            f"the key id does not match: the given key has key id {given_id.hex()} ({p} was "
+            f"sealed with key id {sealed_id.hex()}); give the key file it was sealed with "
+            f"(--seal-key-file or {SEAL_KEY_ENV}), or restore the file if its header was altered"
         )
     try:
         plain = AESGCM(key).decrypt(nonce, blob[_HEADER:], header)
@@ -144,8 +143,14 @@ def unseal(path: str | Path, key: bytes, dest: str | Path) -> Path:
         ) from None
     out = Path(dest)
     out.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(fileobj=io.BytesIO(plain), mode="r") as tar:
-        tar.extractall(out, filter="data")
+    try:
+        with tarfile.open(fileobj=io.BytesIO(plain), mode="r") as tar:
+            tar.extractall(out, filter="data")
+    except (tarfile.TarError, OSError) as e:
+        raise ModelError(
+            f"{p} decrypted but does not hold a model archive ({type(e).__name__}); "
+            "seal the model directory again"
+        ) from None
     return out
 
 

@@ -11,27 +11,30 @@ from pathlib import Path
 
 from privguard.errors import ConfigError
 from privguard.gateway.config import SETTINGS_ENV, ServeSettings
+from privguard.gateway.redact import redact_url
 
 log = logging.getLogger("privguard.gateway")
 
 
 def prepare(settings: ServeSettings):
-    """Load config and model, migrate the database, create the fingerprint key: whatever is
+    """Load config and model, migrate the database, create the secret keys: whatever is
     wrong is reported here, once, before any worker starts. Returns (config, target, db)."""
+    from privguard.gateway.keyfiles import fingerprint_key, inputs_key, session_key
     from privguard.gateway.seal import load_model
-    from privguard.gateway.startup import fingerprint_key, private_sqlite
     from privguard.gateway.store import Store
 
     config = settings.load_config()
     target = load_model(settings.model, settings.seal_key_file)
     db = settings.resolve_db(config)
-    private_sqlite(db)
     store = Store(db)
     try:
         store.migrate()
     finally:
         store.close()
     fingerprint_key(config, db)
+    session_key(config, db)  # made on first start (deployments from before it existed)
+    if any(t.retain_inputs_days > 0 for t in config.tiers.values()):
+        inputs_key(config, db)
     redis = settings.resolve_redis(config)
     if redis:
         import asyncio
@@ -39,7 +42,9 @@ def prepare(settings: ServeSettings):
         from privguard.gateway.limits import Limiter
 
         if not asyncio.run(Limiter(redis).check()):
-            raise ConfigError(f"Redis does not answer at {_redact(redis)}; start it or fix --redis")
+            raise ConfigError(
+                f"Redis does not answer at {redact_url(redis)}; start it or fix --redis"
+            )
     return config, target, db
 
 
@@ -79,7 +84,7 @@ def serve(
         scheme = "https" if tls_cert else "http"
         on_ready(
             f"serving {settings.model} on {scheme}://{host}:{port} ({workers} worker(s), "
-            f"tiers: {', '.join(config.tiers)}, log: {_redact(db)}, "
+            f"tiers: {', '.join(config.tiers)}, log: {redact_url(db)}, "
             f"rate limits: {'redis' if redis else 'in memory'})"
         )
     # One BLAS thread per process: the monitor's distance products and the model are small, and
@@ -133,12 +138,3 @@ def exposure_warning(host: str, *, tls: bool) -> str | None:
         f"serving on {host} without TLS: API keys and answers cross the network in clear "
         "text; pass --tls-cert/--tls-key or put a TLS-terminating reverse proxy in front"
     )
-
-
-def _redact(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - only for display
-        return "(database)"

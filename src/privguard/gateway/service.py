@@ -20,6 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
 from privguard.defenses.output import answer_labels
+from privguard.errors import ConfigError
 from privguard.gateway import keys as keystore
 from privguard.gateway.auth import FailedAuth, auth_error, unknown_key
 from privguard.gateway.config import GatewayConfig, Tier
@@ -28,7 +29,7 @@ from privguard.gateway.inputs import Fingerprinter, parse_inputs
 from privguard.gateway.keys import KeyInfo
 from privguard.gateway.limits import Limiter
 from privguard.gateway.metrics import Metrics
-from privguard.gateway.store import LogWriter, Store, utcnow
+from privguard.gateway.store import InputCipher, LogWriter, Store, utcnow
 from privguard.gateway.webhook import AlertWebhook, alert_payload
 from privguard.oracle import Access, top_k
 
@@ -51,14 +52,26 @@ class Gateway:
         *,
         name: str,
         monitor: Any = None,
+        session_key: bytes | None = None,
+        inputs_key: bytes | None = None,
     ) -> None:
         self.target = target
         self.config = config
         self.store = store
         self.limiter = limiter
         self.fingerprint_key = fingerprint_key
+        #: signs dashboard sessions; never the fingerprint key (keyfiles.py)
+        self.session_key = session_key
         self.name = name
         self.monitor = monitor
+        if monitor is not None and hasattr(monitor, "use_fingerprint_key"):
+            monitor.use_fingerprint_key(fingerprint_key)  # alert evidence: keyed, as the log
+        # retained raw inputs are stored encrypted, under a key kept outside the database
+        self.inputs_cipher = InputCipher(inputs_key) if inputs_key else None
+        if self.inputs_cipher is None and any(
+            t.retain_inputs_days > 0 for t in config.tiers.values()
+        ):
+            raise ConfigError("a tier retains inputs: the gateway needs an inputs key")
         self.metrics = Metrics()
         # alerts also go to [monitor] webhook, from a background thread (webhook.py)
         self.webhook = AlertWebhook.from_config(config.monitor, registry=self.metrics.registry)
@@ -308,7 +321,7 @@ class Gateway:
             inputs = [
                 {
                     "query_id": row["id"],
-                    "data": json.dumps(x.tolist()),
+                    "data": self.inputs_cipher.encrypt(json.dumps(x.tolist()), row["id"]),
                     "expires_at": row["time"] + timedelta(days=tier.retain_inputs_days),
                 }
             ]

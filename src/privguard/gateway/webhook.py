@@ -20,6 +20,9 @@ With ``[monitor] webhook_secret = "..."`` each request carries
 ``X-Privguard-Signature: sha256=<hex HMAC-SHA256 of the body>`` so the receiver can check where
 it came from.
 
+The URL itself is a secret (its path or query is often the receiver's token): logs show it only
+through :func:`~privguard.gateway.redact.redact_url` (scheme and host).
+
 Example:
     >>> hook = AlertWebhook.from_config({"webhook": "http://127.0.0.1:9000/alerts"})
     >>> hook.start(); hook.submit(alert); hook.stop()
@@ -42,6 +45,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from privguard.errors import ConfigError
+from privguard.gateway.redact import redact_text, redact_url
 
 log = logging.getLogger("privguard.gateway")
 
@@ -101,13 +105,15 @@ class AlertWebhook:
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ConfigError(
                 f'[monitor] webhook must be an http(s) URL such as "https://host/alerts", '
-                f"not {url!r}"
+                f"not {redact_url(url, path=False)!r}"
             )
         if not (isinstance(retries, int) and 0 <= retries <= 10):
             raise ConfigError("[monitor] webhook_retries must be an integer from 0 to 10")
         if not (timeout > 0 and backoff >= 0 and max_queue >= 1):
             raise ConfigError("[monitor] webhook_timeout must be a positive number of seconds")
         self.url = url
+        #: what logs show: the path and query of a webhook URL are often its token
+        self.shown_url = redact_url(url, path=False)
         self.secret = secret.encode() if secret else None
         self.retries = retries
         self.timeout = float(timeout)
@@ -172,7 +178,9 @@ class AlertWebhook:
         self._thread.join(max(0.0, deadline - time.monotonic()))
         left = self._queue.qsize()
         if self._thread.is_alive() or left:
-            log.warning("webhook: stopped with %d alert(s) not delivered to %s", left, self.url)
+            log.warning(
+                "webhook: stopped with %d alert(s) not delivered to %s", left, self.shown_url
+            )
         self._thread = None
 
     @property
@@ -205,8 +213,14 @@ class AlertWebhook:
                     return
                 try:
                     ok = self._deliver(client, item)
-                except Exception:  # noqa: BLE001 - the sender must outlive any one alert
-                    log.exception("webhook: alert %s could not be sent", item.get("id"))
+                except Exception as e:  # noqa: BLE001 - the sender must outlive any one alert
+                    # the type only: an HTTP library's message may quote the URL (its token)
+                    log.error(
+                        "webhook: alert %s could not be sent to %s (%s)",
+                        item.get("id"),
+                        self.shown_url,
+                        type(e).__name__,
+                    )
                     ok = False
                 self._count("sent" if ok else "failed")
 
@@ -228,7 +242,7 @@ class AlertWebhook:
             try:
                 r = client.post(self.url, content=data, headers=headers)
             except httpx.HTTPError as e:
-                why = f"{type(e).__name__}: {e}"
+                why = redact_text(f"{type(e).__name__}: {e}", path=False)
                 continue
             if r.status_code < 300:
                 return True
@@ -240,7 +254,7 @@ class AlertWebhook:
             alert.get("id"),
             alert.get("detector"),
             alert.get("client"),
-            self.url,
+            self.shown_url,
             why or "stopped",
         )
         return False

@@ -3,14 +3,14 @@
 A target directory holds ``model.json`` (architecture, preprocessing, dataset and content hash,
 split indices, training recipe, accuracies, checksums) and the weights: ``model.safetensors``
 for PyTorch models, ``model.skops`` for scikit-learn estimators. Nothing is ever unpickled:
-safetensors holds only tensors, and skops refuses types that are not known to be safe.
+safetensors holds only tensors, and skops loads only an explicit list of exact type names.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +19,13 @@ import numpy as np
 from privguard._io import atomic_write_bytes
 from privguard.data import Dataset, Split, load_dataset, make_split
 from privguard.errors import ConfigError, DataError, ModelError
-from privguard.models.nets import build_model, count_parameters
+from privguard.models.nets import count_parameters
+from privguard.models.safe_load import sklearn_estimator, torch_module, weights_path
 from privguard.models.torch_predictor import TorchPredictor
 from privguard.models.train import TrainConfig, TrainingRecipe, accuracy, train_module
 from privguard.oracle import Access, Oracle, Predictor, SklearnPredictor
 
 FORMAT_VERSION = 1
-SAFE_PACKAGES = ("sklearn", "numpy", "scipy")
 Progress = Callable[[str, int, int], None]
 
 
@@ -72,7 +72,8 @@ class Target:
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """Class probabilities ``(n, classes)`` for preprocessed inputs ``(n, *input_shape)``."""
-        return self.predictor.predict_proba(np.asarray(x, dtype=np.float32))
+        dtype = getattr(self.predictor, "dtype", None) or np.float32
+        return self.predictor.predict_proba(np.asarray(x, dtype=dtype))
 
     def oracle(self, access: Access | str = Access.PROBS, *, budget: int | None = None) -> Oracle:
         """An attacker's view of this model at ``access`` level."""
@@ -172,7 +173,9 @@ class Target:
         return {weights_name: blob, "model.json": json.dumps(manifest, indent=1).encode()}
 
     @classmethod
-    def load(cls, directory: str | Path) -> Target:
+    def load(cls, directory: str | Path, *, trusted: Iterable[str] = ()) -> Target:
+        """Load a model directory; ``trusted``: exact type names a ``.skops`` file may use
+        beyond the built-in allowlist (CLI ``--trust``)."""
         d = Path(directory)
         mpath = d / "model.json"
         if not d.is_dir():
@@ -190,7 +193,7 @@ class Target:
                 f"{mpath} was altered after training (checksum mismatch); restore the original "
                 "or retrain the model"
             )
-        wpath = d / weights_name
+        wpath = weights_path(d, weights_name)
         if not wpath.is_file():
             raise ModelError(f"{d} is missing {weights_name}; restore it or retrain the model")
         blob = wpath.read_bytes()
@@ -198,6 +201,11 @@ class Target:
             raise ModelError(
                 f"{wpath} was altered after training (checksum mismatch); restore the original "
                 "or retrain the model"
+            )
+        if manifest["kind"] == "user":  # privguard import: the split is recorded as hashes
+            raise ModelError(
+                f"{d} holds your own model and records its split as hashes: audit it with "
+                "privguard.audit(DIR, members=..., nonmembers=...) (CLI --members/--nonmembers)"
             )
         split = Split.from_dict(manifest["split"])
         arch = manifest["architecture"]
@@ -209,29 +217,15 @@ class Target:
             path=d,
         )
         if manifest["kind"] == "torch":
-            from safetensors.torch import load as load_tensors
-
-            module = build_model(arch)
-            module.load_state_dict(load_tensors(blob))
+            module = torch_module(arch, blob, wpath)
             predictor = TorchPredictor(module, arch["input_shape"], arch["n_classes"])
             # a model with no recipe (e.g. one stolen by an extraction attack) has none
             training = manifest.get("training")
             config = TrainConfig.from_dict(training) if training else None
             return cls(predictor, kind="torch", config=config, **common)
         if manifest["kind"] == "sklearn":
-            import skops.io as sio
-
-            # skops lists every type it does not trust by default; privguard accepts those of
-            # scikit-learn, NumPy and SciPy themselves (e.g. sklearn.tree._tree.Tree) and
-            # refuses anything else (custom classes, functions).
-            untrusted = sio.get_untrusted_types(data=blob)
-            foreign = [t for t in untrusted if t.split(".")[0] not in SAFE_PACKAGES]
-            if foreign:
-                raise ModelError(
-                    f"{wpath} contains types privguard does not trust ({', '.join(foreign)}); "
-                    "only scikit-learn estimators are loaded"
-                )
-            estimator = sio.loads(blob, trusted=untrusted)
+            # exact type names only, never whole packages (see models/adapters/sklearn.py)
+            estimator = sklearn_estimator(blob, wpath, trusted)
             predictor = SklearnPredictor(estimator, arch["input_shape"])
             return cls(predictor, kind="sklearn", estimator=estimator, **common)
         raise ModelError(f"{mpath}: unknown model kind {manifest['kind']!r}")
@@ -328,12 +322,16 @@ def from_sklearn(
     nonmember_fraction: float = 0.3,
     label: str | None = None,
 ) -> Target:
-    """Fit a scikit-learn classifier on a seeded member split of ``data`` and wrap it as a
-    target (persisted with skops)."""
+    """Fit a clone of a scikit-learn classifier on a seeded member split of ``data`` and wrap
+    it as a target (persisted with skops). ``estimator`` itself is left untouched: to audit a
+    model you already trained, use ``privguard.audit(model, members=..., nonmembers=...)``."""
+    from sklearn.base import clone
+
     ds = data if isinstance(data, Dataset) else load_dataset(data, label=label)
     split = make_split(
         ds.y, seed=seed, member_fraction=train_fraction, nonmember_fraction=nonmember_fraction
     )
+    estimator = clone(estimator)  # never refit the caller's object (it may be their model)
     estimator.fit(ds.x[split.members].reshape(len(split.members), -1), ds.y[split.members])
     predictor = SklearnPredictor(estimator, ds.input_shape)
     arch = {
@@ -372,6 +370,6 @@ def manifest_hash(manifest: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
 
 
-def load_target(directory: str | Path) -> Target:
+def load_target(directory: str | Path, *, trusted: Iterable[str] = ()) -> Target:
     """Load a target directory written by ``privguard train`` or :meth:`Target.save`."""
-    return Target.load(directory)
+    return Target.load(directory, trusted=trusted)

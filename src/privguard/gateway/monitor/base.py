@@ -11,7 +11,7 @@ bounds their number and serialises access to each.
 
 from __future__ import annotations
 
-import hashlib
+import secrets
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,8 +37,8 @@ class Finding:
         threshold: the threshold it crossed; ``evidence["direction"]`` says which way.
         action: what the gateway should do: ``record``, ``alert``, ``throttle`` or ``block``.
         evidence: JSON-safe details: the per-query statistic and its threshold, the client's
-            query index at which the alarm fired, fingerprints (sha256 prefixes) of the queries
-            behind it.
+            query index at which the alarm fired, fingerprints (keyed HMAC-SHA256, the query
+            log's) of the queries behind it.
         client: the client the finding is about (filled by the monitor).
     """
 
@@ -74,6 +74,8 @@ class Batch:
         d: distances to the client's earlier queries (filled for the buffer detectors, see
             ``knn.distances``), ``(n, earlier + n)``.
         prev_labels: the labels of the columns of ``d``.
+        fingerprinter: keyed HMAC of records (the gateway's fingerprint key, so that alert
+            evidence matches the query log and cannot be recomputed from a guessed input).
     """
 
     x: np.ndarray
@@ -84,16 +86,26 @@ class Batch:
     now: float
     d: np.ndarray | None = None
     prev_labels: np.ndarray | None = None
+    fingerprinter: Callable[[np.ndarray], list[str]] | None = None
 
     def fingerprints(self, end: int, count: int = 8) -> list[str]:
-        """sha256 prefixes of up to ``count`` queries of this batch ending at index ``end``."""
+        """Keyed fingerprints of up to ``count`` queries of this batch ending at index ``end``
+        (without a ``fingerprinter``, under a random key of this process)."""
         lo = max(0, end + 1 - count)
-        return [fingerprint(row) for row in self.x[lo : end + 1]]
+        fp = self.fingerprinter or _process_fingerprinter()
+        return fp(self.x[lo : end + 1])
 
 
-def fingerprint(row: np.ndarray) -> str:
-    """A short stable identifier of one query (sha256 of its float32 bytes, 16 hex digits)."""
-    return hashlib.sha256(np.ascontiguousarray(row, dtype=np.float32).tobytes()).hexdigest()[:16]
+def _process_fingerprinter() -> Callable[[np.ndarray], list[str]]:
+    global _PROCESS_FP
+    if _PROCESS_FP is None:
+        from privguard.gateway.inputs import Fingerprinter
+
+        _PROCESS_FP = Fingerprinter(secrets.token_bytes(32))
+    return _PROCESS_FP
+
+
+_PROCESS_FP: Callable[[np.ndarray], list[str]] | None = None
 
 
 class FeatureSpace:

@@ -127,6 +127,15 @@ class Monitor:
         self.calibration_: dict[str, Any] = {}
         self._clients: OrderedDict[str, _Client] = OrderedDict()
         self._lock = threading.Lock()
+        self._fingerprinter: Callable[[np.ndarray], list[str]] | None = None
+
+    def use_fingerprint_key(self, key: bytes) -> Monitor:
+        """Fingerprint the queries named in findings' evidence with ``key`` (the gateway's
+        fingerprint key): keyed HMAC-SHA256, equal to the query log's fingerprints."""
+        from privguard.gateway.inputs import Fingerprinter
+
+        self._fingerprinter = Fingerprinter(key)
+        return self
 
     # -- calibration ---------------------------------------------------------------------
     def fit(
@@ -243,7 +252,9 @@ class Monitor:
         state = self._client(client)
         findings = []
         with state.lock:
-            batch = Batch(xf, z, labels, probs, state.queries, now)
+            batch = Batch(
+                xf, z, labels, probs, state.queries, now, fingerprinter=self._fingerprinter
+            )
             if state.recent is not None:
                 with_neighbours(batch, state.recent)
             for det in self.detectors:

@@ -1,5 +1,6 @@
-"""``/v1/admin/*``: keys (create, list, revoke, move to another tier), the query log and the
-monitor's alerts. Every route needs an admin key."""
+"""``/v1/admin/*``: keys (create, list, revoke, move to another tier), the query log, the
+monitor's alerts and the admin trail. Every route needs an admin key; every key change records
+its admin event (actor: the calling admin key) in the change's own transaction."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from privguard.gateway.errors import GatewayError
 from privguard.gateway.routers.deps import admin
 from privguard.gateway.schemas import (
     ERRORS,
+    AdminEventOut,
     AlertOut,
     KeyCreate,
     KeyCreated,
@@ -21,6 +23,7 @@ from privguard.gateway.schemas import (
     QueryRow,
 )
 from privguard.gateway.service import Gateway, no_key, unknown_tier
+from privguard.gateway.text import check_text
 
 
 def admin_router(gw: Gateway) -> APIRouter:
@@ -35,22 +38,27 @@ def admin_router(gw: Gateway) -> APIRouter:
         return [k.to_dict() for k in keystore.list_keys(store)]
 
     @router.post("/keys", status_code=201, response_model=KeyCreated)
-    def create_key(body: KeyCreate, _: keystore.KeyInfo = Depends(admin)) -> dict[str, Any]:
+    def create_key(body: KeyCreate, me: keystore.KeyInfo = Depends(admin)) -> dict[str, Any]:
         """Create a key; the secret is in this answer only."""
         if body.tier is not None and body.tier not in tiers:
             raise unknown_tier(body.tier, gw.config)
         try:
             info, secret = keystore.create_key(
-                store, body.name, body.role, body.tier, expires_days=body.expires_days
+                store,
+                body.name,
+                body.role,
+                body.tier,
+                expires_days=body.expires_days,
+                actor=keystore.Actor.of_key(me, "api"),
             )
         except PrivguardError as e:
             raise GatewayError(422, "invalid_key", str(e)) from None
         return {**info.to_dict(), "secret": secret}
 
     @router.delete("/keys/{key_id}", response_model=KeyOut)
-    def revoke_key(key_id: str, _: keystore.KeyInfo = Depends(admin)) -> dict[str, Any]:
+    def revoke_key(key_id: str, me: keystore.KeyInfo = Depends(admin)) -> dict[str, Any]:
         """Revoke a key (immediately on this process; within key_cache_seconds elsewhere)."""
-        info = keystore.revoke_key(store, key_id)
+        info = keystore.revoke_key(store, key_id, actor=keystore.Actor.of_key(me, "api"))
         if info is None:
             raise no_key(key_id)
         gw.forget_key(key_id)
@@ -58,12 +66,13 @@ def admin_router(gw: Gateway) -> APIRouter:
 
     @router.patch("/keys/{key_id}", response_model=KeyOut)
     def patch_key(
-        key_id: str, body: KeyPatch, _: keystore.KeyInfo = Depends(admin)
+        key_id: str, body: KeyPatch, me: keystore.KeyInfo = Depends(admin)
     ) -> dict[str, Any]:
         """Move a key to another tier."""
+        keystore.check_key_id(key_id)
         if body.tier not in tiers:
             raise unknown_tier(body.tier, gw.config)
-        info = keystore.set_tier(store, key_id, body.tier)
+        info = keystore.set_tier(store, key_id, body.tier, actor=keystore.Actor.of_key(me, "api"))
         if info is None:
             raise no_key(key_id)
         gw.forget_key(key_id)
@@ -76,6 +85,8 @@ def admin_router(gw: Gateway) -> APIRouter:
         _: keystore.KeyInfo = Depends(admin),
     ) -> list[dict[str, Any]]:
         """The query log, newest first (fingerprints, never raw inputs)."""
+        if client:
+            check_text(client, "the client parameter")
         return store.queries(client, limit)
 
     @router.get("/alerts", response_model=list[AlertOut])
@@ -85,6 +96,17 @@ def admin_router(gw: Gateway) -> APIRouter:
         _: keystore.KeyInfo = Depends(admin),
     ) -> list[dict[str, Any]]:
         """Findings of the query monitor, newest first."""
+        if client:
+            check_text(client, "the client parameter")
         return store.alerts(client, limit)
+
+    @router.get("/events", response_model=list[AdminEventOut])
+    def events(
+        limit: int = Query(100, ge=1, le=10_000),
+        _: keystore.KeyInfo = Depends(admin),
+    ) -> list[dict[str, Any]]:
+        """The admin trail, newest first: key creations, revocations and tier changes from the
+        API, the dashboard and the CLI, with actor and the values before and after."""
+        return store.admin_events(limit)
 
     return router

@@ -1,6 +1,9 @@
 """Database access: engines for SQLite (WAL, the default) and PostgreSQL, Alembic migrations run
 programmatically, and the queries the gateway and the CLI need.
 
+Engines are made with ``hide_parameters=True``: an error never carries a statement's parameters
+(a key's secret hash, a client's name) into a log. SQLite files are created mode 0600.
+
 SQLite runs in WAL mode with ``synchronous=FULL``: a committed transaction survives a crash of
 the process and of the machine. PostgreSQL is used through psycopg 3
 (``postgresql+psycopg://user@host:5432/db``); a ``?options=-csearch_path%3DSCHEMA`` query keeps
@@ -10,16 +13,24 @@ the tables in their own schema.
 from __future__ import annotations
 
 import json
+import logging
+import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, delete, event, func, insert, select, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 
 from privguard.errors import ConfigError
-from privguard.gateway.store.models import Alert, QueryInput, QueryLog
+from privguard.gateway.redact import redact_url
+from privguard.gateway.store.crypto import InputCipher
+from privguard.gateway.store.models import AdminEvent, Alert, DailyUsage, QueryInput, QueryLog
+
+log = logging.getLogger("privguard.gateway")
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -35,15 +46,19 @@ def make_engine(url: str) -> Engine:
         parsed = make_url(url)
     except ArgumentError:
         raise ConfigError(
-            f"cannot parse database URL {url!r}; use sqlite:///path/to/file.db or "
+            f"cannot parse database URL {redact_url(url)!r}; use sqlite:///path/to/file.db or "
             "postgresql+psycopg://user@host:5432/dbname"
         ) from None
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         if not parsed.database or parsed.database == ":memory:":
             raise ConfigError("the audit log needs a file: use sqlite:///path/to/file.db")
-        Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(parsed, connect_args={"timeout": 30, "check_same_thread": False})
+        _private_file(Path(parsed.database).expanduser())
+        engine = create_engine(
+            parsed,
+            connect_args={"timeout": 30, "check_same_thread": False},
+            hide_parameters=True,
+        )
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn, _record) -> None:  # pragma: no cover - trivial
@@ -57,12 +72,32 @@ def make_engine(url: str) -> Engine:
         return engine
     if backend == "postgresql":
         try:
-            return create_engine(parsed, pool_pre_ping=True, pool_size=8, max_overflow=8)
+            return create_engine(
+                parsed, pool_pre_ping=True, pool_size=8, max_overflow=8, hide_parameters=True
+            )
         except (ImportError, ArgumentError) as e:
-            raise ConfigError(f"cannot use {url!r}: {e}; install psycopg[binary]") from None
+            raise ConfigError(
+                f"cannot use {redact_url(url)!r}: {type(e).__name__}; install psycopg[binary]"
+            ) from None
     raise ConfigError(
         f"unsupported database {backend!r}; use sqlite:///file.db or postgresql+psycopg://..."
     )
+
+
+def _private_file(path: Path) -> None:
+    """Create the SQLite file ``path`` readable by its owner only (0600) before SQLite opens
+    it: it may hold retained inputs. SQLite gives its ``-wal`` and ``-shm`` files the same mode.
+    An existing file keeps its mode, with a warning when other users can read it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        if path.stat().st_mode & 0o077:
+            log.warning("%s can be read by other users; chmod 600 it", path)
+        return
+    except OSError as e:
+        raise ConfigError(f"cannot create the audit database {path}: {e.strerror}") from None
+    os.close(fd)
 
 
 class Store:
@@ -97,7 +132,8 @@ class Store:
                 command.upgrade(self._alembic(conn), "head")
         except OperationalError as e:
             raise ConfigError(
-                f"cannot open the audit database {self.describe()}: {e.orig}; check --db"
+                f"cannot open the audit database {self.describe()}: {_first_line(e.orig)}; "
+                "check --db"
             ) from None
 
     def revision(self) -> str | None:
@@ -117,7 +153,8 @@ class Store:
             current = self.revision()
         except OperationalError as e:
             raise ConfigError(
-                f"cannot open the audit database {self.describe()}: {e.orig}; check --db"
+                f"cannot open the audit database {self.describe()}: {_first_line(e.orig)}; "
+                "check --db"
             ) from None
         if current != self.head():
             raise ConfigError(
@@ -167,10 +204,60 @@ class Store:
                 out.update(json.loads(fps))
         return out
 
-    def retained_inputs(self) -> list[dict[str, Any]]:
+    def retained_inputs(self, cipher: InputCipher | None = None) -> list[dict[str, Any]]:
+        """The retained input rows; ``data`` decrypted when ``cipher`` is given (else as stored,
+        ciphertext)."""
         with self.engine.connect() as conn:
             rows = conn.execute(select(QueryInput)).mappings().all()
-        return [dict(r) for r in rows]
+        out = [dict(r) for r in rows]
+        if cipher is not None:
+            for r in out:
+                r["data"] = cipher.decrypt(r["data"], r["query_id"])
+        return out
+
+    # -- daily budgets (without Redis) ---------------------------------------------------
+    def charge_budget(self, key_id: str, day: str, n: int, budget: int) -> tuple[bool, int]:
+        """Charge ``n`` records to ``key_id``'s count of ``day`` if the total stays within
+        ``budget``, atomically: one ``INSERT ... ON CONFLICT DO UPDATE ... WHERE used + n <=
+        budget`` (concurrent workers cannot both take the last records; one round trip and one
+        commit). Returns (charged, records used today after the attempt)."""
+        dialect = sqlite_insert if self.backend == "sqlite" else pg_insert
+        if n > budget:
+            return False, self.used_today(key_id, day)
+        stmt = dialect(DailyUsage).values(key_id=key_id, day=day, used=n)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[DailyUsage.key_id, DailyUsage.day],
+            set_={"used": DailyUsage.used + n},
+            where=DailyUsage.used + n <= budget,
+        ).returning(DailyUsage.used)
+        with self.engine.begin() as conn:
+            used = conn.execute(stmt).scalar()
+        if used is not None:
+            return True, int(used)
+        return False, self.used_today(key_id, day)
+
+    def used_today(self, key_id: str, day: str) -> int:
+        q = select(DailyUsage.used).where(DailyUsage.key_id == key_id, DailyUsage.day == day)
+        with self.engine.connect() as conn:
+            return int(conn.execute(q).scalar() or 0)
+
+    def admin_events(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The admin trail, newest first."""
+        q = select(AdminEvent).order_by(AdminEvent.time.desc(), AdminEvent.id.desc()).limit(limit)
+        with self.engine.connect() as conn:
+            rows = conn.execute(q).mappings().all()
+        return [
+            {
+                "time": _iso(r["time"]),
+                "actor": r["actor"],
+                "source": r["source"],
+                "action": r["action"],
+                "key_id": r["key_id"],
+                "old": json.loads(r["old"]) if r["old"] else None,
+                "new": json.loads(r["new"]) if r["new"] else None,
+            }
+            for r in rows
+        ]
 
     # -- alerts --------------------------------------------------------------------------
     def add_alerts(self, rows: list[dict[str, Any]]) -> None:
@@ -202,18 +289,28 @@ class Store:
         self, *, now: datetime | None = None, log_retention_days: float | None = None
     ) -> dict[str, int]:
         """Delete retained inputs past their expiry and, when ``log_retention_days`` is set,
-        log rows older than that. Returns the number of rows deleted per table."""
+        log rows and alerts (whose evidence holds input fingerprints) older than that; daily
+        budget counts of days before yesterday go too. Returns the rows deleted per table."""
         now = now or utcnow()
         with self.engine.begin() as conn:
             n_inputs = conn.execute(delete(QueryInput).where(QueryInput.expires_at <= now))
-            removed = {"query_inputs": n_inputs.rowcount or 0, "query_log": 0}
+            removed = {"query_inputs": n_inputs.rowcount or 0, "query_log": 0, "alerts": 0}
             if log_retention_days is not None:
                 cutoff = now - timedelta(days=log_retention_days)
                 old = select(QueryLog.id).where(QueryLog.time < cutoff)
                 conn.execute(delete(QueryInput).where(QueryInput.query_id.in_(old)))
                 res = conn.execute(delete(QueryLog).where(QueryLog.time < cutoff))
                 removed["query_log"] = res.rowcount or 0
+                res = conn.execute(delete(Alert).where(Alert.time < cutoff))
+                removed["alerts"] = res.rowcount or 0
+            stale = f"{now - timedelta(days=2):%Y-%m-%d}"
+            conn.execute(delete(DailyUsage).where(DailyUsage.day < stale))
         return removed
+
+
+def _first_line(e: BaseException | None) -> str:
+    """A driver error's first line (later lines may quote the statement)."""
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
 
 
 def _iso(t: datetime | None) -> str | None:

@@ -7,7 +7,14 @@
   policy applied, status and latency.
 - ``query_inputs``: raw inputs, written only for tiers with ``retain_inputs_days > 0``, each
   with the time after which ``privguard purge`` deletes it.
-- ``alerts``: findings of the query monitor (issue 8).
+- ``query_inputs``' ``data`` is AES-256-GCM ciphertext (:mod:`~privguard.gateway.store.crypto`),
+  its key kept outside the database.
+- ``alerts``: findings of the query monitor (issue 8); their fingerprints are keyed HMACs too.
+- ``admin_events``: the admin trail: who created, revoked or re-tiered which key, from where
+  (API, dashboard, CLI), with the values before and after; written in the same transaction as
+  the change itself.
+- ``daily_usage``: records charged per key per UTC day against the tier's daily budget when
+  Redis is not used (so the budget survives restarts and is shared by workers).
 
 Times are naive UTC datetimes on every backend.
 """
@@ -16,7 +23,17 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -79,3 +96,24 @@ class Alert(Base):
     statistic: Mapped[float | None] = mapped_column(Float, nullable=True)
     threshold: Mapped[float | None] = mapped_column(Float, nullable=True)
     evidence: Mapped[str] = mapped_column(Text)  # JSON object
+
+
+class AdminEvent(Base):
+    __tablename__ = "admin_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    time: Mapped[datetime] = mapped_column(DateTime, index=True)
+    actor: Mapped[str] = mapped_column(String(300))  # "key_ab12 (ops)" or "cli:alice"
+    source: Mapped[str] = mapped_column(String(16))  # api, dashboard, cli
+    action: Mapped[str] = mapped_column(String(32))  # key.create, key.revoke, key.tier
+    key_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    old: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON object
+    new: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON object
+
+
+class DailyUsage(Base):
+    __tablename__ = "daily_usage"
+
+    key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)  # YYYY-MM-DD, UTC
+    used: Mapped[int] = mapped_column(BigInteger)

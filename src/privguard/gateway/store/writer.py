@@ -183,7 +183,9 @@ class LogWriter:
             self.stats.commits += 1
             self.stats.rows += len(batch)
         except Exception as e:  # noqa: BLE001 - reported to each waiting request
-            log.error("audit log commit of %d rows failed: %s", len(batch), e)
+            # the error's type only: its text would carry the statement (and, without
+            # hide_parameters, the rows)
+            log.error("audit log commit of %d rows failed: %s", len(batch), type(e).__name__)
             self.stats.failures += 1
             error = e
         with self._count_lock:
