@@ -42,7 +42,7 @@ from typing import Any
 
 from privguard.errors import ConfigError
 
-PATH_KEYS = ("model", "data", "out", "cache_dir", "members", "nonmembers")
+PATH_KEYS = ("model", "data", "out", "cache_dir")
 
 
 @dataclass
@@ -62,8 +62,6 @@ class AuditPlan:
     out: str = "privguard-report"
     fail_on: str | None = None
     settings: dict[str, dict[str, Any]] = field(default_factory=dict)
-    members: str | None = None
-    nonmembers: str | None = None
     reference: str | None = None
     text_column: str | None = None
 

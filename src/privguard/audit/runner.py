@@ -52,8 +52,6 @@ def audit(
     command: str | None = None,
     settings: Mapping[str, Mapping[str, Any]] | None = None,
     members_known: bool = True,
-    members: Any = None,
-    nonmembers: Any = None,
     reference: str | None = None,
     text_column: str | None = None,
 ) -> Report:
@@ -89,15 +87,37 @@ def audit(
         members_known: ``False`` when who the model was trained on is unknown (an endpoint
             audited without its model directory): families that need member truth are not
             run, and inversion reports no member metrics.
-        members, nonmembers, reference, text_column: a language model's fine-tuning documents,
-            held-out documents and base model: a document membership audit
-            (:func:`privguard.audit.documents.document_audit`).
+        members, nonmembers (for a language model), reference, text_column: its fine-tuning
+            documents, held-out documents and base model: a document membership audit
+            (:func:`privguard.audit.documents.document_audit`, docs/llm.md).
 
     Example:
         >>> report = privguard.audit("model-dir", attacks=["membership"], access="probs",
         ...                          settings={"lira-online": {"n_reference": 32}})
         >>> report.summary["overall_risk"]
     """
+    from privguard.models.text import TextTarget, is_text_model
+
+    if isinstance(target, TextTarget) or (
+        isinstance(target, str | Path) and not trusted and is_text_model(target)
+    ):
+        return _text_model_audit(
+            target,
+            members=members,
+            nonmembers=nonmembers,
+            reference=reference,
+            text_column=text_column,
+            data=data,
+            attacks=attacks,
+            access=access,
+            seed=seed,
+            budget=budget,
+            progress=progress,
+            command=command,
+            settings=settings,
+        )
+    if reference is not None or text_column is not None:
+        raise ConfigError("--reference and --text-column are for language models' documents")
     # a user's own model on the user's split becomes a Target (privguard.models.user)
     from privguard.models.user import as_user_target
 
@@ -112,50 +132,6 @@ def audit(
     )
     if isinstance(target, (str, Path)) and trusted:
         target = load_target(target, trusted=trusted)
-    from privguard.models.text import TextTarget, is_text_model
-
-    if isinstance(target, TextTarget) or (not isinstance(target, Target) and is_text_model(target)):
-        # text models (canary exposure, training-data extraction): other truth, same engine
-        if isinstance(data, Dataset):
-            raise ConfigError("a text model's data is a corpus: a .txt file or a built-in name")
-        from privguard.audit.documents import document_audit
-        from privguard.models.text import load_text_target
-
-        if not isinstance(target, TextTarget):
-            target = load_text_target(target)
-        if members is not None or nonmembers is not None or target.documents is not None:
-            return document_audit(
-                target,
-                members=members,
-                nonmembers=nonmembers,
-                reference=reference,
-                text_column=text_column,
-                attacks=attacks,
-                access=access,
-                seed=seed,
-                budget=budget,
-                progress=progress,
-                command=command,
-                settings=settings,
-            )
-        if reference is not None:
-            raise ConfigError("--reference goes with --members and --nonmembers documents")
-        return text_audit(
-            target,
-            data=data,
-            attacks=attacks,
-            access=access,
-            seed=seed,
-            budget=budget,
-            progress=progress,
-            command=command,
-            settings=settings,
-        )
-    if members is not None or nonmembers is not None or reference is not None:
-        raise ConfigError(
-            "--members, --nonmembers and --reference are for language models' documents here; "
-            "a classifier's split is recorded in its model.json"
-        )
     checked = engine.check_settings(settings)
     if not isinstance(target, Target):
         target = load_target(target)
@@ -222,6 +198,39 @@ def audit(
         },
         artifacts=done.artifacts,
     )
+
+
+def _text_model_audit(
+    target: Any,
+    *,
+    members: Any,
+    nonmembers: Any,
+    reference: str | None,
+    text_column: str | None,
+    data: Any,
+    **common: Any,
+) -> Report:
+    """A text model: documents given or recorded -> a document membership audit
+    (docs/llm.md); otherwise canary exposure and extraction (:func:`text_audit`)."""
+    from privguard.audit.documents import document_audit
+    from privguard.models.text import TextTarget, load_text_target
+
+    if isinstance(data, Dataset):
+        raise ConfigError("a text model's data is a corpus: a .txt file or a built-in name")
+    if not isinstance(target, TextTarget):
+        target = load_text_target(target)
+    if members is not None or nonmembers is not None or target.documents is not None:
+        return document_audit(
+            target,
+            members=members,
+            nonmembers=nonmembers,
+            reference=reference,
+            text_column=text_column,
+            **common,
+        )
+    if reference is not None:
+        raise ConfigError("--reference goes with --members and --nonmembers documents")
+    return text_audit(target, data=data, **common)
 
 
 def text_audit(

@@ -25,7 +25,7 @@ from privguard.errors import ConfigError
 # plan field has its flag.
 PLAN_PARAMS = {"out_dir": "out"}  # parameter name -> AuditPlan field, where they differ
 AUDIT_KEYWORDS = {"jobs": "n_jobs"}  # AuditPlan field -> privguard.audit keyword, likewise
-DOCUMENT_KEYS = ("members", "nonmembers", "reference", "text_column")  # language models only
+DOCUMENT_KEYS = ("reference", "text_column")  # language models' documents only
 NOT_AUDIT_KEYWORDS = ("model", "access", "out", "fail_on")  # the command uses these itself
 
 
@@ -38,10 +38,14 @@ def audit(
         "your own model file (.skops, ...) audited on --members / --nonmembers.",
     ),
     members: Path | None = typer.Option(
-        None, help="Your model's training records (CSV / Parquet / NPZ) to audit it on."
+        None,
+        help="Your model's training records (CSV / Parquet / NPZ) to audit it on; for a "
+        "language model its fine-tuning documents (.txt / .jsonl / .csv / folder, docs/llm.md).",
     ),
     nonmembers: Path | None = typer.Option(
-        None, help="Records your model never saw (CSV / Parquet / NPZ); goes with --members."
+        None,
+        help="Records your model never saw (CSV / Parquet / NPZ; documents for a language "
+        "model); goes with --members.",
     ),
     population: Path | None = typer.Option(
         None,
@@ -99,12 +103,6 @@ def audit(
     plan_file: Path | None = typer.Option(
         None, "--plan", help="TOML file with these options; flags given here override it."
     ),
-    members: Path | None = typer.Option(
-        None, help="Language models: the fine-tuning documents (.txt/.jsonl/.csv/folder)."
-    ),
-    nonmembers: Path | None = typer.Option(
-        None, help="Language models: held-out documents from the same source."
-    ),
     reference: str | None = typer.Option(
         None, help="Language models: the base model, hf:DIR or smollm2 (text-reference)."
     ),
@@ -129,7 +127,7 @@ def audit(
     plan = AuditPlan.from_toml(plan_file) if plan_file else AuditPlan()
     plan = plan.merged(_plan_overrides(flags))
     if endpoint is not None and any(getattr(plan, k) for k in DOCUMENT_KEYS):
-        raise ConfigError("--members/--nonmembers/--reference are for a local language model")
+        raise ConfigError("--reference and --text-column are for a local language model")
     if endpoint is not None:
         _audit_endpoint(plan, endpoint, api_key_file, endpoint_map, access)
         return
