@@ -108,6 +108,10 @@ def test_fine_tuned_documents_are_told_apart_and_the_split_is_sound(tuned):
     assert d["longest_run_mean_members"] >= 1.5 * d["longest_run_mean_nonmembers"]
     assert report.data["members"] + report.data["nonmembers"] == len(DOCS)
     assert report.target["reference"]["directory"] == str(base)
+    top = report.summary["most_exposed"]["records"]
+    members = target.documents["members"]
+    assert top and all(0 <= r["member_document"] < len(members) for r in top)
+    assert report.summary["most_exposed"]["attack"] in m
 
 
 def test_blind_baseline_warns_in_the_headline_when_the_sets_differ(tuned, tmp_path):

@@ -271,8 +271,10 @@ def most_extracted(guesses: Any, truth: Any, top: int = MOST_EXTRACTED) -> list[
     idx = [i for i in np.argsort(-run, kind="stable") if member[i] and run[i] > 0][:top]
     out = []
     for i in idx:
+        position = getattr(truth, "position", None)
         rec: dict[str, Any] = {
             "index": int(i),
+            "member_document": int(position[i]) if position is not None else None,
             "exact": bool(guesses.exact[i] == 1.0),
             "longest_run": int(run[i]),
         }

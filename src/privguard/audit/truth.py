@@ -137,13 +137,15 @@ class DocumentTruth:
     members_known: bool = True
     canaries: Sequence[Any] = ()
     corpus: Any = None
+    position: np.ndarray | None = None  # each candidate's position in its own file
 
     @classmethod
     def build(cls, members: list[str], nonmembers: list[str], seed: int) -> DocumentTruth:
         docs = list(members) + list(nonmembers)
         flag = np.r_[np.ones(len(members), bool), np.zeros(len(nonmembers), bool)]
+        where = np.r_[np.arange(len(members)), np.arange(len(nonmembers))]
         order = np.random.default_rng(seed).permutation(len(docs))
-        return cls([docs[i] for i in order], flag[order], seed)
+        return cls([docs[i] for i in order], flag[order], seed, position=where[order])
 
     def score_table(self, scores: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Every candidate's score under every document membership attack (OUT/artifacts)."""
@@ -154,8 +156,9 @@ class DocumentTruth:
     def most_exposed(
         self, results: list[AttackResult], scores: dict[str, np.ndarray], top: int = TOP_RECORDS
     ) -> dict[str, Any]:
-        """The member documents the strongest attack singles out most confidently (by their
-        position among the candidates; ``exposed_at_fpr`` as for classifier records)."""
+        """The member documents the strongest attack singles out most confidently
+        (``member_document``: its position in the members file, from 0; ``index``: among the
+        shuffled candidates; ``exposed_at_fpr`` as for classifier records)."""
         ranked = [r for r in results if r.name in scores and "tpr_at_fpr_0.01" in r.metrics]
         if not ranked:
             return {"attack": None, "records": []}
@@ -169,6 +172,7 @@ class DocumentTruth:
             records.append(
                 {
                     "index": int(i),
+                    "member_document": int(self.position[i]) if self.position is not None else None,
                     "class": "document",  # the report's table column (records have a class)
                     "score": float(s[i]),
                     "exposed_at_fpr": round(at_least / max(len(non), 1), 6),
