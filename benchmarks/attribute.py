@@ -49,7 +49,7 @@ from _common import (
     summarise,
 )
 from privguard.attacks import AttributeGuesses, Knowledge, all_attacks
-from privguard.attacks.inversion.attribute import aux_baseline
+from privguard.attacks.inversion.attribute_baseline import aux_baseline
 from privguard.audit.attribute_eval import attribute_metrics
 from privguard.audit.sensitive import sensitive_attribute
 

@@ -44,7 +44,8 @@ import privguard
 from _common import clean, finish_run, run_header, write_json_atomic
 from privguard.attacks import Knowledge
 from privguard.attacks.inversion.blackbox import BlackBoxInversion
-from privguard.attacks.membership.label_only import LabelOnlyAugmentation, LabelOnlyBoundary
+from privguard.attacks.membership.label_only_augmentation import LabelOnlyAugmentation
+from privguard.attacks.membership.label_only_boundary import LabelOnlyBoundary
 from privguard.attacks.registry import ATTACKS, all_attacks
 from privguard.gateway.monitor import DETECTORS, Monitor
 from privguard.testing.streams import (

@@ -35,6 +35,8 @@ _LAZY = {
     "AttackResult": ("privguard.audit.report", "AttackResult"),
     "Report": ("privguard.audit.report", "Report"),
     "audit": ("privguard.audit.runner", "audit"),
+    "audit_scores": ("privguard.audit.scores", "audit_scores"),
+    "adapt": ("privguard.models.adapters", "adapt"),
     "Target": ("privguard.models", "Target"),
     "TrainConfig": ("privguard.models", "TrainConfig"),
     "from_sklearn": ("privguard.models", "from_sklearn"),
@@ -48,8 +50,10 @@ _LAZY = {
 if TYPE_CHECKING:
     from privguard.audit.report import AttackResult, Report
     from privguard.audit.runner import audit
+    from privguard.audit.scores import audit_scores
     from privguard.models import Target, TrainConfig, from_sklearn, load_target
     from privguard.models import train_target as train
+    from privguard.models.adapters import adapt
     from privguard.oracle import Access, Oracle, as_predictor
 
 
@@ -101,8 +105,10 @@ __all__ = [
     "Target",
     "TrainConfig",
     "__version__",
+    "adapt",
     "as_predictor",
     "audit",
+    "audit_scores",
     "from_sklearn",
     "load_target",
     "train",

@@ -21,9 +21,9 @@ from privguard.attacks.inversion.attribute import (
     ConfidenceInference,
     FredriksonMAP,
     LabelOnlyInference,
-    aux_baseline,
     log_confidence,
 )
+from privguard.attacks.inversion.attribute_baseline import aux_baseline
 from privguard.audit.attribute_eval import attribute_metrics, metric_names, risk_attribute
 from privguard.audit.sensitive import (
     default_sensitive,

@@ -9,12 +9,12 @@ import pytest
 
 import privguard
 from privguard.attacks import Knowledge
-from privguard.attacks.membership.label_only import (
+from privguard.attacks.membership.label_only_augmentation import (
     LabelOnlyAugmentation,
-    LabelOnlyBoundary,
     shift,
     translations,
 )
+from privguard.attacks.membership.label_only_boundary import LabelOnlyBoundary
 from privguard.attacks.membership.threshold import LossThreshold
 from privguard.audit.metrics import membership_metrics
 from privguard.errors import ConfigError

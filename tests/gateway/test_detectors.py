@@ -17,7 +17,8 @@ import pytest
 import privguard
 from privguard.attacks import Knowledge
 from privguard.attacks.inversion.blackbox import BlackBoxInversion
-from privguard.attacks.membership.label_only import LabelOnlyAugmentation, LabelOnlyBoundary
+from privguard.attacks.membership.label_only_augmentation import LabelOnlyAugmentation
+from privguard.attacks.membership.label_only_boundary import LabelOnlyBoundary
 from privguard.attacks.registry import ATTACKS, all_attacks
 from privguard.errors import ConfigError, DataError, ModelError
 from privguard.gateway.monitor import Finding, Monitor, OodDetector, PradaDetector

@@ -206,6 +206,9 @@ def _applicable(
         if why is None:
             check = family(cls.family).unsuitable
             why = check(truth, cls) if check is not None else None
+        if why is None:  # a user's model may refuse made-up inputs (a text classifier)
+            adapter = getattr(getattr(truth, "audited", None), "adapter", None)
+            why = adapter.unsuitable(cls) if hasattr(adapter, "unsuitable") else None
         if why is None:
             runnable.append(cls)
         elif cls.name in asked:

@@ -58,6 +58,32 @@ def audit(
         help="An exact type name (module.Class) a .skops file may use beyond the built-in "
         "allowlist; repeat for several. Only for files you know are safe.",
     ),
+    scores: Path | None = typer.Option(
+        None,
+        help="Metrics only: a CSV / Parquet / NPZ file of per-record scores and a member flag "
+        "column; writes the membership report without querying any model.",
+    ),
+    member_column: str = typer.Option(
+        "is_member", help="The member flag column of --scores (true/false or 1/0)."
+    ),
+    lower_is_member: list[str] | None = typer.Option(
+        None,
+        "--lower-is-member",
+        help="A --scores column where lower means member (a loss); repeat for several.",
+    ),
+    factory: str | None = typer.Option(
+        None,
+        help="module:function building your PyTorch architecture, for --model WEIGHTS.safetensors "
+        "(imported from the Python path: only name code you trust).",
+    ),
+    recipe: Path | None = typer.Option(
+        None,
+        help="TOML training recipe of your PyTorch model (factory, optimizer, lr, epochs, "
+        "batch_size): reference models for LiRA / RMIA / shadow models are trained with it.",
+    ),
+    output: str | None = typer.Option(
+        None, help="What your model returns: probs or logits [default: detected or logits]."
+    ),
     data: str | None = typer.Option(
         None, help="The training data (default: as recorded in model.json, hash-checked)."
     ),
@@ -131,16 +157,62 @@ def audit(
     if endpoint is not None:
         _audit_endpoint(plan, endpoint, api_key_file, endpoint_map, access)
         return
+    if scores is not None:
+        _audit_scores(plan, scores, member_column, lower_is_member, members, model)
+        return
     if api_key_file or endpoint_map:
         raise ConfigError("--api-key-file and --endpoint-map go with --endpoint URL")
     plan.check()
     out_path = Path(plan.out)
     check_out(out_path)
     split = _user_split(members, nonmembers, population, trust)
+    model_arg: Any = plan.model
+    model_options = {
+        k: v
+        for k, v in (("factory", factory), ("recipe", recipe), ("output", output))
+        if v is not None
+    }
+    if model_options:
+        # options of the model file's loader (privguard.models.adapters): loaded here, before
+        # anything is written
+        if members is None:
+            raise ConfigError("--factory, --recipe and --output go with --members / --nonmembers")
+        from privguard.models.adapters import adapt
+
+        model_arg = adapt(plan.model, trusted=split["trusted"], **model_options)
     with progress() as update:
         report = privguard.audit(
-            plan.model, access=plan.access, **split, **_audit_options(plan, update)
+            model_arg, access=plan.access, **split, **_audit_options(plan, update)
         )
+    privguard.write_report(report, out_path)
+    print_summary(report, out_path)
+    maybe_fail(report, plan.fail_on)
+
+
+def _audit_scores(
+    plan: Any,
+    scores: Path,
+    member_column: str,
+    lower_is_member: list[str] | None,
+    members: Path | None,
+    model: Path | None,
+) -> None:
+    """``privguard audit --scores FILE``: the membership report of given scores, no queries."""
+    import privguard
+
+    if model is not None or members is not None:
+        raise ConfigError(
+            "--scores audits given scores without a model: leave out --model and --members"
+        )
+    out_path = Path(plan.out)
+    check_out(out_path)
+    report = privguard.audit_scores(
+        scores,
+        member_column=member_column,
+        lower_is_member=lower_is_member or [],
+        seed=plan.seed,
+        command=command_line(),
+    )
     privguard.write_report(report, out_path)
     print_summary(report, out_path)
     maybe_fail(report, plan.fail_on)

@@ -32,7 +32,8 @@ need no member list. See docs/endpoint-audit.md.
 
 The package, one concern per module: :mod:`~privguard.endpoint.mapping` (:class:`EndpointMap`,
 :func:`extract`), :mod:`~privguard.endpoint.transport` (:class:`HttpPredictor`, retries and
-429 handling), :mod:`~privguard.endpoint.target` (:class:`EndpointTarget`) and
+429 handling), :mod:`~privguard.endpoint.access` (:func:`read_api_key`, :func:`check_access`,
+what an output policy leaves), :mod:`~privguard.endpoint.target` (:class:`EndpointTarget`) and
 :mod:`~privguard.endpoint.audit` (:func:`audit_endpoint`). The names below are importable from
 the package itself; they load on first use, so importing the mapping alone stays light.
 """
@@ -43,18 +44,19 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from privguard.endpoint.access import check_access, read_api_key
     from privguard.endpoint.audit import audit_endpoint
     from privguard.endpoint.mapping import EndpointError, EndpointMap, extract
     from privguard.endpoint.target import EndpointTarget, endpoint_target
-    from privguard.endpoint.transport import HttpPredictor, check_access, read_api_key
+    from privguard.endpoint.transport import HttpPredictor
 
 _HOMES = {
     "EndpointError": "mapping",
     "EndpointMap": "mapping",
     "extract": "mapping",
     "HttpPredictor": "transport",
-    "check_access": "transport",
-    "read_api_key": "transport",
+    "check_access": "access",
+    "read_api_key": "access",
     "EndpointTarget": "target",
     "endpoint_target": "target",
     "audit_endpoint": "audit",

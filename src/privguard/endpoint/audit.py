@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from privguard.endpoint.access import check_access
 from privguard.endpoint.mapping import EndpointMap
 from privguard.endpoint.target import endpoint_target
-from privguard.endpoint.transport import HttpPredictor, check_access
+from privguard.endpoint.transport import HttpPredictor
 from privguard.errors import AccessError, DataError
 from privguard.oracle import Access
 

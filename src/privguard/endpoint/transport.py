@@ -14,12 +14,12 @@ import math
 import time
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import numpy as np
 
+from privguard.endpoint.access import _policy_cap, _policy_k, check_access
 from privguard.endpoint.mapping import (
     GATEWAY_PREDICT,
     EndpointError,
@@ -31,24 +31,6 @@ from privguard.errors import AccessError, BudgetExhaustedError, ConfigError, Dat
 from privguard.oracle import Access, Oracle
 
 RETRY_STATUS = (502, 503, 504)
-
-
-def read_api_key(path: str | Path) -> str:
-    """The secret in an API key file (first non-empty line, whitespace stripped)."""
-    p = Path(path)
-    try:
-        lines = [ln.strip() for ln in p.read_text().splitlines()]
-    except FileNotFoundError:
-        raise ConfigError(f"no API key file at {p}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"cannot read the API key file {p}: {e}") from None
-    key = next((ln for ln in lines if ln), "")
-    if not key:
-        raise ConfigError(f"the API key file {p} is empty; put the key's secret in it")
-    return key
-
-
-# -- the predictor ------------------------------------------------------------------------------
 
 
 # -- the predictor ------------------------------------------------------------------------------
@@ -483,45 +465,6 @@ def _preview(answer: Any) -> str:
 
 def _len(v: Any) -> str:
     return str(len(v)) if isinstance(v, list) else "no list of"
-
-
-def _policy_cap(access: Access, policy: str | None) -> Access:
-    """The access an output policy leaves (as :func:`privguard.defenses.output.protect`)."""
-    if not policy:
-        return access
-    from privguard.defenses.output import parse_policy, policy_access
-
-    try:
-        chain = parse_policy(policy)
-    except ConfigError:
-        return access  # another service's policy name: trust the access it states
-    return policy_access(access, chain)
-
-
-def _policy_k(policy: str | None) -> int | None:
-    if not policy:
-        return None
-    from privguard.defenses.output import parse_policy
-
-    try:
-        return parse_policy(policy).k
-    except ConfigError:
-        return None
-
-
-def check_access(wanted: Access, granted: Access) -> None:
-    """Refuse asking an endpoint for more than it grants (white-box never)."""
-    if wanted >= Access.WHITEBOX:
-        raise AccessError(
-            "white-box attacks need the model's gradients, which an HTTP endpoint never serves; "
-            "audit the model directory instead (privguard audit --model DIR --access whitebox)"
-        )
-    if wanted > granted:
-        raise AccessError(
-            f"the endpoint gives this key only '{granted.label}' access, not '{wanted.label}'; "
-            f"drop --access (it defaults to what the endpoint grants) or use a key whose tier "
-            f"allows {wanted.label}"
-        )
 
 
 # -- an audit through the HTTP oracle ---------------------------------------------------------
