@@ -13,6 +13,7 @@ An attack asked for by name that cannot run is an error; one selected through it
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from privguard.audit.report import AttackResult, summarise
 from privguard.errors import ConfigError, PrivguardError
 from privguard.oracle import Access, QueryMeter
 
+log = logging.getLogger("privguard.audit")
 Progress = Callable[[str, int, int], None]
 AttackClass = type[Attack[Any, Any]]
 OracleFactory = Callable[[AttackClass, int], QueryMeter]
@@ -145,6 +147,10 @@ def run(
         for counter in COUNTERS:
             if getattr(guesses, counter, None) is not None:
                 metrics[counter] = int(getattr(guesses, counter))
+        if fam.assessment is not None:
+            risk, reason = fam.assessment(metrics)
+        else:
+            risk, reason = fam.risk(metrics), f"the {cls.family} family's rule (docs/metrics.md)"
         result = AttackResult(
             name=cls.name,
             family=cls.family,
@@ -152,13 +158,15 @@ def run(
             queries=oracle.queries,
             seconds=round(seconds, 3),
             metrics=metrics,
-            risk=fam.risk(metrics),
+            risk=risk,
+            risk_reason=reason,
             paper=cls.paper,
             description=cls.description,
             notes=list(guesses.notes) + notes,
             curves=curves,
         )
         results.append(result)
+        log.info("%s: %s risk in %.1f s: %s", cls.name, risk, seconds, reason)
         artifacts.update(evaluator.keep(result, guesses))
     if progress is not None:
         progress("attacks done", len(runnable), len(runnable))

@@ -17,6 +17,7 @@ import numpy as np
 from privguard._version import __version__
 from privguard.attacks import Attack, Compute, Knowledge, normalise
 from privguard.audit import engine
+from privguard.audit.advice import advise, predictor_utility
 from privguard.audit.report import Report
 from privguard.audit.truth import TOP_RECORDS, ClassifierTruth, TextTruth
 from privguard.data import Dataset
@@ -48,12 +49,13 @@ def audit(
     n_jobs: int = 1,
     scheduler: Any = None,
     cache_dir: str | Path | None = None,
-    progress: Progress | None = None,
+    progress: Progress | bool | None = None,
     command: str | None = None,
     settings: Mapping[str, Mapping[str, Any]] | None = None,
     members_known: bool = True,
     reference: str | None = None,
     text_column: str | None = None,
+    redact: bool = False,
 ) -> Report:
     """Run attacks against ``target`` and score them.
 
@@ -80,7 +82,9 @@ def audit(
         n_jobs: local processes for shadow / reference model training.
         scheduler: a Dask scheduler address (or ``distributed.Client``) to train them on instead.
         cache_dir: where trained reference models are kept and reused (``None``: no cache).
-        progress: ``progress(step, done, total)`` callback.
+        progress: ``progress(step, done, total)`` callback, or ``True`` for timestamped lines
+            on stderr (one per attack, one per 10% of reference models); every attack is also
+            logged at INFO on the ``privguard.audit`` logger.
         settings: per-attack settings, ``{"lira-online": {"n_reference": 32}}``, checked against
             what each attack declares (``privguard attacks --settings`` lists them) and
             recorded in the report's ``plan``.
@@ -90,17 +94,24 @@ def audit(
         members, nonmembers (for a language model), reference, text_column: its fine-tuning
             documents, held-out documents and base model: a document membership audit
             (:func:`privguard.audit.documents.document_audit`, docs/llm.md).
+        redact: leave the field values of the most exposed records (``summary.most_exposed``)
+            out of the report; a ConfigError for data that has none (images, text).
 
     Example:
         >>> report = privguard.audit("model-dir", attacks=["membership"], access="probs",
         ...                          settings={"lira-online": {"n_reference": 32}})
         >>> report.summary["overall_risk"]
     """
+    from privguard._progress import resolve
+
+    progress = resolve(progress)
     from privguard.models.text import TextTarget, is_text_model
 
     if isinstance(target, TextTarget) or (
         isinstance(target, str | Path) and not trusted and is_text_model(target)
     ):
+        if redact:
+            raise ConfigError("--redact applies to records with fields; text has none")
         return _text_model_audit(
             target,
             members=members,
@@ -150,7 +161,12 @@ def audit(
             f"{e} (the output policy '{chain.spec}' lets through only '{access.label}')"
         ) from None
     ds = target.load_data(data, label=label)
+    if redact and ds.kind != "tabular":
+        raise ConfigError(
+            f"--redact hides the field values of tabular records; {ds.kind} data has none to hide"
+        )
     truth = ClassifierTruth.build(ds, target.split, seed)
+    truth.redact = redact
     # the real model: only the extraction evaluator looks at it (an endpoint audit's target,
     # privguard.endpoint.EndpointTarget, keeps the served model's directory in .local)
     truth.target = getattr(target, "local", None) or target
@@ -176,10 +192,22 @@ def audit(
         settings=checked,
         progress=progress,
     )
+    described = target.describe()
+    local = truth.target
+    if members_known and isinstance(local, Target):
+        # the utility guard: a model at or below the majority-class rate is flagged
+        s = target.split
+        described["utility"] = predictor_utility(
+            local.predictor, ds.x[s.nonmembers], ds.y[s.nonmembers], ds.y[s.members], ds.n_classes
+        )
+    data_d = _describe_data(ds, target, knowledge, members_known=members_known)
+    done.summary.update(advise(done.results, described, data_d, done.summary, access.label))
+    if described.get("utility", {}).get("trivial"):
+        done.summary["utility_warning"] = described["utility"]["note"]
     return Report(
         privguard_version=__version__,
-        target=target.describe(),
-        data=_describe_data(ds, target, knowledge, members_known=members_known),
+        target=described,
+        data=data_d,
         attacks=done.results,
         summary=done.summary,
         plan={
@@ -241,7 +269,7 @@ def text_audit(
     access: Access | str = Access.PROBS,
     seed: int = 0,
     budget: int | None = None,
-    progress: Progress | None = None,
+    progress: Progress | bool | None = None,
     command: str | None = None,
     extrapolate: bool = False,
     settings: Mapping[str, Mapping[str, Any]] | None = None,
@@ -262,11 +290,13 @@ def text_audit(
         >>> report = text_audit("lm-dir", attacks="memorization")
         >>> report.attacks[0].metrics["exposure_bits_top_repeats"]
     """
+    from privguard._progress import resolve
     from privguard.attacks.memorization import TextKnowledge
     from privguard.audit.memorization_eval import PUBLIC_RECORDS, corpus_for, describe_corpus
     from privguard.data.corpus import attacker_text
     from privguard.models.text import TextTarget, load_text_target
 
+    progress = resolve(progress)
     checked = engine.check_settings(settings)
     if not isinstance(target, TextTarget):
         target = load_text_target(target)
@@ -298,10 +328,12 @@ def text_audit(
         progress=progress,
         subject="this text model",
     )
+    described, data_d = target.describe(), describe_corpus(target, corpus)
+    done.summary.update(advise(done.results, described, data_d, done.summary, access.label))
     return Report(
         privguard_version=__version__,
-        target=target.describe(),
-        data=describe_corpus(target, corpus),
+        target=described,
+        data=data_d,
         attacks=done.results,
         summary=done.summary,
         plan={

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -105,6 +106,7 @@ def train(
         f"{time.perf_counter() - t0:.1f}s: train accuracy {m['train_accuracy']:.3f}, test "
         f"accuracy {m['test_accuracy']:.3f} -> {out_dir}"
     )
+    _report_fit(target)
 
 
 def _train_text(data: str, out_dir: Path, model: str, repeats: str, settings: dict) -> None:
@@ -137,3 +139,29 @@ def _train_text(data: str, out_dir: Path, model: str, repeats: str, settings: di
         f"{m['train_bits_per_char']:.3f} bits/char on training lines{test}; "
         f"{len(target.canaries)} canaries inserted -> {out_dir}"
     )
+
+
+def _report_fit(target: Any) -> None:
+    """What ``train`` filled in (column, records, value) and the utility guard's verdict."""
+    pre = (target.dataset or {}).get("preprocessing") or {}
+    for c in pre.get("numeric") or []:
+        if c.get("imputed"):
+            out.print(
+                f"imputed {c['name']}: {c['imputed']} empty value(s) filled with the median "
+                f"{c['median']:g}",
+                markup=False,
+                highlight=False,
+            )
+    for c in pre.get("categorical") or []:
+        if c.get("imputed"):
+            out.print(
+                f"imputed {c['name']}: {c['imputed']} empty value(s) encoded as the level "
+                '"missing"',
+                markup=False,
+                highlight=False,
+            )
+    u = target.metrics.get("utility") or {}
+    if u.get("trivial"):
+        out.print(f"[bold red]utility warning:[/] {u['note']}", highlight=False)
+    elif u:
+        out.print(f"utility: {u['note']}", markup=False, highlight=False)

@@ -360,6 +360,15 @@ def _fit_metrics(predictor, ds: Dataset, split: Split, n_params, log) -> dict[st
         "generalization_gap": round(train_acc - test_acc, 6),
         **log,
     }
+    from privguard.audit.advice import predictor_utility
+
+    m["utility"] = predictor_utility(
+        predictor,
+        ds.x[split.nonmembers],
+        ds.y[split.nonmembers],
+        ds.y[split.members],
+        ds.n_classes,
+    )
     if n_params is not None:
         m["n_parameters"] = n_params
     return m

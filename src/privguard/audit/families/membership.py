@@ -17,7 +17,7 @@ from privguard.attacks.base import MembershipGuesses
 from privguard.attacks.membership.blind_baseline import BlindGuesses
 from privguard.audit.families import Evaluator, Family, Scored, register_family
 from privguard.audit.metrics import membership_metrics
-from privguard.audit.risk import membership_risk
+from privguard.audit.risk import membership_assessment, membership_risk
 
 
 class MembershipEvaluator(Evaluator):
@@ -82,6 +82,7 @@ MEMBERSHIP = register_family(
         guesses=(MembershipGuesses, BlindGuesses),
         evaluator=MembershipEvaluator,
         risk=membership_risk,
+        assessment=membership_assessment,
         key_metrics=(
             ("auc", "AUC"),
             ("tpr_at_fpr_0.01", "TPR@1%"),

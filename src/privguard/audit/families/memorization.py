@@ -13,7 +13,7 @@ from privguard.attacks.memorization.discoverable import DiscoverableGuesses
 from privguard.attacks.memorization.exposure import ExposureGuesses
 from privguard.attacks.memorization.extraction import ExtractionGuesses as TextExtractionGuesses
 from privguard.audit.families import Evaluator, Family, Scored, register_family
-from privguard.audit.risk import memorization_risk
+from privguard.audit.risk import memorization_assessment, memorization_risk
 
 
 def unsuitable(truth: Any, cls: type) -> str | None:
@@ -73,6 +73,7 @@ MEMORIZATION = register_family(
         guesses=(ExposureGuesses, TextExtractionGuesses, DiscoverableGuesses),
         evaluator=MemorizationEvaluator,
         risk=risk,
+        assessment=memorization_assessment,
         key_metrics=(
             ("exposure_bits_top_repeats", "exposure"),
             ("exposure_bits_max", "max"),
