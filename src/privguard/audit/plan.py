@@ -63,6 +63,8 @@ class AuditPlan:
     out: str = "privguard-report"
     fail_on: str | None = None
     settings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    reference: str | None = None
+    text_column: str | None = None
 
     @classmethod
     def from_toml(cls, path: str | Path) -> AuditPlan:

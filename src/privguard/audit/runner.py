@@ -53,6 +53,8 @@ def audit(
     command: str | None = None,
     settings: Mapping[str, Mapping[str, Any]] | None = None,
     members_known: bool = True,
+    reference: str | None = None,
+    text_column: str | None = None,
     redact: bool = False,
     device: str = "cpu",
 ) -> Report:
@@ -91,6 +93,9 @@ def audit(
         members_known: ``False`` when who the model was trained on is unknown (an endpoint
             audited without its model directory): families that need member truth are not
             run, and inversion reports no member metrics.
+        members, nonmembers (for a language model), reference, text_column: its fine-tuning
+            documents, held-out documents and base model: a document membership audit
+            (:func:`privguard.audit.documents.document_audit`, docs/llm.md).
         redact: leave the field values of the most exposed records (``summary.most_exposed``)
             out of the report; a ConfigError for data that has none (images, text).
 
@@ -101,6 +106,31 @@ def audit(
     """
     from privguard._progress import resolve
 
+    progress = resolve(progress)
+    from privguard.models.text import TextTarget, is_text_model
+
+    if isinstance(target, TextTarget) or (
+        isinstance(target, str | Path) and not trusted and is_text_model(target)
+    ):
+        if redact:
+            raise ConfigError("--redact applies to records with fields; text has none")
+        return _text_model_audit(
+            target,
+            members=members,
+            nonmembers=nonmembers,
+            reference=reference,
+            text_column=text_column,
+            data=data,
+            attacks=attacks,
+            access=access,
+            seed=seed,
+            budget=budget,
+            progress=progress,
+            command=command,
+            settings=settings,
+        )
+    if reference is not None or text_column is not None:
+        raise ConfigError("--reference and --text-column are for language models' documents")
     # a user's own model on the user's split becomes a Target (privguard.models.user)
     from privguard.models.user import as_user_target
 
@@ -115,24 +145,6 @@ def audit(
     )
     if isinstance(target, (str, Path)) and trusted:
         target = load_target(target, trusted=trusted)
-    from privguard.models.text import TextTarget, is_text_model
-
-    progress = resolve(progress)
-    if isinstance(target, TextTarget) or (not isinstance(target, Target) and is_text_model(target)):
-        # text models (canary exposure, training-data extraction): other truth, same engine
-        if isinstance(data, Dataset):
-            raise ConfigError("a text model's data is a corpus: a .txt file or a built-in name")
-        return text_audit(
-            target,
-            data=data,
-            attacks=attacks,
-            access=access,
-            seed=seed,
-            budget=budget,
-            progress=progress,
-            command=command,
-            settings=settings,
-        )
     checked = engine.check_settings(settings)
     if not isinstance(target, Target):
         target = load_target(target)
@@ -221,6 +233,39 @@ def audit(
         },
         artifacts=done.artifacts,
     )
+
+
+def _text_model_audit(
+    target: Any,
+    *,
+    members: Any,
+    nonmembers: Any,
+    reference: str | None,
+    text_column: str | None,
+    data: Any,
+    **common: Any,
+) -> Report:
+    """A text model: documents given or recorded -> a document membership audit
+    (docs/llm.md); otherwise canary exposure and extraction (:func:`text_audit`)."""
+    from privguard.audit.documents import document_audit
+    from privguard.models.text import TextTarget, load_text_target
+
+    if isinstance(data, Dataset):
+        raise ConfigError("a text model's data is a corpus: a .txt file or a built-in name")
+    if not isinstance(target, TextTarget):
+        target = load_text_target(target)
+    if members is not None or nonmembers is not None or target.documents is not None:
+        return document_audit(
+            target,
+            members=members,
+            nonmembers=nonmembers,
+            reference=reference,
+            text_column=text_column,
+            **common,
+        )
+    if reference is not None:
+        raise ConfigError("--reference goes with --members and --nonmembers documents")
+    return text_audit(target, data=data, **common)
 
 
 def text_audit(

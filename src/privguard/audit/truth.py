@@ -162,3 +162,59 @@ class TextTruth:
     seed: int = 0
     members_known: bool = True
     redact: bool = False  # leave record field values out of most_exposed
+
+
+@dataclass
+class DocumentTruth:
+    """What only the auditor knows about a document membership audit of a language model:
+    which candidate documents (in the shuffled order the attacks see) were fine-tuned on."""
+
+    candidates: list[str]
+    is_member: np.ndarray
+    seed: int = 0
+    members_known: bool = True
+    canaries: Sequence[Any] = ()
+    corpus: Any = None
+    position: np.ndarray | None = None  # each candidate's position in its own file
+    redact: bool = False  # documents' text stays out of the report either way
+
+    @classmethod
+    def build(cls, members: list[str], nonmembers: list[str], seed: int) -> DocumentTruth:
+        docs = list(members) + list(nonmembers)
+        flag = np.r_[np.ones(len(members), bool), np.zeros(len(nonmembers), bool)]
+        where = np.r_[np.arange(len(members)), np.arange(len(nonmembers))]
+        order = np.random.default_rng(seed).permutation(len(docs))
+        return cls([docs[i] for i in order], flag[order], seed, position=where[order])
+
+    def score_table(self, scores: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Every candidate's score under every document membership attack (OUT/artifacts)."""
+        table = {"index": np.arange(len(self.candidates)), "is_member": self.is_member}
+        table.update({f"score_{name}": s for name, s in scores.items()})
+        return table
+
+    def most_exposed(
+        self, results: list[AttackResult], scores: dict[str, np.ndarray], top: int = TOP_RECORDS
+    ) -> dict[str, Any]:
+        """The member documents the strongest attack singles out most confidently
+        (``member_document``: its position in the members file, from 0; ``index``: among the
+        shuffled candidates; ``exposed_at_fpr`` as for classifier records)."""
+        ranked = [r for r in results if r.name in scores and "tpr_at_fpr_0.01" in r.metrics]
+        if not ranked:
+            return {"attack": None, "records": []}
+        best = max(ranked, key=lambda r: (r.metrics["tpr_at_fpr_0.01"], r.metrics["auc"]))
+        s = scores[best.name]
+        non = np.sort(s[~self.is_member])
+        members = np.flatnonzero(self.is_member)
+        records = []
+        for i in members[np.argsort(-s[members], kind="stable")][:top]:
+            at_least = len(non) - np.searchsorted(non, s[i], side="left")
+            records.append(
+                {
+                    "index": int(i),
+                    "member_document": int(self.position[i]) if self.position is not None else None,
+                    "class": "document",  # the report's table column (records have a class)
+                    "score": float(s[i]),
+                    "exposed_at_fpr": round(at_least / max(len(non), 1), 6),
+                }
+            )
+        return {"attack": best.name, "records": records}

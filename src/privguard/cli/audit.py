@@ -25,6 +25,7 @@ from privguard.errors import ConfigError
 # plan field has its flag.
 PLAN_PARAMS = {"out_dir": "out"}  # parameter name -> AuditPlan field, where they differ
 AUDIT_KEYWORDS = {"jobs": "n_jobs"}  # AuditPlan field -> privguard.audit keyword, likewise
+DOCUMENT_KEYS = ("reference", "text_column")  # language models' documents only
 NOT_AUDIT_KEYWORDS = ("model", "access", "out", "fail_on")  # the command uses these itself
 
 
@@ -37,10 +38,14 @@ def audit(
         "your own model file (.skops, ...) audited on --members / --nonmembers.",
     ),
     members: Path | None = typer.Option(
-        None, help="Your model's training records (CSV / Parquet / NPZ) to audit it on."
+        None,
+        help="Your model's training records (CSV / Parquet / NPZ) to audit it on; for a "
+        "language model its fine-tuning documents (.txt / .jsonl / .csv / folder, docs/llm.md).",
     ),
     nonmembers: Path | None = typer.Option(
-        None, help="Records your model never saw (CSV / Parquet / NPZ); goes with --members."
+        None,
+        help="Records your model never saw (CSV / Parquet / NPZ; documents for a language "
+        "model); goes with --members.",
     ),
     population: Path | None = typer.Option(
         None,
@@ -134,6 +139,10 @@ def audit(
         "--redact",
         help="Leave the field values of the most exposed records out of the report.",
     ),
+    reference: str | None = typer.Option(
+        None, help="Language models: the base model, hf:DIR or smollm2 (text-reference)."
+    ),
+    text_column: str | None = typer.Option(None, help="Text column of CSV documents."),
     endpoint: str | None = typer.Option(
         None,
         help="Attack a live endpoint over HTTP instead (a gateway's base URL, or a mapped API's "
@@ -153,6 +162,8 @@ def audit(
 
     plan = AuditPlan.from_toml(plan_file) if plan_file else AuditPlan()
     plan = plan.merged(_plan_overrides(flags))
+    if endpoint is not None and any(getattr(plan, k) for k in DOCUMENT_KEYS):
+        raise ConfigError("--reference and --text-column are for a local language model")
     if endpoint is not None:
         if redact:
             raise ConfigError("--redact goes with a local audit (no --endpoint)")
@@ -325,7 +336,7 @@ def _audit_endpoint(
             mapping=mapping,
             model=plan.model,
             access=access,
-            **_audit_options(plan, update),
+            **{k: v for k, v in _audit_options(plan, update).items() if k not in DOCUMENT_KEYS},
         )
     privguard.write_report(report, out_path)
     print_summary(report, out_path)

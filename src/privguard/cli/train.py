@@ -50,6 +50,12 @@ def train(
         False, help="Text models: allow skew-normal exposure for spaces too large to rank exactly."
     ),
     steps: int | None = typer.Option(None, help="Hugging Face fine-tuning steps [default: 60]."),
+    lora_rank: int | None = typer.Option(
+        None,
+        help="Hugging Face document fine-tuning: LoRA rank on every block [default: 8]; 0 "
+        "trains the last 2 blocks in full.",
+    ),
+    text_column: str | None = typer.Option(None, help="Text column of a CSV of documents."),
 ) -> None:
     """Train a target model on a seeded member split and save it (safetensors + model.json).
 
@@ -64,6 +70,8 @@ def train(
         settings = dict(canaries=canary or [], per_count=canaries_per_count, steps=steps)
         settings.update(extrapolate=extrapolate, epochs=epochs, seed=seed, dp_epsilon=dp_epsilon)
         settings.update(dp_delta=dp_delta, max_grad_norm=max_grad_norm)
+        if epochs is not None or lora_rank is not None:
+            settings.update(lora_rank=lora_rank, text_column=text_column, lr=lr)
         _train_text(data, out_dir, model, canary_repeats, settings)
         return
     config = privguard.TrainConfig(
@@ -119,6 +127,15 @@ def _train_text(data: str, out_dir: Path, model: str, repeats: str, settings: di
     m = target.metrics
     dp = m.get("privacy")
     spent = f" with ({dp['epsilon']:.3g}, {dp['delta']:.2g})-DP" if dp else ""
+    if target.documents is not None:
+        docs = target.documents
+        out.print(
+            f"fine-tuned {model} on {len(docs['members'])} documents ({len(docs['nonmembers'])} "
+            f"held out as non-members){spent} in {time.perf_counter() - t0:.1f}s: perplexity "
+            f"{m['member_perplexity']:.2f} on members, {m['heldout_perplexity']:.2f} held out "
+            f"-> {out_dir}"
+        )
+        return
     test = f", test {m['test_bits_per_char']:.3f}" if "test_bits_per_char" in m else ""
     out.print(
         f"trained {model} on {target.corpus.name}{spent} in {time.perf_counter() - t0:.1f}s: "
