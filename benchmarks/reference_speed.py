@@ -45,8 +45,11 @@ from privguard.audit.runner import _Truth
 TARGET_SECONDS = 30.0
 
 
-def setup(n_models: int, seed: int, epochs: int):
-    target = privguard.train("digits", privguard.TrainConfig(seed=seed, epochs=epochs))
+def setup(n_models: int, seed: int, epochs: int, dataset: str = "digits", model: str = "mlp"):
+    config = privguard.TrainConfig(seed=seed, epochs=epochs, model=model)
+    if model == "cnn":
+        config.hidden = [128]
+    target = privguard.train(dataset, config)
     ds = target.load_data()
     truth = _Truth.build(ds, target.split, seed)
     know = truth.knowledge(target, ds, None, needs_sensitive=False)
@@ -71,18 +74,29 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", type=int, default=32, help="reference models (default 32)")
     ap.add_argument("--epochs", type=int, default=100, help="target recipe epochs (default 100)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--skip", default="", help="comma-separated runs to skip: loky,inprocess,dask")
+    ap.add_argument("--dataset", default="digits", help="digits (default) or mnist-5k")
+    ap.add_argument("--model", default="mlp", help="target model kind: mlp (default) or cnn")
+    ap.add_argument("--device", default="cpu", help="stacked training device: cpu, cuda, auto")
+    ap.add_argument(
+        "--skip",
+        default="",
+        help="comma-separated runs to skip: loky,inprocess,stacked,dask,dask-stacked",
+    )
     ap.add_argument(
         "--out", type=Path, default=here / "results" / "reference_speed.json", help="JSON path"
     )
     args = ap.parse_args(argv)
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     torch.set_num_threads(1)
+    load_before = [round(v, 2) for v in os.getloadavg()]
 
-    target, know, pool_x, pool_y, inclusion = setup(args.models, args.seed, args.epochs)
+    target, know, pool_x, pool_y, inclusion = setup(
+        args.models, args.seed, args.epochs, args.dataset, args.model
+    )
     rows_per_model = inclusion.sum(axis=1)
     print(
-        f"digits target {target.config.hidden} x {args.epochs} epochs; {args.models} models, "
+        f"{args.dataset} {args.model} target {target.config.hidden} x {args.epochs} epochs; "
+        f"{args.models} models, "
         f"{int(rows_per_model.mean())} training rows each, pool {len(pool_y)} rows, "
         f"{len(image_shifts(know))} views evaluated",
         file=sys.stderr,
@@ -103,16 +117,35 @@ def main(argv: list[str] | None = None) -> int:
         logits[name] = refs.logits
         print(f"  {name}: {secs:.1f} s (load {load})", file=sys.stderr, flush=True)
 
+    seq = {"stacked": False}
+    stk = {"stacked": True, "device": args.device}
+    if "inprocess" not in skip:
+        refs, secs = timed(know, pool_x, pool_y, inclusion, args.seed, Compute(n_jobs=1, **seq))
+        record("in-process n_jobs=1", "this process, one model after another", refs, secs)
+    if "stacked" not in skip:
+        refs, secs = timed(know, pool_x, pool_y, inclusion, args.seed, Compute(n_jobs=1, **stk))
+        record(
+            "stacked in-process",
+            f"this process, all models as one stacked model (device {args.device})",
+            refs,
+            secs,
+        )
     if "loky" not in skip:
-        refs, secs = timed(know, pool_x, pool_y, inclusion, args.seed, Compute(n_jobs=2))
+        refs, secs = timed(know, pool_x, pool_y, inclusion, args.seed, Compute(n_jobs=2, **seq))
         record("loky n_jobs=2", "joblib loky, 2 worker processes, cold (spawned here)", refs, secs)
         # loky keeps its workers between calls: the second call is what a later audit step pays.
-        refs, secs = timed(know, pool_x, pool_y, inclusion, args.seed, Compute(n_jobs=2))
+        refs, secs = timed(know, pool_x, pool_y, inclusion, args.seed, Compute(n_jobs=2, **seq))
         record("loky n_jobs=2, warm", "joblib loky, 2 worker processes, reused", refs, secs)
-    if "inprocess" not in skip:
-        refs, secs = timed(know, pool_x, pool_y, inclusion, args.seed, Compute(n_jobs=1))
-        record("in-process n_jobs=1", "this process, sequential", refs, secs)
-    if "dask" not in skip:
+        refs, secs = timed(know, pool_x, pool_y, inclusion, args.seed, Compute(n_jobs=2, **stk))
+        record(
+            "loky n_jobs=2, warm, stacked",
+            "joblib loky, 2 workers, one stacked group of models each",
+            refs,
+            secs,
+        )
+    for dname, extra in (("dask", seq), ("dask-stacked", stk)):
+        if dname in skip:
+            continue
         from distributed import Client, LocalCluster
 
         t0 = time.perf_counter()
@@ -124,18 +157,44 @@ def main(argv: list[str] | None = None) -> int:
         ):
             startup = time.perf_counter() - t0
             refs, secs = timed(
-                know, pool_x, pool_y, inclusion, args.seed, Compute(n_jobs=1, scheduler=client)
+                know,
+                pool_x,
+                pool_y,
+                inclusion,
+                args.seed,
+                Compute(n_jobs=1, scheduler=client, **extra),
             )
         record(
-            "dask LocalCluster 2x1",
-            "distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True)",
+            "dask LocalCluster 2x1" + (", stacked" if extra["stacked"] else ""),
+            "distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True)"
+            + (", one stacked group per worker" if extra["stacked"] else ", one model per task"),
             refs,
             secs,
             cluster_startup_seconds=round(startup, 2),
         )
 
     names = list(logits)
-    identical = all(np.array_equal(logits[names[0]], logits[n]) for n in names[1:])
+    plain = [n for n in names if "stacked" not in n]
+    stacked = [n for n in names if "stacked" in n]
+    # each way of running is deterministic: sequential runs agree bit for bit, stacked runs too
+    identical = all(
+        np.array_equal(logits[g[0]], logits[n]) for g in (plain, stacked) if g for n in g[1:]
+    )
+    agreement = None
+    if plain and stacked:
+        a, b = logits[plain[0]], logits[stacked[0]]
+        agreement = {
+            "median_abs_logit_difference": float(np.median(np.abs(a - b))),
+            "argmax_agreement": float((a.argmax(-1) == b.argmax(-1)).mean()),
+        }
+    if "in-process n_jobs=1" in runs and "stacked in-process" in runs:
+        speedup = runs["in-process n_jobs=1"]["seconds"] / runs["stacked in-process"]["seconds"]
+        runs["stacked in-process"]["speedup_vs_in_process_sequential"] = round(speedup, 2)
+    if "loky n_jobs=2, warm" in runs:
+        for n in ("dask LocalCluster 2x1", "dask LocalCluster 2x1, stacked"):
+            if n in runs:
+                ratio = runs[n]["seconds"] / runs["loky n_jobs=2, warm"]["seconds"]
+                runs[n]["ratio_to_loky_warm_sequential"] = round(ratio, 2)
     results = {
         "benchmark": "reference_speed",
         "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -147,8 +206,11 @@ def main(argv: list[str] | None = None) -> int:
             "torch_threads": torch.get_num_threads(),
         },
         "versions": {"privguard": privguard.__version__, "torch": torch.__version__},
+        "device": args.device,
+        "load_average_before": load_before,
         "recipe": {
-            "dataset": "digits",
+            "dataset": args.dataset,
+            "model": args.model,
             "hidden": list(target.config.hidden),
             "epochs": args.epochs,
             "seed": args.seed,
@@ -160,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         "target_seconds": TARGET_SECONDS,
         "runs": runs,
         "logits_identical": identical,
+        "stacked_vs_sequential": agreement,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".json.tmp")
@@ -183,7 +246,12 @@ def main(argv: list[str] | None = None) -> int:
     for n, r in runs.items():
         if "cluster_startup_seconds" in r:
             print(f"\n{n}: cluster start-up {r['cluster_startup_seconds']} s, not included above")
-    print(f"logits identical across runs: {identical}; results in {args.out}")
+    print(f"stacked vs sequential: {agreement}")
+    for n, r in runs.items():
+        for key in ("speedup_vs_in_process_sequential", "ratio_to_loky_warm_sequential"):
+            if key in r:
+                print(f"{n}: {key} = {r[key]}")
+    print(f"logits identical within each way: {identical}; results in {args.out}")
     return 0 if identical else 1
 
 

@@ -35,6 +35,7 @@ _LAZY = {
     "AttackResult": ("privguard.audit.report", "AttackResult"),
     "Report": ("privguard.audit.report", "Report"),
     "audit": ("privguard.audit.runner", "audit"),
+    "dp_audit": ("privguard.audit.dp_user", "dp_audit"),
     "audit_scores": ("privguard.audit.scores", "audit_scores"),
     "adapt": ("privguard.models.adapters", "adapt"),
     "Target": ("privguard.models", "Target"),
@@ -48,6 +49,7 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
+    from privguard.audit.dp_user import dp_audit
     from privguard.audit.report import AttackResult, Report
     from privguard.audit.runner import audit
     from privguard.audit.scores import audit_scores
@@ -112,6 +114,7 @@ __all__ = [
     "as_predictor",
     "audit",
     "audit_scores",
+    "dp_audit",
     "endpoint",
     "from_sklearn",
     "load_target",

@@ -105,7 +105,7 @@ def test_default_and_usable_fields(digits):
     heart = load_dataset("heart-disease")
     assert default_sensitive(heart) == "sex"
     assert {"sex", "cp", "thal"} <= set(usable_fields(heart))
-    assert "age" not in usable_fields(heart)
+    assert "age" in usable_fields(heart)  # numeric with many values: binned
     assert default_sensitive(digits) is None
 
 
@@ -114,9 +114,10 @@ def test_unknown_field_is_refused_listing_the_usable_ones():
         sensitive_attribute(load_dataset("heart-disease"), "height")
 
 
-def test_many_valued_numeric_field_is_refused():
-    with pytest.raises(ConfigError, match="needs a categorical field"):
-        sensitive_attribute(load_dataset("diabetes"), "bmi")
+def test_many_valued_numeric_field_is_binned_not_refused():
+    # issue 15: a numeric sensitive field is binned (quantiles) instead of refused
+    bmi = sensitive_attribute(load_dataset("diabetes"), "bmi")
+    assert len(bmi.values) == 5
 
 
 def test_image_data_is_refused(digits):

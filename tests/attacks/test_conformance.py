@@ -38,6 +38,8 @@ from privguard.attacks import (
     MembershipGuesses,
     all_attacks,
 )
+from privguard.attacks.membership.blind_baseline import BlindGuesses
+from privguard.attacks.membership.documents import DocumentKnowledge
 from privguard.attacks.memorization import TextKnowledge, TextOracle
 from privguard.audit.families import family
 from privguard.data import load_dataset
@@ -56,6 +58,7 @@ PER_CANDIDATE = [c for c in ATTACKS if c.family in ("membership", "attribute")]
 # defaults (slower, but still checked).
 _LEARNING = {"queries": 300, "first": 100, "epochs": 1, "final_epochs": 1}
 CHEAP: dict[str, dict[str, Any]] = {
+    "discoverable-extraction": {"prefix": 4, "suffix": 4},
     "blackbox-inversion": {"queries_per_class": 200, "samples": 10, "max_samples": 20},
     "label-only-inversion": {
         "queries_per_class": 200,
@@ -129,6 +132,7 @@ def setups() -> Iterator[dict[str, Setup]]:
             "image-linear": _classifier_setup("digits", sensitive=False, model="logreg"),
             "tabular": _classifier_setup("heart-disease", sensitive=True),
             "text": _text_setup(),
+            "documents": _documents_setup(),
         }
 
 
@@ -194,6 +198,35 @@ def _text_setup() -> Setup:
     return Setup("text", lm, knowledge)
 
 
+def _documents_setup() -> Setup:
+    """A tiny randomly initialised Llama (tests/models/test_lm.py) whose candidate documents
+    are records; its member truth is a seeded half (the checks here need no real leak)."""
+    import tempfile
+
+    from tests.models.test_lm import _tiny_hf
+
+    from privguard.attacks.membership.documents import DocumentKnowledge
+    from privguard.data.corpus import synthetic_records
+    from privguard.models.text import load_text_target
+
+    docs = list(dict.fromkeys(synthetic_records(30, seed=1)))[:N_DOCUMENTS]
+    directory = tempfile.mkdtemp(prefix="privguard-conformance-")
+    _tiny_hf(directory, docs)
+    lm = load_text_target(directory)
+    is_member = np.random.default_rng(0).permutation(len(docs)) < len(docs) // 2
+
+    def knowledge(order: np.ndarray | None = None) -> DocumentKnowledge:
+        idx = np.arange(len(docs)) if order is None else order
+        return DocumentKnowledge([docs[i] for i in idx], reference=lm.predictor, seed=0)
+
+    return Setup("documents", lm, knowledge, is_member)
+
+
+N_DOCUMENTS = 24
+# Attacks that never query the model (Das et al. 2024's blind baseline checks the split).
+QUERY_FREE = {"blind-baseline"}
+
+
 def setup_for(cls: type[Attack], setups: dict[str, Setup]) -> Setup:
     return setups[SETUP.get(cls.name, cls.kinds[0])]
 
@@ -246,9 +279,17 @@ class CountingTextModel:
         self.answered += n
         return self.inner.sample(n, **kw)
 
+    def token_stats(self, texts: list[str], **kw: Any) -> Any:
+        self.answered += len(texts)
+        return self.inner.token_stats(texts, **kw)
+
+    def greedy(self, prefixes: list[list[int]], n_new: int) -> Any:
+        self.answered += len(prefixes)
+        return self.inner.greedy(prefixes, n_new)
+
 
 def oracle_for(setup: Setup, access: Access, budget: int | None = None) -> Any:
-    if setup.kind == "text":
+    if setup.kind in ("text", "documents"):
         return TextOracle(CountingTextModel(setup.predictor()), access, budget=budget)
     return Oracle(CountingPredictor(setup.predictor()), access, budget=budget)
 
@@ -315,7 +356,7 @@ def test_declares_what_the_registry_and_the_cli_show(cls: type[Attack]) -> None:
     assert cls.name == cls.name.strip().lower() and " " not in cls.name
     assert isinstance(cls.needs, Access)
     assert cls.paper.strip()
-    assert cls.kinds and set(cls.kinds) <= {"image", "tabular", "text"}
+    assert cls.kinds and set(cls.kinds) <= {"image", "tabular", "text", "documents"}
     assert guesses_type(cls)  # its family has a record (evaluator, risk rule, ...)
     assert set(CHEAP.get(cls.name, {})) <= set(_constructor_defaults(cls)), "CHEAP: unknown keys"
 
@@ -371,9 +412,13 @@ def test_access_below_needs_is_refused_before_any_query(
 def test_returns_its_familys_guesses(cls: type[Attack], setups: dict[str, Setup]) -> None:
     guesses, oracle = first_run(cls, setups)
     assert isinstance(guesses, guesses_type(cls))
+    if cls.name in QUERY_FREE:  # its point is that it never asks the model
+        assert oracle.queries == answered(oracle) == 0
+        return
     assert oracle.queries == answered(oracle) > 0  # every answer went through the oracle
     if isinstance(guesses, MembershipGuesses):
-        assert len(guesses.scores) == len(guesses.decisions) == N_CANDIDATES
+        n = N_DOCUMENTS if "documents" in cls.kinds else N_CANDIDATES
+        assert len(guesses.scores) == len(guesses.decisions) == n
         assert np.isfinite(guesses.scores).all()
     if isinstance(guesses, AttributeGuesses):
         assert len(guesses.values) == len(guesses.baseline) == N_CANDIDATES
@@ -403,7 +448,7 @@ def test_query_budget_holds(cls: type[Attack], setups: dict[str, Setup]) -> None
 
 def test_knowledge_holds_no_ground_truth() -> None:
     truthy = ("member", "truth", "secret", "canar", "hidden_value", "label_of")
-    for kind in (Knowledge, TextKnowledge):
+    for kind in (Knowledge, TextKnowledge, DocumentKnowledge):
         names = [f.name for f in dataclasses.fields(kind)]
         leaks = [n for n in names if any(t in n.lower() for t in truthy)]
         assert not leaks, f"{kind.__name__} has ground-truth fields {leaks}"
@@ -418,6 +463,9 @@ def test_candidate_order_carries_nothing(cls: type[Attack], setups: dict[str, Se
     first, _ = first_run(cls, setups)
     order = np.argsort(~setup.is_member, kind="stable")  # members first
     ordered, _ = run(cls, setup, setup.knowledge(order))
+    if isinstance(first, BlindGuesses):  # features per document; the evaluator cross-fits
+        np.testing.assert_array_equal(ordered.features, first.features[order])
+        return
     if isinstance(first, AttributeGuesses):
         np.testing.assert_array_equal(ordered.values, first.values[order])
         np.testing.assert_array_equal(ordered.baseline, first.baseline[order])

@@ -248,7 +248,7 @@ def test_html_shows_summary_then_every_attack(report: Report, html: str) -> None
     for i, a in enumerate(report.attacks, start=1):
         assert f'href="#attack-{i}">{a.name}</a>' in html
         assert f'<article id="attack-{i}">' in html
-    assert "AUC <b>0.710</b>" in html  # key metric at 3 decimals
+    assert "AUC</abbr> <b>0.710</b>" in html  # key metric at 3 decimals (glossary tooltip)
     assert "83,466" in html and "Carlini et al., S&amp;P 2022" in html
     assert "ROC curves of every membership attack" in html
     assert "not resolved" in html
@@ -287,7 +287,7 @@ def test_html_shows_non_finite_numbers_as_a_dash() -> None:
         curves={"roc": {"fpr": [0.0, float("nan"), 0.5, 1.0], "tpr": [0.0, 0.2, 0.7, 1.0]}},
     )
     html = render_html(sample_report(extra_attacks=[odd]))
-    assert "AUC <b>—</b>" in html
+    assert "AUC</abbr> <b>—</b>" in html
     assert '<td><code>auc</code></td><td class="num">—</td>' in html
     assert len(data_uris(html)) == 6  # one more ROC, drawn from its finite points
 

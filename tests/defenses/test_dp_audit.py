@@ -120,6 +120,9 @@ def test_cli_dp_audit_writes_its_report_and_rejects_bad_input(capsys, tmp_path):
     report = json.loads((out_dir / "dp-audit.json").read_text())["dp_audit"]
     assert report["m"] == 200 and report["epsilon_accountant"] is None
     assert report["epsilon_lower_bound"] >= 0 and len(report["guesses"]) == 4
+    # the f-DP bound beside it, on the same guesses: never below the Steinke one
+    assert report["fdp_epsilon_lower_bound"] == max(g["fdp"] for g in report["guesses"])
+    assert all(g["fdp"] >= g["epsilon_lower_bound"] for g in report["guesses"])
     for flags, needle in [
         (("--canaries", "5000"), "--canaries must lie between 2 and 1078"),
         (("--canary", "odd"), "unknown canary kind"),

@@ -274,7 +274,7 @@ def _in_process(target, tmp_path: Path, config: dict, monitor=None):
         thread.join(15)
 
 
-def test_answers_the_monitor_refuses_are_not_charged_to_the_budget(digits_logreg, tmp_path):
+def test_requests_the_monitor_refuses_are_not_charged_to_the_budget(digits_logreg, tmp_path):
     target = digits_logreg
     ds, split = target.load_data(), target.split
     quiet = {d: "record" for d in ("prada", "similarity", "boundary", "volume")}
@@ -283,21 +283,27 @@ def test_answers_the_monitor_refuses_are_not_charged_to_the_budget(digits_logreg
             ds.x[split.members], ds.x[split.nonmembers], target.predict_proba, shuffles=2
         )
     config = {
-        "monitor": {"throttle_seconds": 1},
-        "tiers": {"budget": {"access": "label", "daily_budget": 32, "max_batch": 32}},
+        "monitor": {"throttle_seconds": 2},
+        "tiers": {"budget": {"access": "label", "daily_budget": 48, "max_batch": 32}},
     }
     with _in_process(target, tmp_path, config, monitor) as (url, app):
         store = app.state.gateway.store
         _, secret = create_key(store, "mallory", "client", "budget")
-        noise = np.random.default_rng(0).uniform(*ds.bounds, size=(32, 64))
+        noise = np.random.default_rng(0).uniform(*ds.bounds, size=(16, 64))
+        natural = ds.x[split.members[:16]].tolist()
         with httpx.Client(base_url=url, headers={"X-API-Key": secret}, timeout=30) as c:
-            r = c.post("/v1/predict", json={"inputs": noise.tolist()})
-            assert (r.status_code, r.json()["error"]["code"]) == (429, "client_throttled")
-            time.sleep(1.2)
-            # the throttled 32 records were not charged: 32 natural ones still fit today
-            r = c.post("/v1/predict", json={"inputs": ds.x[split.members[:32]].tolist()})
-            assert r.status_code == 200, r.text
-            r = c.post("/v1/predict", json={"inputs": ds.x[split.members[:1]].tolist()})
+            # the tripping batch is answered (the detectors run off the request path) and paid
+            assert c.post("/v1/predict", json={"inputs": noise.tolist()}).status_code == 200
+            time.sleep(0.5)  # the queued batch is observed; the key is held
+            for _ in range(3):
+                r = c.post("/v1/predict", json={"inputs": natural})
+                assert (r.status_code, r.json()["error"]["code"]) == (429, "client_throttled")
+            time.sleep(2.2)
+            # the three refused requests were not charged: 32 of the 48 records still fit
+            for _ in range(2):
+                r = c.post("/v1/predict", json={"inputs": natural})
+                assert r.status_code == 200, r.text
+            r = c.post("/v1/predict", json={"inputs": natural[:1]})
             assert (r.status_code, r.json()["error"]["code"]) == (429, "daily_budget_exhausted")
 
 

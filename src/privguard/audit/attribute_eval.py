@@ -132,13 +132,9 @@ def risk_attribute(metrics: dict[str, float]) -> str:
     with a member gap of 0.05 (the model exposes its members distinctly more than other people);
     medium from 0.03 (around two standard errors on a few hundred members); low below.
     """
-    adv = metrics.get("advantage_members", metrics.get("advantage", 0.0))
-    gap = metrics.get("member_advantage_gap", 0.0)
-    if adv >= HIGH_ADVANTAGE or (adv >= HIGH_ADVANTAGE / 2 and gap >= HIGH_ADVANTAGE / 2):
-        return "high"
-    if adv >= MEDIUM_ADVANTAGE:
-        return "medium"
-    return "low"
+    from privguard.audit.risk import attribute_assessment
+
+    return attribute_assessment(metrics)[0]
 
 
 def metric_names(value_names: list[str]) -> list[str]:

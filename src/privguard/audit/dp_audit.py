@@ -43,8 +43,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.special import expit, logsumexp
-from scipy.stats import binom
+from scipy.optimize import brentq
+from scipy.special import expit, logsumexp, ndtr, ndtri
+from scipy.stats import binom, norm
 
 from privguard import __version__
 from privguard._io import atomic_write_json
@@ -108,6 +109,98 @@ def epsilon_lower_bound(
     while hi - lo > EPS_TOLERANCE:
         mid = (lo + hi) / 2
         if gap(mid) < 0:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def gaussian_mu(epsilon: float, delta: float) -> float:
+    """The mu of the Gaussian mechanism that is exactly (``epsilon``, ``delta``)-DP.
+
+    mu-GDP (Dong, Roth & Su, "Gaussian Differential Privacy", JRSS-B 2022) is
+    (epsilon, delta(epsilon))-DP for every epsilon with
+    delta(epsilon) = Phi(-epsilon/mu + mu/2) - e^epsilon Phi(-epsilon/mu - mu/2)
+    (their Corollary 2.13; Balle & Wang 2018), increasing in mu; this solves it for mu.
+    """
+    if epsilon < 0 or not 0 < delta < 1:
+        raise ConfigError(f"need epsilon >= 0 and 0 < delta < 1, got ({epsilon}, {delta})")
+
+    def excess(mu: float) -> float:
+        return (
+            norm.cdf(-epsilon / mu + mu / 2)
+            - np.exp(epsilon) * norm.cdf(-epsilon / mu - mu / 2)
+            - delta
+        )
+
+    lo, hi = 1e-6, 1.0
+    if excess(lo) >= 0:
+        return lo
+    while excess(hi) < 0:
+        hi *= 2
+        if hi > 1e3:
+            return hi
+    return float(brentq(excess, lo, hi, xtol=1e-12, rtol=1e-12))
+
+
+def fdp_rejects(m: int, r: int, v: int, mu: float, p: float = P_VALUE) -> bool:
+    """Whether ``v`` correct of ``r`` guesses on ``m`` canaries rule out mu-GDP at level ``p``.
+
+    Mahloujifar, Melis & Chaudhuri, "Auditing f-Differential Privacy in One Run", ICML 2025
+    (Theorem 9 and its numerical procedure, "audit_rh"): for an f-DP mechanism, P[W >= v] <= p
+    holds whenever the recursion from r_v = p v / m and h_v = p (r - v) / m,
+
+        h_i = max(h_{i+1}, fbar^-1(r_{i+1})),   r_i = r_{i+1} + i / (r - i) * (h_i - h_{i+1})
+
+    for i = v-1 .. 0 (r_i capped at 1) ends with r_0 + h_0 > r / m: the guesses then carry more
+    probability than r guesses on m canaries can. For the Gaussian trade-off curve
+    f(a) = Phi(Phi^-1(1 - a) - mu), fbar^-1(x) = Phi(Phi^-1(x) - mu).
+    """
+    _check_counts(m, r, v)
+    if v == 0:
+        return False
+    rr = p * v / m
+    h = p * (r - v) / m
+    for i in range(v - 1, -1, -1):
+        h_new = max(h, float(ndtr(ndtri(rr) - mu)))
+        if h_new == h:
+            break  # neither moves again
+        rr = min(rr + i / (r - i) * (h_new - h), 1.0)
+        h = h_new
+    return rr + h > r / m
+
+
+def fdp_epsilon_lower_bound(
+    r: int, v: int, *, delta: float, p: float = P_VALUE, m: int | None = None
+) -> float:
+    """The largest epsilon whose Gaussian trade-off curve (the mu-GDP mechanism that is exactly
+    (epsilon, ``delta``)-DP) ``v`` correct of ``r`` guesses rule out at confidence ``1 - p``:
+    the f-DP one-run bound of Mahloujifar, Melis & Chaudhuri (ICML 2025).
+
+    Its null hypothesis is "the training's trade-off curve is at least that Gaussian curve",
+    the usual model of DP-SGD (Dong, Roth & Su's central limit theorem); pure (epsilon, delta)
+    curves with a kink are the Steinke bound's (:func:`epsilon_lower_bound`).
+    """
+    m = r if m is None else m
+    _check_counts(m, r, v)
+    if not 0 < p < 1:
+        raise ConfigError(f"the p-value level must lie in (0, 1), not {p}")
+    if not 0 < delta < 1:
+        raise ConfigError(f"delta must lie in (0, 1), not {delta}")
+
+    def rejects(eps: float) -> bool:
+        return fdp_rejects(m, r, v, gaussian_mu(eps, delta), p)
+
+    if not rejects(0.0):
+        return 0.0
+    lo, hi = 0.0, 1.0
+    while rejects(hi):
+        if hi >= EPS_MAX:
+            return EPS_MAX
+        lo, hi = hi, min(2 * hi, EPS_MAX)
+    while hi - lo > EPS_TOLERANCE:
+        mid = (lo + hi) / 2
+        if rejects(mid):
             lo = mid
         else:
             hi = mid
@@ -196,8 +289,10 @@ class DPAuditResult:
 
     ``epsilon_lower_bound``: epsilon ruled out at ``1 - p`` confidence at ``delta``;
     ``epsilon_accountant``: the guarantee the DP accountant gives for the same run (``None``
-    for non-private training). The first can never honestly exceed the second, except in about a
-    fraction ``p`` of audits.
+    for non-private training). The first can never honestly exceed the second, except in
+    about a fraction ``p`` of audits. ``fdp_epsilon_lower_bound``: the f-DP one-run bound
+    (Mahloujifar, Melis & Chaudhuri 2025) on the same guesses, also at ``1 - p`` on its own
+    (the larger of the two is not itself at ``1 - p``; ``dp-audit --train-fn`` splits p).
     """
 
     epsilon_lower_bound: float
@@ -220,6 +315,7 @@ class DPAuditResult:
     seed: int
     seconds: float
     privacy: dict[str, Any] | None = None
+    fdp_epsilon_lower_bound: float | None = None
     guesses: list[dict[str, Any]] = field(default_factory=list)
     training: dict[str, Any] = field(default_factory=dict)
 
@@ -321,6 +417,13 @@ def one_run_audit(
     privacy = log.get("privacy")
     delta = privacy["delta"] if privacy else default_delta(len(x_train))
     best, all_guesses = audit_scores(scores, included, delta=delta, guesses=guesses, p=p)
+    # The f-DP bound (Mahloujifar, Melis & Chaudhuri 2025) on the same guesses, at the same
+    # per-guess level: reported beside the Steinke bound, each at 1 - p on its own.
+    level = p / len(all_guesses)
+    fdp_rows = [
+        round(fdp_epsilon_lower_bound(g.r, g.v, delta=float(delta), p=level, m=canaries), 6)
+        for g in all_guesses
+    ]
 
     def acc(idx: np.ndarray) -> float:
         if len(idx) == 0:
@@ -348,7 +451,8 @@ def one_run_audit(
         seed=seed,
         seconds=round(time.perf_counter() - t0, 3),
         privacy=privacy,
-        guesses=[asdict(g) for g in all_guesses],
+        guesses=[asdict(g) | {"fdp": f} for g, f in zip(all_guesses, fdp_rows, strict=True)],
+        fdp_epsilon_lower_bound=max(fdp_rows),
         training=config.to_dict(),
     )
 

@@ -13,6 +13,7 @@ An attack asked for by name that cannot run is an error; one selected through it
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from privguard.audit.report import AttackResult, summarise
 from privguard.errors import ConfigError, PrivguardError
 from privguard.oracle import Access, QueryMeter
 
+log = logging.getLogger("privguard.audit")
 Progress = Callable[[str, int, int], None]
 AttackClass = type[Attack[Any, Any]]
 OracleFactory = Callable[[AttackClass, int], QueryMeter]
@@ -145,6 +147,10 @@ def run(
         for counter in COUNTERS:
             if getattr(guesses, counter, None) is not None:
                 metrics[counter] = int(getattr(guesses, counter))
+        if fam.assessment is not None:
+            risk, reason = fam.assessment(metrics)
+        else:
+            risk, reason = fam.risk(metrics), f"the {cls.family} family's rule (docs/metrics.md)"
         result = AttackResult(
             name=cls.name,
             family=cls.family,
@@ -152,13 +158,15 @@ def run(
             queries=oracle.queries,
             seconds=round(seconds, 3),
             metrics=metrics,
-            risk=fam.risk(metrics),
+            risk=risk,
+            risk_reason=reason,
             paper=cls.paper,
             description=cls.description,
             notes=list(guesses.notes) + notes,
             curves=curves,
         )
         results.append(result)
+        log.info("%s: %s risk in %.1f s: %s", cls.name, risk, seconds, reason)
         artifacts.update(evaluator.keep(result, guesses))
     if progress is not None:
         progress("attacks done", len(runnable), len(runnable))
@@ -170,7 +178,22 @@ def run(
         files, extra = evaluator.finish(results)
         artifacts.update(files)
         summary.update(extra)
+    if "distribution_warning" in summary:  # the blind baseline's check leads the headline
+        head = summary.get("headline")
+        warn = summary["distribution_warning"]
+        summary["headline"] = f"{warn} {head}" if head else warn
     return EngineRun(runnable, results, skipped, artifacts, summary)
+
+
+TEXT_WORLD = ("text", "documents")
+
+
+def _world(kinds: Sequence[str]) -> str:
+    """``text`` (canaries, corpus), ``documents`` (document membership) or ``classifier``."""
+    for k in TEXT_WORLD:
+        if k in kinds:
+            return k
+    return "classifier"
 
 
 def _applicable(
@@ -181,9 +204,10 @@ def _applicable(
     subject: str,
 ) -> tuple[list[AttackClass], list[dict[str, str]]]:
     """Split ``chosen`` into the attacks that apply and the skipped ones (with reasons)."""
-    text_data = knowledge.kind == "text"
+    text_data = knowledge.kind in TEXT_WORLD
     runnable: list[AttackClass] = []
     skipped: list[dict[str, str]] = []
+    unseen: list[dict[str, str]] = []
     for cls in chosen:
         wrong_kind = cls.unsuitable(knowledge)
         why = wrong_kind
@@ -199,13 +223,17 @@ def _applicable(
             if wrong_kind is not None and knowledge.kind not in cls.kinds and text_data:
                 why = f"{why}; this is a text model"
             raise ConfigError(why)
-        elif ("text" in cls.kinds) != text_data and not (not text_data and cls.family in asked):
-            # text attacks under "all" on a classifier (and the other way round) are not
-            # worth a line in the report
+        elif _world(cls.kinds) != _world((knowledge.kind,)) and not (
+            not text_data and "text" in cls.kinds and cls.family in asked
+        ):
+            # text attacks under "all" on a classifier (and the other way round; canary
+            # attacks on a document audit, document attacks elsewhere) are not worth a line
+            # in the report
+            unseen.append({"attack": cls.name, "reason": why})
             continue
         else:
             skipped.append({"attack": cls.name, "reason": why})
     if not runnable:
-        reasons = "; ".join(s["reason"] for s in skipped)
+        reasons = "; ".join(s["reason"] for s in skipped or unseen)
         raise ConfigError(f"none of the selected attacks applies to {subject}: {reasons}")
     return runnable, skipped

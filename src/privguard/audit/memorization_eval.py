@@ -239,3 +239,46 @@ def extraction_metrics(
 
 def _precision(hits: np.ndarray, chosen: Sequence[int]) -> float:
     return round(float(hits[list(chosen)].mean()), 4) if len(chosen) else 0.0
+
+
+MOST_EXTRACTED = 10  # documents listed in the report's summary
+
+
+def discoverable_metrics(guesses: Any, is_member: np.ndarray) -> tuple[dict, dict, list[str]]:
+    """Discoverable extraction (Carlini et al. 2023), members vs non-members: the share of
+    documents whose suffix greedy decoding reproduced exactly, and the mean longest run of
+    matching tokens, over the documents long enough to test."""
+    member = np.asarray(is_member, dtype=bool)
+    ok = ~np.isnan(guesses.exact)
+    m: dict[str, float] = {}
+    for name, sel in (("members", member & ok), ("nonmembers", ~member & ok)):
+        m[f"exact_match_rate_{name}"] = float(guesses.exact[sel].mean()) if sel.any() else 0.0
+        m[f"longest_run_mean_{name}"] = float(guesses.longest_run[sel].mean()) if sel.any() else 0.0
+        m[f"documents_tested_{name}"] = int(sel.sum())
+    m["exact_match_excess"] = m["exact_match_rate_members"] - m["exact_match_rate_nonmembers"]
+    m["prefix_tokens"] = guesses.prefix_tokens
+    m["suffix_tokens"] = guesses.suffix_tokens
+    notes = []
+    if not ok.any():
+        notes.append("no document is long enough for prefix + suffix: lower the setting")
+    return m, {}, notes
+
+
+def most_extracted(guesses: Any, truth: Any, top: int = MOST_EXTRACTED) -> list[dict[str, Any]]:
+    """The member documents with the longest reproduced runs (their text unless redacted)."""
+    member = np.asarray(truth.is_member, dtype=bool)
+    run = np.where(np.isnan(guesses.longest_run), -1.0, guesses.longest_run)
+    idx = [i for i in np.argsort(-run, kind="stable") if member[i] and run[i] > 0][:top]
+    out = []
+    for i in idx:
+        position = getattr(truth, "position", None)
+        rec: dict[str, Any] = {
+            "index": int(i),
+            "member_document": int(position[i]) if position is not None else None,
+            "exact": bool(guesses.exact[i] == 1.0),
+            "longest_run": int(run[i]),
+        }
+        if not guesses.redact:
+            rec["generated_suffix"] = guesses.suffixes[i]
+        out.append(rec)
+    return out

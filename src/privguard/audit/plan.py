@@ -59,9 +59,12 @@ class AuditPlan:
     jobs: int = 1
     scheduler: str | None = None
     cache_dir: str | None = None
+    device: str = "cpu"
     out: str = "privguard-report"
     fail_on: str | None = None
     settings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    reference: str | None = None
+    text_column: str | None = None
 
     @classmethod
     def from_toml(cls, path: str | Path) -> AuditPlan:
@@ -106,6 +109,9 @@ class AuditPlan:
 
         parse_policy(self.policy)  # a policy that does not parse fails before any work
         check_settings(self.settings)  # and so does an unknown attack setting
+        from privguard.training.stacked import resolve_device
+
+        resolve_device(self.device)  # and cuda without a GPU
 
 
 def parse_set(items: Iterable[str]) -> dict[str, dict[str, str]]:
@@ -164,7 +170,7 @@ def _normalise(raw: dict[str, Any], path: Path) -> dict[str, Any]:
         if key in out and not isinstance(out[key], typ):
             raise ConfigError(f"{path}: {key} must be an integer")
     keys = ("model", "data", "label", "attacks", "access", "policy", "sensitive", "out", "fail_on")
-    for key in (*keys, "scheduler", "cache_dir"):
+    for key in (*keys, "scheduler", "cache_dir", "device"):
         if key in out and not isinstance(out[key], str):
             raise ConfigError(f"{path}: {key} must be a string")
     return out

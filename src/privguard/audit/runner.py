@@ -17,6 +17,7 @@ import numpy as np
 from privguard._version import __version__
 from privguard.attacks import Attack, Compute, Knowledge, normalise
 from privguard.audit import engine
+from privguard.audit.advice import advise, predictor_utility
 from privguard.audit.report import Report
 from privguard.audit.truth import TOP_RECORDS, ClassifierTruth, TextTruth
 from privguard.data import Dataset
@@ -48,10 +49,14 @@ def audit(
     n_jobs: int = 1,
     scheduler: Any = None,
     cache_dir: str | Path | None = None,
-    progress: Progress | None = None,
+    progress: Progress | bool | None = None,
     command: str | None = None,
     settings: Mapping[str, Mapping[str, Any]] | None = None,
     members_known: bool = True,
+    reference: str | None = None,
+    text_column: str | None = None,
+    redact: bool = False,
+    device: str = "cpu",
 ) -> Report:
     """Run attacks against ``target`` and score them.
 
@@ -78,19 +83,54 @@ def audit(
         n_jobs: local processes for shadow / reference model training.
         scheduler: a Dask scheduler address (or ``distributed.Client``) to train them on instead.
         cache_dir: where trained reference models are kept and reused (``None``: no cache).
-        progress: ``progress(step, done, total)`` callback.
+        device: ``cpu``, ``cuda`` or ``auto``: where reference models train (stacked).
+        progress: ``progress(step, done, total)`` callback, or ``True`` for timestamped lines
+            on stderr (one per attack, one per 10% of reference models); every attack is also
+            logged at INFO on the ``privguard.audit`` logger.
         settings: per-attack settings, ``{"lira-online": {"n_reference": 32}}``, checked against
             what each attack declares (``privguard attacks --settings`` lists them) and
             recorded in the report's ``plan``.
         members_known: ``False`` when who the model was trained on is unknown (an endpoint
             audited without its model directory): families that need member truth are not
             run, and inversion reports no member metrics.
+        members, nonmembers (for a language model), reference, text_column: its fine-tuning
+            documents, held-out documents and base model: a document membership audit
+            (:func:`privguard.audit.documents.document_audit`, docs/llm.md).
+        redact: leave the field values of the most exposed records (``summary.most_exposed``)
+            out of the report; a ConfigError for data that has none (images, text).
 
     Example:
         >>> report = privguard.audit("model-dir", attacks=["membership"], access="probs",
         ...                          settings={"lira-online": {"n_reference": 32}})
         >>> report.summary["overall_risk"]
     """
+    from privguard._progress import resolve
+
+    progress = resolve(progress)
+    from privguard.models.text import TextTarget, is_text_model
+
+    if isinstance(target, TextTarget) or (
+        isinstance(target, str | Path) and not trusted and is_text_model(target)
+    ):
+        if redact:
+            raise ConfigError("--redact applies to records with fields; text has none")
+        return _text_model_audit(
+            target,
+            members=members,
+            nonmembers=nonmembers,
+            reference=reference,
+            text_column=text_column,
+            data=data,
+            attacks=attacks,
+            access=access,
+            seed=seed,
+            budget=budget,
+            progress=progress,
+            command=command,
+            settings=settings,
+        )
+    if reference is not None or text_column is not None:
+        raise ConfigError("--reference and --text-column are for language models' documents")
     # a user's own model on the user's split becomes a Target (privguard.models.user)
     from privguard.models.user import as_user_target
 
@@ -105,23 +145,6 @@ def audit(
     )
     if isinstance(target, (str, Path)) and trusted:
         target = load_target(target, trusted=trusted)
-    from privguard.models.text import TextTarget, is_text_model
-
-    if isinstance(target, TextTarget) or (not isinstance(target, Target) and is_text_model(target)):
-        # text models (canary exposure, training-data extraction): other truth, same engine
-        if isinstance(data, Dataset):
-            raise ConfigError("a text model's data is a corpus: a .txt file or a built-in name")
-        return text_audit(
-            target,
-            data=data,
-            attacks=attacks,
-            access=access,
-            seed=seed,
-            budget=budget,
-            progress=progress,
-            command=command,
-            settings=settings,
-        )
     checked = engine.check_settings(settings)
     if not isinstance(target, Target):
         target = load_target(target)
@@ -144,7 +167,12 @@ def audit(
             f"{e} (the output policy '{chain.spec}' lets through only '{access.label}')"
         ) from None
     ds = target.load_data(data, label=label)
+    if redact and ds.kind != "tabular":
+        raise ConfigError(
+            f"--redact hides the field values of tabular records; {ds.kind} data has none to hide"
+        )
     truth = ClassifierTruth.build(ds, target.split, seed)
+    truth.redact = redact
     # the real model: only the extraction evaluator looks at it (an endpoint audit's target,
     # privguard.endpoint.EndpointTarget, keeps the served model's directory in .local)
     truth.target = getattr(target, "local", None) or target
@@ -153,8 +181,13 @@ def audit(
     if n_jobs < 1:
         raise ConfigError("--jobs must be at least 1")
     knowledge = truth.knowledge(target, ds, sensitive, needs_sensitive=_wants_attribute(chosen))
+    from privguard.training.stacked import resolve_device
+
     knowledge.compute = Compute(
-        n_jobs=n_jobs, scheduler=scheduler, cache_dir=str(cache_dir) if cache_dir else None
+        n_jobs=n_jobs,
+        scheduler=scheduler,
+        cache_dir=str(cache_dir) if cache_dir else None,
+        device=str(resolve_device(device)),
     )
     predictor = target.predictor
 
@@ -170,10 +203,22 @@ def audit(
         settings=checked,
         progress=progress,
     )
+    described = target.describe()
+    local = truth.target
+    if members_known and isinstance(local, Target):
+        # the utility guard: a model at or below the majority-class rate is flagged
+        s = target.split
+        described["utility"] = predictor_utility(
+            local.predictor, ds.x[s.nonmembers], ds.y[s.nonmembers], ds.y[s.members], ds.n_classes
+        )
+    data_d = _describe_data(ds, target, knowledge, members_known=members_known)
+    done.summary.update(advise(done.results, described, data_d, done.summary, access.label))
+    if described.get("utility", {}).get("trivial"):
+        done.summary["utility_warning"] = described["utility"]["note"]
     return Report(
         privguard_version=__version__,
-        target=target.describe(),
-        data=_describe_data(ds, target, knowledge, members_known=members_known),
+        target=described,
+        data=data_d,
         attacks=done.results,
         summary=done.summary,
         plan={
@@ -194,6 +239,39 @@ def audit(
     )
 
 
+def _text_model_audit(
+    target: Any,
+    *,
+    members: Any,
+    nonmembers: Any,
+    reference: str | None,
+    text_column: str | None,
+    data: Any,
+    **common: Any,
+) -> Report:
+    """A text model: documents given or recorded -> a document membership audit
+    (docs/llm.md); otherwise canary exposure and extraction (:func:`text_audit`)."""
+    from privguard.audit.documents import document_audit
+    from privguard.models.text import TextTarget, load_text_target
+
+    if isinstance(data, Dataset):
+        raise ConfigError("a text model's data is a corpus: a .txt file or a built-in name")
+    if not isinstance(target, TextTarget):
+        target = load_text_target(target)
+    if members is not None or nonmembers is not None or target.documents is not None:
+        return document_audit(
+            target,
+            members=members,
+            nonmembers=nonmembers,
+            reference=reference,
+            text_column=text_column,
+            **common,
+        )
+    if reference is not None:
+        raise ConfigError("--reference goes with --members and --nonmembers documents")
+    return text_audit(target, data=data, **common)
+
+
 def text_audit(
     target: Any,
     *,
@@ -202,7 +280,7 @@ def text_audit(
     access: Access | str = Access.PROBS,
     seed: int = 0,
     budget: int | None = None,
-    progress: Progress | None = None,
+    progress: Progress | bool | None = None,
     command: str | None = None,
     extrapolate: bool = False,
     settings: Mapping[str, Mapping[str, Any]] | None = None,
@@ -223,11 +301,13 @@ def text_audit(
         >>> report = text_audit("lm-dir", attacks="memorization")
         >>> report.attacks[0].metrics["exposure_bits_top_repeats"]
     """
+    from privguard._progress import resolve
     from privguard.attacks.memorization import TextKnowledge
     from privguard.audit.memorization_eval import PUBLIC_RECORDS, corpus_for, describe_corpus
     from privguard.data.corpus import attacker_text
     from privguard.models.text import TextTarget, load_text_target
 
+    progress = resolve(progress)
     checked = engine.check_settings(settings)
     if not isinstance(target, TextTarget):
         target = load_text_target(target)
@@ -259,10 +339,12 @@ def text_audit(
         progress=progress,
         subject="this text model",
     )
+    described, data_d = target.describe(), describe_corpus(target, corpus)
+    done.summary.update(advise(done.results, described, data_d, done.summary, access.label))
     return Report(
         privguard_version=__version__,
-        target=target.describe(),
-        data=describe_corpus(target, corpus),
+        target=described,
+        data=data_d,
         attacks=done.results,
         summary=done.summary,
         plan={

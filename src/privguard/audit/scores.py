@@ -30,9 +30,10 @@ import numpy as np
 import pandas as pd
 
 from privguard import __version__
+from privguard.audit.advice import advise
 from privguard.audit.metrics import membership_metrics
 from privguard.audit.report import AttackResult, Report, summarise
-from privguard.audit.risk import assess
+from privguard.audit.risk import explain
 from privguard.data.preprocess import join_names
 from privguard.errors import DataError
 
@@ -121,6 +122,7 @@ def audit_scores(
         if n_bad:
             notes.append(f"{n_bad} record(s) have no score; they rank lowest")
         metrics, curves, more = membership_metrics(s, decisions, member, seed=seed)
+        level, reason = explain("membership", metrics)
         results.append(
             AttackResult(
                 name=name,
@@ -129,7 +131,8 @@ def audit_scores(
                 queries=0,
                 seconds=0.0,
                 metrics=metrics,
-                risk=assess("membership", metrics),
+                risk=level,
+                risk_reason=reason,
                 description=(
                     f"per-record scores given by the user ({'lower' if name in lower else 'higher'}"
                     f" = member; decisions: {rule}); no model was queried"
@@ -146,16 +149,19 @@ def audit_scores(
     }
     if digest:
         data["sha256"] = digest
+    target = {
+        "kind": "scores",
+        "source": source,
+        "note": "metrics from per-record scores the user gave; no model was queried",
+    }
+    summary = summarise(results)
+    summary.update(advise(results, target, data, summary, "scores"))
     return Report(
         privguard_version=__version__,
-        target={
-            "kind": "scores",
-            "source": source,
-            "note": "metrics from per-record scores the user gave; no model was queried",
-        },
+        target=target,
         data=data,
         attacks=results,
-        summary=summarise(results),
+        summary=summary,
         plan={
             "attacks": names,
             "access": "scores",

@@ -36,9 +36,12 @@ class ClassifierTruth:
     is_member: np.ndarray
     hidden_values: np.ndarray | None = None
     value_names: list[str] = field(default_factory=list)
+    # candidates whose sensitive value is missing: left out of attribute scores, counted
+    hidden_missing: np.ndarray | None = None
     target: Any = None  # the real model (the extraction evaluator compares copies with it)
     audited: Any = None  # the Target as audited (an endpoint's, for a stolen copy's record)
     members_known: bool = True
+    redact: bool = False  # leave record field values out of most_exposed
 
     @classmethod
     def build(cls, ds: Dataset, split: Split, seed: int) -> ClassifierTruth:
@@ -63,13 +66,18 @@ class ClassifierTruth:
             class_names=list(ds.classes),
         )
         if ds.kind == "tabular" and (needs_sensitive or sensitive):
-            from privguard.audit.sensitive import default_sensitive, sensitive_attribute
+            from privguard.audit.sensitive import (
+                default_sensitive,
+                missing_records,
+                sensitive_attribute,
+            )
 
             name = sensitive or default_sensitive(ds)
             if name is not None:
                 attr = sensitive_attribute(ds, name)
                 flat = ds.x[cand].reshape(len(cand), -1)
                 self.hidden_values, self.value_names = attr.decode(flat), list(attr.values)
+                self.hidden_missing = missing_records(ds, attr, cand)
                 partial = flat.copy()
                 partial[:, attr.columns] = np.nan
                 know.sensitive, know.partial_x, know.partial_y = attr, partial, ds.y[cand]
@@ -112,7 +120,36 @@ class ClassifierTruth:
                     "exposed_at_fpr": round(at_least / max(len(non), 1), 6),
                 }
             )
+            if not self.redact:
+                fields = record_fields(self.ds, int(self.candidates[i]))
+                if fields:
+                    records[-1]["fields"] = fields
         return {"attack": best.name, "records": records}
+
+
+def record_fields(ds: Any, i: int) -> dict[str, Any]:
+    """Record ``i``'s field values as the data file had them (tabular data: numeric columns
+    back from their [0, 1] scaling, one-hot blocks back to their category, kept raw columns);
+    empty for images. A missing numeric value shows as the median it was filled with."""
+    pre = ds.preprocessing if isinstance(getattr(ds, "preprocessing", None), dict) else {}
+    if ds.kind != "tabular" or pre.get("type") != "tabular":
+        return {}
+    x = np.asarray(ds.x[i], dtype=np.float64).ravel()
+    out: dict[str, Any] = {}
+    numeric = pre.get("numeric") or []
+    for j, c in enumerate(numeric):
+        v = round(c["min"] + float(x[j]) * (c["max"] - c["min"]), 4)
+        out[c["name"]] = int(v) if v.is_integer() else v
+    at = len(numeric)
+    for c in pre.get("categorical") or []:
+        k = len(c["categories"])
+        block = x[at : at + k]
+        out[c["name"]] = c["categories"][int(np.argmax(block))] if k else None
+        at += k
+    for name, values in (getattr(ds, "extra", None) or {}).items():
+        v = values[i]  # a raw column kept beside the encoding: shown as in the file
+        out[name] = v.item() if hasattr(v, "item") else v
+    return out
 
 
 @dataclass
@@ -124,3 +161,60 @@ class TextTruth:
     corpus: Any
     seed: int = 0
     members_known: bool = True
+    redact: bool = False  # leave record field values out of most_exposed
+
+
+@dataclass
+class DocumentTruth:
+    """What only the auditor knows about a document membership audit of a language model:
+    which candidate documents (in the shuffled order the attacks see) were fine-tuned on."""
+
+    candidates: list[str]
+    is_member: np.ndarray
+    seed: int = 0
+    members_known: bool = True
+    canaries: Sequence[Any] = ()
+    corpus: Any = None
+    position: np.ndarray | None = None  # each candidate's position in its own file
+    redact: bool = False  # documents' text stays out of the report either way
+
+    @classmethod
+    def build(cls, members: list[str], nonmembers: list[str], seed: int) -> DocumentTruth:
+        docs = list(members) + list(nonmembers)
+        flag = np.r_[np.ones(len(members), bool), np.zeros(len(nonmembers), bool)]
+        where = np.r_[np.arange(len(members)), np.arange(len(nonmembers))]
+        order = np.random.default_rng(seed).permutation(len(docs))
+        return cls([docs[i] for i in order], flag[order], seed, position=where[order])
+
+    def score_table(self, scores: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Every candidate's score under every document membership attack (OUT/artifacts)."""
+        table = {"index": np.arange(len(self.candidates)), "is_member": self.is_member}
+        table.update({f"score_{name}": s for name, s in scores.items()})
+        return table
+
+    def most_exposed(
+        self, results: list[AttackResult], scores: dict[str, np.ndarray], top: int = TOP_RECORDS
+    ) -> dict[str, Any]:
+        """The member documents the strongest attack singles out most confidently
+        (``member_document``: its position in the members file, from 0; ``index``: among the
+        shuffled candidates; ``exposed_at_fpr`` as for classifier records)."""
+        ranked = [r for r in results if r.name in scores and "tpr_at_fpr_0.01" in r.metrics]
+        if not ranked:
+            return {"attack": None, "records": []}
+        best = max(ranked, key=lambda r: (r.metrics["tpr_at_fpr_0.01"], r.metrics["auc"]))
+        s = scores[best.name]
+        non = np.sort(s[~self.is_member])
+        members = np.flatnonzero(self.is_member)
+        records = []
+        for i in members[np.argsort(-s[members], kind="stable")][:top]:
+            at_least = len(non) - np.searchsorted(non, s[i], side="left")
+            records.append(
+                {
+                    "index": int(i),
+                    "member_document": int(self.position[i]) if self.position is not None else None,
+                    "class": "document",  # the report's table column (records have a class)
+                    "score": float(s[i]),
+                    "exposed_at_fpr": round(at_least / max(len(non), 1), 6),
+                }
+            )
+        return {"attack": best.name, "records": records}

@@ -35,7 +35,14 @@ DB_HELP = (
 
 @contextmanager
 def progress() -> Iterator[Callable[[str, int, int], None]]:
-    """A rich progress display (on stderr) behind the library's progress callback."""
+    """The library's progress callback on stderr: rich bars on a terminal; otherwise (CI,
+    pipes, logs) timestamped lines, one per step (each attack) and one per 10% of a step's
+    total (reference models, epochs)."""
+    if not err.is_terminal:
+        from privguard._progress import progress_lines
+
+        yield progress_lines(sys.stderr)
+        return
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(
@@ -45,12 +52,16 @@ def progress() -> Iterator[Callable[[str, int, int], None]]:
         TimeElapsedColumn(),
         console=err,
         transient=True,
-        disable=not err.is_terminal,
     ) as bar:
         tasks: dict[str, Any] = {}
 
         def update(step: str, done: int, total: int) -> None:
-            key = step.split(" ")[0] if step.startswith("attack") else step
+            is_attack = step.startswith("attack")
+            key = step.split(" ")[0] if is_attack else step
+            if is_attack:
+                # a new attack: the previous attack's sub-steps are over (no bar stays stuck)
+                for k in [k for k in tasks if k != key]:
+                    bar.remove_task(tasks.pop(k))
             if key not in tasks:
                 tasks[key] = bar.add_task(step, total=total)
             bar.update(tasks[key], description=step, completed=done, total=total)
@@ -123,14 +134,54 @@ def print_summary(report: Report, out_dir: Path) -> None:
             style = RISK_STYLE[a.risk]
             values = [f"{a.metrics.get(k, float('nan')):.3f}" for k, _ in keys]
             table.add_row(
-                a.name, *values, f"[{style}]{a.risk}[/]", str(a.queries), f"{a.seconds:.1f}"
+                a.name,
+                *values,
+                f"[{style}]{a.risk}[/]",
+                str(a.queries),
+                f"{a.seconds:.1f}",
             )
         out.print(table)
+        for a in attacks:  # why each level (the table stays narrow enough for 80 columns)
+            if a.risk_reason:
+                from rich.markup import escape
+
+                out.print(
+                    f"  {escape(a.name)} [{RISK_STYLE[a.risk]}]{a.risk}[/]: "
+                    f"{escape(a.risk_reason)}",
+                    highlight=False,
+                )
     risk = report.summary["overall_risk"]
     out.print(
         f"overall risk: [{RISK_STYLE[risk]}]{risk}[/] (worst: {report.summary.get('worst_attack')})"
     )
+    summary = report.summary
+    if summary.get("utility_warning"):
+        out.print(f"[bold red]utility warning:[/] {summary['utility_warning']}", highlight=False)
+    if summary.get("headline"):
+        out.print(summary["headline"], markup=False, highlight=False)
+    for i, action in enumerate(summary.get("actions") or [], 1):
+        out.print(f"  {i}. {action}", markup=False, highlight=False)
+    for line in skipped_lines(summary.get("skipped") or []):
+        out.print(line, markup=False, highlight=False)
     out.print(f"report written to {out_dir}/: report.json, report.html, model-card.md")
+
+
+def skipped_lines(skipped: list[dict[str, str]]) -> list[str]:
+    """One line per reason: attacks skipped for the same reason (no sensitive field, say) are
+    named together."""
+    groups: dict[str, list[str]] = {}
+    for s in skipped:
+        reason = s["reason"].replace(f"the {s['attack']} attack", "it")
+        groups.setdefault(reason, []).append(s["attack"])
+    lines = []
+    for reason, names in groups.items():
+        if "sensitive field" in reason:
+            reason = (
+                "attribute inference needs a sensitive field (a column a person would not want "
+                "guessed); pass --sensitive FIELD, e.g. --sensitive age:bins=5"
+            )
+        lines.append(f"skipped {', '.join(names)}: {reason}")
+    return lines
 
 
 def print_sweep(result: Any, out_dir: Path) -> None:
@@ -150,9 +201,14 @@ def print_sweep(result: Any, out_dir: Path) -> None:
             eps,
             f"{r.membership_tpr_at_fpr_0_01:.3f}",
             f"{r.membership_auc:.3f}",
-            r.data_risk,
+            r.data_risk + (" [bold red](majority class only)[/]" if r.trivial else ""),
         )
     out.print(table)
+    if getattr(result, "note", ""):
+        out.print(f"attacks: {result.note}", markup=False, highlight=False)
+    for r in result.rows:
+        if r.trivial:
+            out.print(f"[bold red]{r.name}:[/] {r.utility_note}", highlight=False)
     if result.recommendation:
         out.print(f"recommendation: {result.recommendation['reason']}")
     out.print(f"sweep written to {out_dir}/: sweep.html, sweep.json, reports/, models/")

@@ -25,6 +25,7 @@ from privguard.errors import ConfigError
 # plan field has its flag.
 PLAN_PARAMS = {"out_dir": "out"}  # parameter name -> AuditPlan field, where they differ
 AUDIT_KEYWORDS = {"jobs": "n_jobs"}  # AuditPlan field -> privguard.audit keyword, likewise
+DOCUMENT_KEYS = ("reference", "text_column")  # language models' documents only
 NOT_AUDIT_KEYWORDS = ("model", "access", "out", "fail_on")  # the command uses these itself
 
 
@@ -37,10 +38,14 @@ def audit(
         "your own model file (.skops, ...) audited on --members / --nonmembers.",
     ),
     members: Path | None = typer.Option(
-        None, help="Your model's training records (CSV / Parquet / NPZ) to audit it on."
+        None,
+        help="Your model's training records (CSV / Parquet / NPZ) to audit it on; for a "
+        "language model its fine-tuning documents (.txt / .jsonl / .csv / folder, docs/llm.md).",
     ),
     nonmembers: Path | None = typer.Option(
-        None, help="Records your model never saw (CSV / Parquet / NPZ); goes with --members."
+        None,
+        help="Records your model never saw (CSV / Parquet / NPZ; documents for a language "
+        "model); goes with --members.",
     ),
     population: Path | None = typer.Option(
         None,
@@ -95,7 +100,9 @@ def audit(
         "'noise:gaussian:0.05', 'reverse-sigmoid:0.7:0.2', 'threshold:0.6'.",
     ),
     sensitive: str | None = typer.Option(
-        None, help="Hidden field for attribute inference (tabular; default: e.g. sex)."
+        None,
+        help="Hidden field for attribute inference (tabular; default: e.g. sex); a numeric "
+        "one is binned: age:bins=5.",
     ),
     seed: int | None = typer.Option(None, help="Seeds the attacks; same seed, same report."),
     budget: int | None = typer.Option(None, help="Query budget per attack."),
@@ -107,6 +114,9 @@ def audit(
     ),
     cache_dir: Path | None = typer.Option(
         None, help="Keep trained reference models here and reuse them on reruns."
+    ),
+    device: str | None = typer.Option(
+        None, help="cpu, cuda or auto: where reference models train [default: cpu]."
     ),
     out_dir: Path | None = typer.Option(
         None, "--out", help="Report directory [default: privguard-report]."
@@ -124,6 +134,15 @@ def audit(
     plan_file: Path | None = typer.Option(
         None, "--plan", help="TOML file with these options; flags given here override it."
     ),
+    redact: bool = typer.Option(
+        False,
+        "--redact",
+        help="Leave the field values of the most exposed records out of the report.",
+    ),
+    reference: str | None = typer.Option(
+        None, help="Language models: the base model, hf:DIR or smollm2 (text-reference)."
+    ),
+    text_column: str | None = typer.Option(None, help="Text column of CSV documents."),
     endpoint: str | None = typer.Option(
         None,
         help="Attack a live endpoint over HTTP instead (a gateway's base URL, or a mapped API's "
@@ -144,6 +163,10 @@ def audit(
 
     plan = AuditPlan.from_toml(plan_file) if plan_file else AuditPlan()
     plan = plan.merged(_plan_overrides(flags))
+    if endpoint is not None and any(getattr(plan, k) for k in DOCUMENT_KEYS):
+        raise ConfigError("--reference and --text-column are for a local language model")
+    if endpoint is not None and redact:
+        raise ConfigError("--redact goes with a local audit (no --endpoint)")
     if endpoint is not None and members is not None:
         split = _user_split(members, nonmembers, population, trust)
         _audit_endpoint_split(plan, endpoint, api_key_file, endpoint_map, access, split)
@@ -154,6 +177,8 @@ def audit(
         _audit_endpoint(plan, endpoint, api_key_file, endpoint_map, access)
         return
     if scores is not None:
+        if redact:
+            raise ConfigError("--redact goes with an audit of a model (no --scores)")
         _audit_scores(plan, scores, member_column, lower_is_member, members, model)
         return
     if api_key_file or endpoint_map:
@@ -178,7 +203,11 @@ def audit(
         model_arg = adapt(plan.model, trusted=split["trusted"], **model_options)
     with progress() as update:
         report = privguard.audit(
-            model_arg, access=plan.access, **split, **_audit_options(plan, update)
+            model_arg,
+            access=plan.access,
+            redact=redact,
+            **split,
+            **_audit_options(plan, update),
         )
     privguard.write_report(report, out_path)
     print_summary(report, out_path)
@@ -359,7 +388,7 @@ def _audit_endpoint(
             mapping=mapping,
             model=plan.model,
             access=access,
-            **_audit_options(plan, update),
+            **{k: v for k, v in _audit_options(plan, update).items() if k not in DOCUMENT_KEYS},
         )
     privguard.write_report(report, out_path)
     print_summary(report, out_path)
@@ -423,6 +452,20 @@ def dp_audit(
     out_dir: Path = typer.Option(
         Path("privguard-dp-audit"), "--out", help="Directory for dp-audit.json."
     ),
+    train_fn: str | None = typer.Option(
+        None,
+        "--train-fn",
+        help="Audit YOUR DP training function, module:function with train(x, y, seed) -> "
+        "model. privguard imports and runs this code (the one place it runs code you name); "
+        "exit 1 when the claimed epsilon is violated.",
+    ),
+    claimed_epsilon: float | None = typer.Option(
+        None, help="With --train-fn: the epsilon your training claims."
+    ),
+    delta: float | None = typer.Option(None, help="With --train-fn: the delta it claims."),
+    time_limit: float | None = typer.Option(
+        None, help="With --train-fn: seconds one training run may take [default: no limit]."
+    ),
     model: str = typer.Option("mlp", help="logreg, mlp or cnn."),
     label: str | None = typer.Option(None, help="Label column of a CSV/Parquet file."),
     epochs: int = typer.Option(100, help="Training epochs."),
@@ -435,17 +478,47 @@ def dp_audit(
     dp_delta: float | None = typer.Option(None, help="Delta, below 1/n [default: 1/(10 n)]."),
     max_grad_norm: float = typer.Option(1.0, help="DP-SGD per-record gradient clipping norm."),
     canaries: int = typer.Option(1000, help="Canary records m, each included with prob. 1/2."),
-    canary: str = typer.Option(
-        "flipped", help="flipped (records with a wrong label: most memorised) or natural."
+    canary: str | None = typer.Option(
+        None,
+        help="flipped (records with a wrong label; the default for privguard's recipes), "
+        "natural, or with --train-fn quiet (inputs along the data's quietest directions; "
+        "its default) or flipped.",
     ),
     seed: int = typer.Option(0, help="Seeds the split, the canaries and the training run."),
 ) -> None:
-    """One-run DP audit (Steinke, Nasr & Jagielski, NeurIPS 2023): an epsilon lower bound at
-    95% confidence from one training run, beside the accountant's epsilon."""
+    """One-run DP audit: an epsilon lower bound at 95% confidence from one training run.
+
+    Without --train-fn it audits privguard's own training recipe (Steinke, Nasr & Jagielski,
+    NeurIPS 2023) beside the accountant's epsilon. With --train-fn module:function it audits
+    your DP training code against --claimed-epsilon/--delta with the Steinke and the f-DP bound
+    (Mahloujifar, Melis & Chaudhuri, ICML 2025) and exits 1 when the claim is violated.
+    """
     import privguard
     from privguard.audit.dp_audit import one_run_audit, write_dp_audit
     from privguard.data import load_dataset
 
+    if train_fn is not None:
+        _dp_audit_train_fn(
+            data,
+            label,
+            out_dir,
+            train_fn,
+            claimed_epsilon,
+            delta,
+            time_limit,
+            canaries,
+            canary or "quiet",
+            seed,
+            dp_epsilon,
+        )
+        return
+    for flag, value in (
+        ("--claimed-epsilon", claimed_epsilon),
+        ("--delta", delta),
+        ("--time-limit", time_limit),
+    ):
+        if value is not None:
+            raise ConfigError(f"{flag} needs --train-fn (the training function to audit)")
     config = privguard.TrainConfig(
         model=model,
         epochs=epochs,
@@ -460,7 +533,57 @@ def dp_audit(
     check_out(out_dir)
     ds = load_dataset(data, label=label)
     with progress() as update:
-        result = one_run_audit(ds, config, canaries=canaries, canary=canary, progress=update)
+        result = one_run_audit(
+            ds, config, canaries=canaries, canary=canary or "flipped", progress=update
+        )
     path = write_dp_audit(result, out_dir)
     out.print(result.summary_line(), markup=False, highlight=False)
     out.print(f"written to {path}")
+
+
+def _dp_audit_train_fn(
+    data: str,
+    label: str | None,
+    out_dir: Path,
+    spec: str,
+    claimed_epsilon: float | None,
+    delta: float | None,
+    time_limit: float | None,
+    canaries: int,
+    canary: str,
+    seed: int,
+    dp_epsilon: float | None,
+) -> None:
+    from privguard.audit.dp_audit import write_dp_audit
+    from privguard.audit.dp_user import dp_audit as audit_fn
+    from privguard.audit.dp_user import load_train_fn
+    from privguard.data import load_dataset
+
+    if dp_epsilon is not None:
+        raise ConfigError(
+            "--dp-epsilon sets privguard's own recipe; with --train-fn pass the claim of your "
+            "function as --claimed-epsilon and --delta"
+        )
+    if claimed_epsilon is None or delta is None:
+        raise ConfigError("--train-fn needs the claim to test: pass --claimed-epsilon and --delta")
+    check_out(out_dir)
+    fn = load_train_fn(spec)
+    ds = load_dataset(data, label=label)
+    result = audit_fn(
+        fn,
+        ds.x,
+        ds.y,
+        claimed_epsilon=claimed_epsilon,
+        delta=delta,
+        canaries=canaries,
+        canary=canary,
+        seed=seed,
+        time_limit=time_limit,
+        data_name=ds.name,
+    )
+    result.train_fn = spec
+    path = write_dp_audit(result, out_dir)  # type: ignore[arg-type]
+    out.print(result.summary_line(), markup=False, highlight=False)
+    out.print(f"written to {path}")
+    if result.violated:
+        raise typer.Exit(1)

@@ -31,6 +31,11 @@ def monitor_fit(
         0.01, help="Share of benign clients each detector may flag (calibration target)."
     ),
     seed: int = typer.Option(0, help="Seeds the calibration shuffles and the PCA."),
+    sorted_orders: int = typer.Option(
+        0,
+        help="Class-sorted benign streams to calibrate on too: clients that query one class "
+        "at a time are then not flagged, at some cost to PRADA (docs/monitoring.md).",
+    ),
 ) -> None:
     """Calibrate the attack detectors on the model's own data (its members as natural
     traffic, its held-out records as benign clients) and save them for `[monitor] path`."""
@@ -39,6 +44,8 @@ def monitor_fit(
 
     if not 0 < target_fpr < 1:
         raise ConfigError("--target-fpr must be between 0 and 1, e.g. 0.01")
+    if sorted_orders < 0:
+        raise ConfigError("--sorted-orders must be 0 or more")
     check_out(out_dir)
     target = privguard.load_target(model)
     ds = target.load_data()
@@ -49,6 +56,7 @@ def monitor_fit(
             ds.x[split.nonmembers],
             target.predict_proba,
             seed=seed,
+            sorted_orders=sorted_orders,
             progress=update,
         )
     monitor.save(out_dir)
@@ -87,6 +95,12 @@ def serve(
         None, help="Key of a sealed --model [default: $PRIVGUARD_SEAL_KEY]."
     ),
     log_level: str = typer.Option("warning", help="uvicorn log level."),
+    monitor_per_worker: bool = typer.Option(
+        False,
+        "--monitor-per-worker",
+        help="Several workers, the query monitor on and no --redis: let each worker watch and "
+        "hold clients on its own (otherwise refused; docs/monitoring.md).",
+    ),
 ) -> None:
     """Serve a model behind the gateway: keys, tiers, rate limits, output policies, audit log."""
     from privguard.gateway.config import ServeSettings
@@ -107,6 +121,7 @@ def serve(
         tls_cert=str(tls_cert) if tls_cert else None,
         tls_key=str(tls_key) if tls_key else None,
         log_level=log_level,
+        monitor_per_worker=monitor_per_worker,
         on_ready=lambda line: err.print(line, markup=False, highlight=False, soft_wrap=True),
     )
 

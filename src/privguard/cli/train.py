@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -30,6 +31,7 @@ def train(
     label_smoothing: float = typer.Option(0.0, help="Cross-entropy label smoothing."),
     train_fraction: float = typer.Option(0.4, help="Share of the data trained on (members)."),
     seed: int = typer.Option(0, help="Seeds the split, initialisation and batch order."),
+    device: str = typer.Option("cpu", help="cpu, cuda or auto: where the model trains."),
     dp_epsilon: float | None = typer.Option(
         None, help="Train with DP-SGD (Opacus) to this epsilon over the planned epochs."
     ),
@@ -48,6 +50,12 @@ def train(
         False, help="Text models: allow skew-normal exposure for spaces too large to rank exactly."
     ),
     steps: int | None = typer.Option(None, help="Hugging Face fine-tuning steps [default: 60]."),
+    lora_rank: int | None = typer.Option(
+        None,
+        help="Hugging Face document fine-tuning: LoRA rank on every block [default: 8]; 0 "
+        "trains the last 2 blocks in full.",
+    ),
+    text_column: str | None = typer.Option(None, help="Text column of a CSV of documents."),
 ) -> None:
     """Train a target model on a seeded member split and save it (safetensors + model.json).
 
@@ -55,11 +63,15 @@ def train(
     synthetic-records) with canaries inserted (--canary, --canary-repeats)."""
     import privguard
     from privguard.models.text import is_text_model_name
+    from privguard.training.stacked import resolve_device
 
+    resolve_device(device)  # a bad or unavailable device fails before any training
     if is_text_model_name(model):
         settings = dict(canaries=canary or [], per_count=canaries_per_count, steps=steps)
         settings.update(extrapolate=extrapolate, epochs=epochs, seed=seed, dp_epsilon=dp_epsilon)
         settings.update(dp_delta=dp_delta, max_grad_norm=max_grad_norm)
+        if epochs is not None or lora_rank is not None:
+            settings.update(lora_rank=lora_rank, text_column=text_column, lr=lr)
         _train_text(data, out_dir, model, canary_repeats, settings)
         return
     config = privguard.TrainConfig(
@@ -82,7 +94,7 @@ def train(
     check_out(out_dir)
     t0 = time.perf_counter()
     with progress() as update:
-        target = privguard.train(data, config, label=label, progress=update)
+        target = privguard.train(data, config, label=label, progress=update, device=device)
     target.save(out_dir)
     m = target.metrics
     dp = m.get("privacy")
@@ -97,6 +109,7 @@ def train(
         f"{time.perf_counter() - t0:.1f}s: train accuracy {m['train_accuracy']:.3f}, test "
         f"accuracy {m['test_accuracy']:.3f} -> {out_dir}"
     )
+    _report_fit(target)
 
 
 def _train_text(data: str, out_dir: Path, model: str, repeats: str, settings: dict) -> None:
@@ -114,9 +127,44 @@ def _train_text(data: str, out_dir: Path, model: str, repeats: str, settings: di
     m = target.metrics
     dp = m.get("privacy")
     spent = f" with ({dp['epsilon']:.3g}, {dp['delta']:.2g})-DP" if dp else ""
+    if target.documents is not None:
+        docs = target.documents
+        out.print(
+            f"fine-tuned {model} on {len(docs['members'])} documents ({len(docs['nonmembers'])} "
+            f"held out as non-members){spent} in {time.perf_counter() - t0:.1f}s: perplexity "
+            f"{m['member_perplexity']:.2f} on members, {m['heldout_perplexity']:.2f} held out "
+            f"-> {out_dir}"
+        )
+        return
     test = f", test {m['test_bits_per_char']:.3f}" if "test_bits_per_char" in m else ""
     out.print(
         f"trained {model} on {target.corpus.name}{spent} in {time.perf_counter() - t0:.1f}s: "
         f"{m['train_bits_per_char']:.3f} bits/char on training lines{test}; "
         f"{len(target.canaries)} canaries inserted -> {out_dir}"
     )
+
+
+def _report_fit(target: Any) -> None:
+    """What ``train`` filled in (column, records, value) and the utility guard's verdict."""
+    pre = (target.dataset or {}).get("preprocessing") or {}
+    for c in pre.get("numeric") or []:
+        if c.get("imputed"):
+            out.print(
+                f"imputed {c['name']}: {c['imputed']} empty value(s) filled with the median "
+                f"{c['median']:g}",
+                markup=False,
+                highlight=False,
+            )
+    for c in pre.get("categorical") or []:
+        if c.get("imputed"):
+            out.print(
+                f"imputed {c['name']}: {c['imputed']} empty value(s) encoded as the level "
+                '"missing"',
+                markup=False,
+                highlight=False,
+            )
+    u = target.metrics.get("utility") or {}
+    if u.get("trivial"):
+        out.print(f"[bold red]utility warning:[/] {u['note']}", highlight=False)
+    elif u:
+        out.print(f"utility: {u['note']}", markup=False, highlight=False)

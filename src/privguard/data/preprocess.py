@@ -101,6 +101,8 @@ class TabularPreprocessor:
                         "median": float(np.median(present)),
                         "min": float(present.min()),
                         "max": float(present.max()),
+                        # records whose empty cell was filled with the median (train reports it)
+                        "imputed": int(len(values) - len(present)),
                     }
                 )
             else:
@@ -111,11 +113,29 @@ class TabularPreprocessor:
                         f"than {MAX_CATEGORIES}): an identifier or free text cannot be one-hot "
                         "encoded; remove the column from the file, or store it as numbers"
                     )
-                self.categorical.append({"name": name, "categories": [*seen, MISSING]})
+                n_missing = int(sum(v == MISSING for v in _category_text(col)))
+                self.categorical.append(
+                    {"name": name, "categories": [*seen, MISSING], "imputed": n_missing}
+                )
         self._build()
         return self
 
     # -- JSON record ----------------------------------------------------------------------------
+
+    def imputed(self) -> list[tuple[str, int, str]]:
+        """``(column, records, value)`` for each column whose empty cells were filled when
+        fitting: numeric ones with their median, categorical ones with the level ``missing``."""
+        out = [
+            (c["name"], int(c["imputed"]), f"median {c['median']:g}")
+            for c in self.numeric
+            if c.get("imputed")
+        ]
+        out += [
+            (c["name"], int(c["imputed"]), f'level "{MISSING}"')
+            for c in self.categorical
+            if c.get("imputed")
+        ]
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         """A plain-JSON description that :meth:`from_dict` replays exactly."""
@@ -126,7 +146,12 @@ class TabularPreprocessor:
             "classes": list(self.classes),
             "numeric": [dict(c) for c in self.numeric],
             "categorical": [
-                {"name": c["name"], "categories": list(c["categories"])} for c in self.categorical
+                {
+                    "name": c["name"],
+                    "categories": list(c["categories"]),
+                    **({"imputed": c["imputed"]} if "imputed" in c else {}),
+                }
+                for c in self.categorical
             ],
             "feature_names": list(self.feature_names),
         }
@@ -154,11 +179,16 @@ class TabularPreprocessor:
                     "median": float(c["median"]),
                     "min": float(c["min"]),
                     "max": float(c["max"]),
+                    **({"imputed": int(c["imputed"])} if "imputed" in c else {}),
                 }
                 for c in d["numeric"]
             ]
             self.categorical = [
-                {"name": str(c["name"]), "categories": [str(v) for v in c["categories"]]}
+                {
+                    "name": str(c["name"]),
+                    "categories": [str(v) for v in c["categories"]],
+                    **({"imputed": int(c["imputed"])} if "imputed" in c else {}),
+                }
                 for c in d["categorical"]
             ]
         except (KeyError, TypeError, ValueError) as e:

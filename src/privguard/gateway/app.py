@@ -17,11 +17,14 @@ A prediction request takes this path, in this order (steps 1-2 are ASGI middlewa
 5. **answer** — the model's probabilities through the tier's output policy, exposed no further
    than ``min(tier access, policy.max_access)``; gradients never; large batches in a worker
    thread, off the event loop;
-6. **monitor** — the optional query monitor (issue 8) sees the answered batch; each finding
-   is stored as an alert, counted on ``/metrics`` and queued for the optional webhook
-   (``webhook.py``); a ``throttle`` or ``block`` finding refuses this very answer;
-7. **budget** — the tier's daily budget in records (429 + Retry-After until UTC midnight),
-   charged only for answers the monitor let through; counted in Redis, else in the database;
+6. **budget** — the tier's daily budget in records (429 + Retry-After until UTC midnight);
+   counted in Redis, else in the database;
+7. **monitor** — the optional query monitor (issue 8) gets the answered batch through a
+   bounded queue, off the request path (``watch.py``, issue 19): the answer does not wait for
+   the detectors; each finding is stored as an alert, counted on ``/metrics`` and queued for
+   the optional webhook (``webhook.py``); a ``throttle`` or ``block`` finding holds the key
+   from its next request on (in Redis when there is one, so on every worker; and in the
+   database, so across restarts); a held key is refused before step 3;
 8. **log** — one row (HMAC fingerprints, not inputs; inputs a tier retains are encrypted)
    committed by the group-commit writer before the answer is sent.
 
@@ -107,10 +110,16 @@ def create_app(
         if gw.webhook is not None:
             gw.webhook.start()
         purge = asyncio.create_task(purge_periodically(gw))
+        if gw.monitor is not None:
+            await gw.holds.load()  # holds survive a restart (watch.py)
+            gw.observations.start()
         try:
             yield
         finally:
             purge.cancel()
+            if gw.monitor is not None:
+                await gw.observations.stop()
+            await gw.holds.close()
             await run_in_threadpool(gw.writer.stop)
             if gw.webhook is not None:
                 await run_in_threadpool(gw.webhook.stop)

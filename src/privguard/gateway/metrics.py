@@ -55,6 +55,11 @@ class Metrics:
             ["detector", "action"],
             registry=r,
         )
+        self.monitor_dropped = Counter(
+            "privguard_monitor_dropped",
+            "Answered batches the query monitor could not observe (its queue was full)",
+            registry=r,
+        )
 
         # labelled children, looked up once per label set: ``labels()`` takes a lock and
         # validates its arguments on every call, which the predict path cannot afford

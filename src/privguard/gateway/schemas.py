@@ -111,6 +111,15 @@ class AlertOut(BaseModel):
     time: str
 
 
+class HoldOut(BaseModel):
+    key_id: str
+    action: str
+    until: str | None
+    seconds_left: float | None
+    detector: str
+    time: str | None
+
+
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "malformed JSON"},
     401: {"model": ErrorBody, "description": "missing, unknown, revoked or expired key"},

@@ -58,9 +58,13 @@ def serve(
     tls_key: str | None = None,
     log_level: str = "warning",
     on_ready: Callable[[str], None] | None = None,
+    monitor_per_worker: bool = False,
 ) -> None:
     """Serve until interrupted; ``on_ready`` gets a one-line description once everything is
-    checked, just before uvicorn starts listening."""
+    checked, just before uvicorn starts listening.
+
+    With the query monitor on, several workers need Redis (their holds are shared there), or
+    ``monitor_per_worker=True`` to accept that each worker watches and holds on its own."""
     import uvicorn
 
     if workers < 1:
@@ -75,6 +79,13 @@ def serve(
     if exposed:
         log.warning("%s", exposed)
     redis = settings.resolve_redis(config)
+    if workers > 1 and not redis and config.monitor is not None and not monitor_per_worker:
+        raise ConfigError(
+            f"{workers} workers with the query monitor need --redis, where every worker "
+            "shares its throttles and blocks; without Redis each worker would hold a client on "
+            "its own (an attacker would be watched by 1/N of the monitor). Pass --redis, or "
+            "--monitor-per-worker to accept that (docs/monitoring.md)"
+        )
     if workers > 1 and not redis:
         log.warning(
             "%d workers without --redis: each worker counts rate limits and budgets on its own",

@@ -6,6 +6,7 @@ order in ``app.py``'s docstring). HTTP stays in ``routers/``; this module sees b
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import time
@@ -30,6 +31,13 @@ from privguard.gateway.keys import KeyInfo
 from privguard.gateway.limits import Limiter
 from privguard.gateway.metrics import Metrics
 from privguard.gateway.store import InputCipher, LogWriter, Store, utcnow
+from privguard.gateway.watch import (
+    DEFAULT_QUEUE_SIZE,
+    DROP_ALERT_SECONDS,
+    Holds,
+    Observations,
+    drop_alert_row,
+)
 from privguard.gateway.webhook import AlertWebhook, alert_payload
 from privguard.oracle import Access, top_k
 
@@ -84,7 +92,14 @@ class Gateway:
         self.bounds = (float(b[0]), float(b[1])) if b else None
         self._keys: dict[str, tuple[KeyInfo, float]] = {}
         self.failed_auth = FailedAuth()
-        self._held: dict[str, tuple[str, float]] = {}  # key id -> (action, until) from findings
+        # the monitor's throttles and blocks (Redis when shared, else here; the database
+        # always) and the bounded queue that keeps its detectors off the request path (watch.py)
+        mon = config.monitor or {}
+        self.holds = Holds(store, limiter.redis_url)
+        self.observations = Observations(
+            self._observe_now, _queue_size(mon.get("queue_size")), on_drop=self._dropped
+        )
+        self._drop_alerted = -math.inf
         self.chains = {name: t.chain for name, t in config.tiers.items()}
         self.fingerprinter = Fingerprinter(fingerprint_key)  # keyed once, copied per record
         self.specs = {name: chain.spec for name, chain in self.chains.items()}  # built once
@@ -140,24 +155,10 @@ class Gateway:
             )
         return tier
 
-    def check_held(self, key: KeyInfo) -> None:
-        held = self._held.get(key.id)
-        if held is None:
-            return
-        action, until = held
-        left = until - time.monotonic()
-        if action == "block":
-            raise GatewayError(
-                403, "client_blocked", "the query monitor blocked this key; contact the admin"
-            )
-        if left > 0:
-            raise GatewayError(
-                429,
-                "client_throttled",
-                f"the query monitor throttled this key; retry after {math.ceil(left)} s",
-                {"Retry-After": str(max(1, math.ceil(left)))},
-            )
-        del self._held[key.id]
+    async def check_held(self, key: KeyInfo) -> None:
+        """Refuse ``key`` while the monitor holds it (throttle: 429, block: 403)."""
+        if self.monitor is not None:
+            await self.holds.check(key.id)
 
     # -- answers -------------------------------------------------------------------------
     def answer(
@@ -217,12 +218,19 @@ class Gateway:
             "latency_ms": round((time.perf_counter() - t0) * 1000, 3),
         }
 
-    async def observe(self, key: KeyInfo, x: np.ndarray, labels: np.ndarray, probs: Any) -> None:
-        """Hand the answered batch to the monitor; act on its findings: every finding becomes
-        an alert row; ``block`` refuses this key (this request included) until restart,
-        ``throttle`` refuses it for ``throttle_seconds`` (``[monitor]``, default 60)."""
+    def observe(self, key: KeyInfo, x: np.ndarray, labels: np.ndarray, probs: Any) -> bool:
+        """Queue the answered batch for the monitor (never waits: a full queue drops it,
+        counted and alerted); whether it was queued."""
         if self.monitor is None:
-            return
+            return False
+        return self.observations.submit((key, x, labels, probs))
+
+    async def _observe_now(self, item: tuple[KeyInfo, np.ndarray, np.ndarray, Any]) -> None:
+        """Run the monitor on one queued batch (in a worker thread) and act on its findings:
+        every finding becomes an alert row; ``block`` holds the key until an admin releases it,
+        ``throttle`` for ``throttle_seconds`` (``[monitor]``, default 60), from its next
+        request on (watch.py)."""
+        key, x, labels, probs = item
         findings = await run_in_threadpool(
             self.monitor.observe, key.name, x, labels, probs, tier=key.tier
         )
@@ -242,16 +250,29 @@ class Gateway:
                     "evidence": json.dumps(f.evidence, default=_json_default),
                 }
             )
+        held = [f for f in findings if f.action in ("block", "throttle")]
+        if held:
+            f = next((f for f in held if f.action == "block"), held[0])
+            seconds = float((self.config.monitor or {}).get("throttle_seconds", 60))
+            await self.holds.put(key.id, f.action, seconds, f.detector)
         await run_in_threadpool(self.store.add_alerts, rows)
         if self.webhook is not None:
             for row in rows:
                 self.webhook.submit(alert_payload(row, self.name))
-        actions = {f.action for f in findings}
-        if "block" in actions:
-            self._held[key.id] = ("block", math.inf)
-        elif "throttle" in actions:
-            seconds = float((self.config.monitor or {}).get("throttle_seconds", 60))
-            self._held[key.id] = ("throttle", time.monotonic() + seconds)
+
+    def _dropped(self, count: int) -> None:
+        """A batch the full queue could not take: count it; store an alert at most once per
+        ``DROP_ALERT_SECONDS`` (in the background: the request does not wait)."""
+        self.metrics.monitor_dropped.inc()
+        now = time.monotonic()
+        if now - self._drop_alerted < DROP_ALERT_SECONDS:
+            return
+        self._drop_alerted = now
+        row = drop_alert_row(count, self.observations.maxsize)
+        task = asyncio.get_running_loop().run_in_executor(None, self.store.add_alerts, [row])
+        task.add_done_callback(lambda t: t.exception())  # a failed insert is not re-raised
+        if self.webhook is not None:
+            self.webhook.submit(alert_payload(row, self.name))
 
     # -- the predict path ------------------------------------------------------------------
     async def predict(
@@ -259,13 +280,13 @@ class Gateway:
     ) -> bytes:
         """The JSON answer to ``POST /v1/predict`` for the authenticated ``key``: held by the
         monitor? -> tier -> rate limit -> body (``read_body``, size-limited) -> validate ->
-        answer -> monitor -> budget -> log (committed before the answer is returned). The
-        budget is charged after the monitor, so an answer the monitor refuses costs none. Every
-        refusal is a :class:`GatewayError`, logged as a row with its code."""
+        answer -> budget -> queued for the monitor -> log (committed before the answer is
+        returned). The monitor's verdict on this batch applies from the key's next request
+        (watch.py). Every refusal is a :class:`GatewayError`, logged as a row with its code."""
         tier = None
         x = None
         try:
-            self.check_held(key)
+            await self.check_held(key)
             tier = self.tier_of(key)
             await self.limiter.hit(key.id, tier)
             body = await read_body()
@@ -279,9 +300,8 @@ class Gateway:
                 out, labels, probs, top = await run_in_threadpool(self.answer, x, tier)
             else:
                 out, labels, probs, top = self.answer(x, tier)
-            await self.observe(key, x, labels, probs)
-            self.check_held(key)  # a 'block' or 'throttle' finding refuses this very answer
             await self.limiter.spend(key.id, tier, len(x))  # charged only when answered
+            self.observe(key, x, labels, probs)  # queued: the detectors run off this path
         except GatewayError as e:
             self.writer.submit(
                 self.log_row(key, tier, e.status, t0, x=x, outputs={"error": e.code})
@@ -353,6 +373,14 @@ class Gateway:
             "tier": tier.name if tier else None,
             **public,
         }
+
+
+def _queue_size(v: Any) -> int:
+    if v is None:
+        return DEFAULT_QUEUE_SIZE
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise ConfigError(f"[monitor] queue_size must be a whole number >= 1, not {v!r}")
+    return v
 
 
 def _finite(v: Any) -> float | None:

@@ -275,8 +275,10 @@ def train_target(
     *,
     label: str | None = None,
     progress: Progress | None = None,
+    device: str = "cpu",
 ) -> Target:
     """Split ``data`` (seeded), train a PyTorch target on the members, measure its accuracy.
+    ``device`` (``cpu``, ``cuda``, ``auto``) is where the training runs.
 
     Example:
         >>> target = privguard.train("digits", TrainConfig(model="mlp", epochs=50))
@@ -300,6 +302,7 @@ def train_target(
         x_val=ds.x[v] if len(v) else None,
         y_val=ds.y[v] if len(v) else None,
         progress=progress,
+        device=device,
     )
     predictor = TorchPredictor(module, ds.input_shape, ds.n_classes)
     return Target(
@@ -360,6 +363,15 @@ def _fit_metrics(predictor, ds: Dataset, split: Split, n_params, log) -> dict[st
         "generalization_gap": round(train_acc - test_acc, 6),
         **log,
     }
+    from privguard.audit.advice import predictor_utility
+
+    m["utility"] = predictor_utility(
+        predictor,
+        ds.x[split.nonmembers],
+        ds.y[split.nonmembers],
+        ds.y[split.members],
+        ds.n_classes,
+    )
     if n_params is not None:
         m["n_parameters"] = n_params
     return m

@@ -133,11 +133,16 @@ def train_module(
     y_val: np.ndarray | None = None,
     seed: int | None = None,
     progress: Progress | None = None,
+    device: str = "cpu",
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """Train a fresh model on ``(x, y)``; returns the module (eval mode) and a training log.
+    """Train a fresh model on ``(x, y)``; returns the module (eval mode, on the CPU) and a
+    training log. ``device`` (``cpu``, ``cuda``, ``auto``) is where the training runs.
 
     With ``config.dp_epsilon`` set, DP-SGD trains it (:func:`train_private`) and the log's
-    ``privacy`` entry records the guarantee achieved."""
+    ``privacy`` entry records the guarantee achieved (DP-SGD runs on the CPU)."""
+    from privguard.training.stacked import resolve_device
+
+    dev = resolve_device(device)  # checked first: cuda without a GPU is an error either way
     if config.dp_epsilon is not None:
         return train_private(
             config, x, y, n_classes, x_val=x_val, y_val=y_val, seed=seed, progress=progress
@@ -146,21 +151,22 @@ def train_module(
     arch = config.architecture(x.shape[1:], n_classes)
     with single_thread():
         gen = seed_torch(seed)
-        module = build_model(arch)
+        module = build_model(arch).to(dev)
         opt = torch.optim.Adam(module.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-        batches = ShuffledBatches(torch.from_numpy(x), torch.from_numpy(y), config.batch_size, gen)
+        xt, yt = torch.from_numpy(x).to(dev), torch.from_numpy(y).to(dev)
+        batches = ShuffledBatches(xt, yt, config.batch_size, gen)
         result = fit(
             module,
             opt,
             batches,
             lambda m, b: loss_fn(m(b[0]), b[1]),
             epochs=config.epochs,
-            validation=_validation(config, x_val, y_val),
+            validation=_validation(config, x_val, y_val, dev),
             patience=config.patience,
             progress=progress,
         )
-    module.eval()
+    module.cpu().eval()
     return module, result.log()
 
 
@@ -235,11 +241,16 @@ def train_private(
     return clean, log
 
 
-def _validation(config: TrainConfig, x_val: np.ndarray | None, y_val: np.ndarray | None):
+def _validation(
+    config: TrainConfig,
+    x_val: np.ndarray | None,
+    y_val: np.ndarray | None,
+    device: torch.device | str = "cpu",
+):
     """Early stopping's validation loss (plain cross-entropy), or ``None`` when it is off."""
     if not config.early_stopping or x_val is None or len(x_val) == 0:
         return None
-    xv, yv = torch.from_numpy(x_val), torch.from_numpy(y_val)
+    xv, yv = torch.from_numpy(x_val).to(device), torch.from_numpy(y_val).to(device)
     return lambda m: nn.functional.cross_entropy(m(xv), yv).item()
 
 

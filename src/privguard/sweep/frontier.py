@@ -37,9 +37,21 @@ def recommend(result: SweepResult, target_risk: str) -> dict[str, Any]:
         raise ConfigError(f"--target-risk takes low, medium or high, not {target_risk!r}")
     rows = result.rows
     best_acc = max(r.test_accuracy for r in rows)
-    ok = [r for r in rows if risk_rank(r.data_risk) <= risk_rank(target_risk)]
+    # a model at or below the majority-class rate is useless, not a trade-off: never picked
+    useful = [r for r in rows if not r.trivial]
+    ok = [r for r in useful if risk_rank(r.data_risk) <= risk_rank(target_risk)]
+    if not useful:
+        rec0: dict[str, Any] = {
+            "variant": None,
+            "target_risk": target_risk,
+            "reason": "every variant predicts the majority class (test accuracy at or below "
+            "the majority-class rate): none is a usable model; train longer or with a larger "
+            "model",
+        }
+        result.recommendation = rec0
+        return rec0
     if not ok:
-        closest = min(rows, key=lambda r: (risk_rank(r.data_risk), -r.test_accuracy))
+        closest = min(useful, key=lambda r: (risk_rank(r.data_risk), -r.test_accuracy))
         why = (
             f"no variant meets '{target_risk}': the least risky, {closest.name} "
             f"({closest.defence}), is still '{closest.data_risk}' through "
@@ -59,6 +71,12 @@ def recommend(result: SweepResult, target_risk: str) -> dict[str, Any]:
     if better:
         worse = ", ".join(f"{r.name} ({r.data_risk} via {r.data_worst_attack})" for r in better)
         why += f"; every more accurate variant misses the target: {worse}"
+    skipped = [r.name for r in rows if r.trivial]
+    if skipped:
+        why += (
+            f"; not considered: {', '.join(skipped)} (at or below the majority-class rate: "
+            "their low risk is not a trade-off)"
+        )
     rec = {
         "variant": pick.name,
         "target_risk": target_risk,

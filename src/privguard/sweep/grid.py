@@ -59,11 +59,21 @@ DEFAULT_GRID: tuple[Variant, ...] = (
 
 # Cheap, comparable attacks per data kind. label-only-augmentation runs in every variant, so
 # even the `label` policy has a membership figure; knockoff measures extraction cost.
+# The audit's strongest membership attacks (LiRA online, RMIA) are in by default, so a variant
+# the sweep calls "low" is "low" in a full audit of the same model; with fewer reference models
+# than an audit's default (SWEEP_SETTINGS), which the sweep report states.
 DEFAULT_ATTACKS = {
     "image": (
-        "loss-threshold,confidence-threshold,label-only-augmentation,blackbox-inversion,knockoff"
+        "loss-threshold,confidence-threshold,label-only-augmentation,lira-online,rmia,"
+        "blackbox-inversion,knockoff"
     ),
-    "tabular": "loss-threshold,confidence-threshold,label-only-augmentation,knockoff",
+    "tabular": (
+        "loss-threshold,confidence-threshold,label-only-augmentation,lira-online,rmia,knockoff"
+    ),
+}
+SWEEP_SETTINGS: dict[str, dict[str, int]] = {
+    "lira-online": {"n_reference": 8},
+    "rmia": {"n_reference": 4},
 }
 
 

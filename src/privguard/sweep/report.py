@@ -27,6 +27,22 @@ PANELS = (
 )
 
 
+def panel_level(key: str, value: float) -> str | None:
+    """The risk level a panel's own measure gives (the colour of its points), so colour and
+    height never disagree: membership TPR at 1% FPR by the membership rule's TPR thresholds,
+    inversion by its consensus threshold; extraction cost has no level (grey)."""
+    from privguard.audit.risk import MEMBERSHIP_TPR_1PCT
+
+    if not math.isfinite(value):
+        return None
+    if key == "membership_tpr_at_fpr_0_01":
+        high, medium = MEMBERSHIP_TPR_1PCT
+        return "high" if value >= high else "medium" if value >= medium else "low"
+    if key == "inversion_attack_accuracy":
+        return "medium" if value >= 0.5 else "low"
+    return None
+
+
 def plot_tradeoff(rows: list[SweepRow]) -> bytes:
     """Attack success against test accuracy, frontier marked; one panel per measured attack."""
     panels = [p for p in PANELS if any(getattr(r, p[0]) is not None for r in rows)]
@@ -42,7 +58,7 @@ def plot_tradeoff(rows: list[SweepRow]) -> bytes:
                 r.test_accuracy,
                 shown,
                 s=70 if r.pareto else 40,
-                color=RISK_COLOURS.get(r.data_risk, "#59636e"),
+                color=RISK_COLOURS.get(panel_level(key, v) or "", "#59636e"),
                 edgecolors="black" if r.pareto else "none",
                 marker="o" if math.isfinite(v) else "^",
                 zorder=3,
@@ -66,6 +82,15 @@ def plot_tradeoff(rows: list[SweepRow]) -> bytes:
                 label="Pareto frontier",
             )
             ax.axhline(0.01, color="#59636e", linewidth=0.8, linestyle=":", label="chance (= FPR)")
+            ax.annotate(
+                "chance: TPR = FPR = 1%",
+                (0, 0.01),
+                xycoords=("axes fraction", "data"),
+                xytext=(3, 3),
+                textcoords="offset points",
+                fontsize=7,
+                color="#59636e",
+            )
             ax.legend(fontsize=8, loc="best", framealpha=0.6)
         if logy:
             ax.set_yscale("log")

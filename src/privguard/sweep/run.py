@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from privguard.attacks.registry import normalise
 from privguard.audit.families import family
 from privguard.audit.report import risk_rank
 from privguard.compute import fan_out
@@ -27,6 +28,7 @@ from privguard.errors import ConfigError
 from privguard.sweep.frontier import mark_pareto
 from privguard.sweep.grid import (
     DEFAULT_ATTACKS,
+    SWEEP_SETTINGS,
     TRAIN_KEYS,
     Variant,
     allowed_attacks,
@@ -59,6 +61,9 @@ class SweepRow:
     data_worst_attack: str | None
     report_dir: str
     pareto: bool = False
+    # at or below the majority-class rate (privguard.audit.advice.utility): never recommended
+    trivial: bool = False
+    utility_note: str = ""
 
 
 @dataclass
@@ -69,6 +74,9 @@ class SweepResult:
     attacks: str
     rows: list[SweepRow]
     recommendation: dict[str, Any] | None = None
+    # how the sweep's attacks differ from a full audit's (fewer reference models), in words
+    note: str = ""
+    settings: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -103,6 +111,7 @@ def sweep(
     n_jobs: int = 1,
     scheduler: Any = None,
     progress: Progress | None = None,
+    settings: dict[str, dict[str, Any]] | None = None,
 ) -> SweepResult:
     """Train, audit and compare every variant of ``grid`` (see :func:`load_grid`).
 
@@ -116,6 +125,8 @@ def sweep(
             :data:`DEFAULT_ATTACKS`).
         seed: seeds the split, training and attacks; every variant gets the same split.
         n_jobs / scheduler: where the variants train (joblib processes / Dask cluster).
+        settings: per-attack settings (default: :data:`SWEEP_SETTINGS`, fewer reference
+            models for LiRA and RMIA than an audit's default, when they run).
 
     Example:
         >>> result = sweep("digits", out="sweep-out")
@@ -134,6 +145,10 @@ def sweep(
         raise ConfigError(f"unknown training option(s) for the sweep: {', '.join(unknown)}")
     ds = load_dataset(data, label=label)  # fails fast on a bad name, before any training
     attacks = attacks or DEFAULT_ATTACKS.get(ds.kind, DEFAULT_ATTACKS["tabular"])
+    names = set(normalise(attacks))
+    if settings is None:
+        settings = {k: dict(v) for k, v in SWEEP_SETTINGS.items() if k in names or "all" in names}
+    note = _settings_note(settings)
     if n_jobs < 1:
         raise ConfigError("--jobs must be at least 1")
     out = Path(out)
@@ -165,17 +180,60 @@ def sweep(
         if progress is not None:
             progress(f"auditing {v.name}", i, len(variants))
         target = privguard.load_target(models_dir / model_of[v.name])
+        chosen = allowed_attacks(attacks, v.policy)
+        run_names = _names(chosen)
         report = privguard.audit(
             target,
-            attacks=allowed_attacks(attacks, v.policy),
+            attacks=chosen,
             policy=v.policy,
             seed=seed,
             n_jobs=n_jobs,
+            settings={k: x for k, x in settings.items() if k in run_names} or None,
+            progress=progress,  # each variant's attacks and reference models, as in an audit
         )
         write_report(report, reports_dir / v.name)
         rows.append(_row(v, target, report, str(reports_dir / v.name)))
     mark_pareto(rows)
-    return SweepResult(data=data, model=model, seed=seed, attacks=attacks, rows=rows)
+    return SweepResult(
+        data=data,
+        model=model,
+        seed=seed,
+        attacks=attacks,
+        rows=rows,
+        note=note,
+        settings=settings,
+    )
+
+
+def _names(attacks: str) -> set[str]:
+    from privguard.attacks.registry import ATTACKS, discover, resolve
+    from privguard.oracle import Access
+
+    discover()
+    named = set(normalise(attacks))
+    return {c.name for c in resolve(list(named), Access.WHITEBOX)} | (named & set(ATTACKS))
+
+
+def _settings_note(settings: dict[str, dict[str, Any]]) -> str:
+    """The sweep's departures from a full audit, in words (empty when none)."""
+    from privguard.attacks.registry import ATTACKS, discover
+
+    discover()
+    parts = []
+    for name, values in settings.items():
+        cls = ATTACKS.get(name)
+        for key, value in values.items():
+            default = next(
+                (s.default for s in (cls.settings if cls else ()) if s.name == key), None
+            )
+            was = f" (a full audit uses {default})" if default is not None else ""
+            parts.append(f"{name} with {key} = {value}{was}")
+    if not parts:
+        return ""
+    return (
+        "run for time with " + "; ".join(parts) + ": fewer reference models make these attacks "
+        "somewhat weaker, so confirm the chosen variant with a full `privguard audit`"
+    )
 
 
 def _row(v: Variant, target: Any, report: Any, report_dir: str) -> SweepRow:
@@ -190,6 +248,7 @@ def _row(v: Variant, target: Any, report: Any, report_dir: str) -> SweepRow:
     # extraction copies the model itself (its cost is reported beside).
     leaks = [a for a in report.attacks if family(a.family).leaks_training_data]
     worst = max(leaks, key=lambda a: risk_rank(a.risk), default=None)
+    utility = report.target.get("utility") or target.metrics.get("utility") or {}
     q95 = [m.get("queries_to_95_fidelity") for m in ext]
     q95 = [q if q is not None and math.isfinite(q) else NOT_REACHED for q in q95]
     return SweepRow(
@@ -211,6 +270,8 @@ def _row(v: Variant, target: Any, report: Any, report_dir: str) -> SweepRow:
         data_risk=worst.risk if worst else "low",
         data_worst_attack=worst.name if worst else None,
         report_dir=report_dir,
+        trivial=bool(utility.get("trivial")),
+        utility_note=str(utility.get("note", "")),
     )
 
 

@@ -76,7 +76,7 @@ class ShuffledBatches:
     def __iter__(self):
         order = torch.randperm(len(self.x), generator=self.generator)
         for i in range(0, len(order), self.batch_size):
-            b = order[i : i + self.batch_size]
+            b = order[i : i + self.batch_size].to(self.x.device)
             yield self.x[b], self.y[b]
 
     def __len__(self) -> int:

@@ -73,3 +73,40 @@ class TextOracle(QueryMeter):
         self.require(Access.LABEL)
         self._count(n)
         return list(self.model.sample(n, max_len=max_len, seed=seed, top_k=top_k, prefix=prefix))
+
+    # -- documents (Hugging Face causal LMs) -----------------------------------------------------
+    def tokens(self, text: str) -> list[int]:
+        """The model's tokenization of ``text`` (the tokenizer ships with the model: no query)."""
+        self._documents()
+        return list(self.model.tokens(text))
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """The text of token ids (the tokenizer's work: no query)."""
+        self._documents()
+        return str(self.model.tok.decode(list(ids)))
+
+    def token_stats(self, texts: Sequence[str], *, max_tokens: int = 128) -> list[np.ndarray]:
+        """Per text ``(3, n_tokens)`` float64: token log-probabilities and the mean and standard
+        deviation of the next-token log-probability at each position (one query per text;
+        texts longer than ``max_tokens`` are windowed, see ``HFPredictor.token_stats``)."""
+        self.require(Access.PROBS)
+        self._documents()
+        texts = list(texts)
+        self._count(len(texts))
+        return list(self.model.token_stats(texts, max_tokens=max_tokens))
+
+    def greedy(self, prefixes: Sequence[Sequence[int]], n_new: int) -> list[list[int]]:
+        """Greedy continuations (token ids) of ``n_new`` tokens; one query per prefix. Needs
+        only ``label`` access: a generation API returns text, not probabilities."""
+        self.require(Access.LABEL)
+        self._documents()
+        prefixes = [list(p) for p in prefixes]
+        self._count(len(prefixes))
+        return list(self.model.greedy(prefixes, n_new))
+
+    def _documents(self) -> None:
+        if not hasattr(self.model, "token_stats"):
+            raise AccessError(
+                "token-level scores need a Hugging Face causal LM (hf:DIR, smollm2); this is a "
+                "character LM"
+            )

@@ -60,6 +60,9 @@ class Family:
         evaluator: ``evaluator(truth) -> Evaluator``; ``truth`` is the audit's
             :mod:`privguard.audit.truth` object.
         risk: ``risk(metrics) -> "low" | "medium" | "high"`` (thresholds in docs/metrics.md).
+        assessment: ``assessment(metrics) -> (level, reason)``: the same rule with the metric
+            and threshold that set the level, in words (``AttackResult.risk_reason``); ``None``:
+            the report gives a generic reason.
         key_metrics: ``(metric, short label)`` pairs that sum an attack of the family up, most
             telling first: the report shows the first two present, the CLI's summary table the
             first few (:meth:`columns`).
@@ -78,6 +81,7 @@ class Family:
     evaluator: Callable[[Any], Evaluator]
     risk: Callable[[Mapping[str, float]], str]
     key_metrics: tuple[tuple[str, str], ...]
+    assessment: Callable[[Mapping[str, float]], tuple[str, str]] | None = None
     note: str = ""
     artifacts: tuple[str, ...] = ()
     needs_member_truth: bool = True

@@ -12,7 +12,7 @@ from typing import Any
 
 from privguard.attacks.base import ExtractionGuesses
 from privguard.audit.families import Evaluator, Family, Scored, register_family
-from privguard.audit.risk import extraction_risk
+from privguard.audit.risk import extraction_assessment, extraction_risk
 
 
 class ExtractionFamilyEvaluator(Evaluator):
@@ -43,6 +43,7 @@ EXTRACTION = register_family(
         guesses=ExtractionGuesses,
         evaluator=ExtractionFamilyEvaluator,
         risk=extraction_risk,
+        assessment=extraction_assessment,
         key_metrics=(("fidelity", "fidelity"), ("accuracy", "acc.")),
         artifacts=("stolen-<attack>/",),
         needs_member_truth=True,

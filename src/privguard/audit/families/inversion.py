@@ -14,7 +14,7 @@ import numpy as np
 
 from privguard.attacks.base import InversionGuesses
 from privguard.audit.families import Evaluator, Family, Scored, register_family
-from privguard.audit.risk import inversion_risk
+from privguard.audit.risk import inversion_assessment, inversion_risk
 
 # Metrics that compare reconstructions with the training members; without member truth nobody
 # knows who those are.
@@ -63,6 +63,7 @@ INVERSION = register_family(
         guesses=InversionGuesses,
         evaluator=InversionFamilyEvaluator,
         risk=inversion_risk,
+        assessment=inversion_assessment,
         key_metrics=(
             ("attack_accuracy_consensus", "both"),
             ("member_closeness", "closeness"),

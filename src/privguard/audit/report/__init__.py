@@ -39,6 +39,8 @@ class AttackResult:
     description: str = ""
     notes: list[str] = field(default_factory=list)
     curves: dict[str, Any] = field(default_factory=dict)
+    # the metric and threshold that set ``risk``, in words (privguard.audit.risk)
+    risk_reason: str = ""
 
 
 @dataclass

@@ -27,6 +27,9 @@ METRIC_LABELS = {
     "tpr_at_fpr_0.001": "TPR@0.1%FPR",
     "mse_to_class_mean": "MSE to class mean",
     "epsilon_lower_bound": "ε lower bound",
+    "advantage_members": "members' advantage",
+    "member_advantage_gap": "member gap",
+    "attack_accuracy_consensus": "consensus accuracy",
 }
 
 # Plain-language meaning of the metrics whose definition is fixed; others link to the docs.
@@ -66,6 +69,7 @@ METRIC_HELP: dict[str, str] = {
     "advantage_members": "Accuracy beyond the no-model baseline, on training members.",
     "advantage_nonmembers": "Accuracy beyond the no-model baseline, on non-members.",
     "member_advantage_gap": "Members' advantage minus non-members': leakage specific to members.",
+    "n_missing_excluded": "Records whose sensitive value is missing, left out of the scores.",
     "balanced_accuracy": "Mean recall over the field's values.",
     "fidelity": "Share of held-out records on which the stolen model agrees with the target.",
     "fidelity_uniform": "Share of uniform random inputs on which the copy agrees with the target.",
@@ -270,6 +274,7 @@ def _attack_view(i: int, a: Mapping[str, Any], with_plots: bool) -> dict[str, An
         "queries": fmt_number(a.get("queries")),
         "seconds": fmt_seconds(a.get("seconds")),
         "risk": risk_class(a.get("risk")),
+        "risk_reason": str(a.get("risk_reason") or ""),
         "paper": a.get("paper") or "",
         "description": a.get("description") or "",
         "key_metrics": key_metrics(a),
@@ -292,7 +297,14 @@ def build_view(report: Report, *, with_plots: bool = True) -> dict[str, Any]:
     worst = summary.get("worst_attack")
     by_risk = summary.get("by_risk") or {}
     plan = d.get("plan") or {}
+    glossary = _glossary(d["attacks"])
     return {
+        "headline": str(summary.get("headline") or ""),
+        "actions": [_code_spans(str(x)) for x in summary.get("actions") or []],
+        "actions_text": [str(x) for x in summary.get("actions") or []],
+        "utility_warning": str(summary.get("utility_warning") or ""),
+        "glossary": glossary,
+        "glossary_map": dict(glossary),
         "version": d.get("privguard_version", ""),
         "target": d.get("target") or {},
         "data": d.get("data") or {},
@@ -315,6 +327,30 @@ def build_view(report: Report, *, with_plots: bool = True) -> dict[str, Any]:
     }
 
 
+def _code_spans(text: str) -> list[tuple[str, bool]]:
+    """``"run `privguard sweep` now"`` -> ``[("run ", False), ("privguard sweep", True), ...]``:
+    backticked spans become code in the HTML (still escaped)."""
+    parts = text.split("`")
+    if len(parts) % 2 == 0:  # an unpaired backtick: plain text
+        return [(text, False)]
+    return [(p, i % 2 == 1) for i, p in enumerate(parts) if p]
+
+
+def _glossary(attacks: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
+    """(label, meaning) of every key metric the summary table shows, in order of appearance."""
+    out: dict[str, str] = {}
+    for a in attacks:
+        metrics = a.get("metrics") or {}
+        fam = str(a.get("family", ""))
+        keys = family_key_metrics(fam)
+        for m in [m for m, _ in keys if m in metrics][:2]:
+            label = metric_label(m)
+            text = FAMILY_METRIC_HELP.get((fam, m)) or METRIC_HELP.get(m, "")
+            if text and label not in out:
+                out[label] = text
+    return list(out.items())
+
+
 def _exposed_view(exposed: Any) -> dict[str, Any] | None:
     if not isinstance(exposed, Mapping) or not exposed.get("records"):
         return None
@@ -323,10 +359,14 @@ def _exposed_view(exposed: Any) -> dict[str, Any] | None:
             **rec,
             "score": fmt_number(rec.get("score")),
             "exposed_at_fpr": fmt_number(rec.get("exposed_at_fpr")),
+            "fields_text": ", ".join(
+                f"{k}={fmt_value(v)}" for k, v in (rec.get("fields") or {}).items()
+            ),
         }
         for rec in exposed["records"]
     ]
-    return {"attack": exposed.get("attack", ""), "records": records}
+    fields = any(rec.get("fields") for rec in exposed["records"])
+    return {"attack": exposed.get("attack", ""), "records": records, "fields": fields}
 
 
 _MD_SPECIAL = set("\\`*_[]<>|#")

@@ -16,6 +16,7 @@ from privguard.gateway.schemas import (
     ERRORS,
     AdminEventOut,
     AlertOut,
+    HoldOut,
     KeyCreate,
     KeyCreated,
     KeyOut,
@@ -99,6 +100,20 @@ def admin_router(gw: Gateway) -> APIRouter:
         if client:
             check_text(client, "the client parameter")
         return store.alerts(client, limit)
+
+    @router.get("/holds", response_model=list[HoldOut])
+    async def holds(_: keystore.KeyInfo = Depends(admin)) -> list[dict[str, Any]]:
+        """The query monitor's throttles and blocks in force (from the database)."""
+        from starlette.concurrency import run_in_threadpool
+
+        return await run_in_threadpool(store.holds)
+
+    @router.delete("/holds/{key_id}", response_model=dict[str, bool])
+    async def release(key_id: str, _: keystore.KeyInfo = Depends(admin)) -> dict[str, bool]:
+        """Lift the monitor's hold on a key (database and Redis: every worker with Redis;
+        without it, this worker and, after a restart, all)."""
+        keystore.check_key_id(key_id)
+        return {"released": await gw.holds.release(key_id)}
 
     @router.get("/events", response_model=list[AdminEventOut])
     def events(

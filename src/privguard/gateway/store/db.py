@@ -28,7 +28,14 @@ from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 from privguard.errors import ConfigError
 from privguard.gateway.redact import redact_url
 from privguard.gateway.store.crypto import InputCipher
-from privguard.gateway.store.models import AdminEvent, Alert, DailyUsage, QueryInput, QueryLog
+from privguard.gateway.store.models import (
+    AdminEvent,
+    Alert,
+    DailyUsage,
+    MonitorHold,
+    QueryInput,
+    QueryLog,
+)
 
 log = logging.getLogger("privguard.gateway")
 
@@ -283,6 +290,51 @@ class Store:
             }
             for r in rows
         ]
+
+    # -- monitor holds (issue 19) ---------------------------------------------------------
+    def put_hold(self, key_id: str, action: str, until: datetime | None, detector: str) -> None:
+        """Record a ``throttle`` (until ``until``, UTC) or ``block`` (``until=None``) on
+        ``key_id``; a block is never shortened by a later throttle."""
+        dialect = sqlite_insert if self.backend == "sqlite" else pg_insert
+        values = {
+            "key_id": key_id,
+            "action": action,
+            "until": until,
+            "detector": detector,
+            "time": utcnow(),
+        }
+        stmt = dialect(MonitorHold).values(**values)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[MonitorHold.key_id],
+            set_={k: v for k, v in values.items() if k != "key_id"},
+            where=MonitorHold.action != "block",
+        )
+        with self.engine.begin() as conn:
+            conn.execute(stmt)
+
+    def holds(self, now: datetime | None = None) -> list[dict[str, Any]]:
+        """Holds in force at ``now``: every block, and throttles not yet over."""
+        now = now or utcnow()
+        q = select(MonitorHold).where((MonitorHold.until.is_(None)) | (MonitorHold.until > now))
+        with self.engine.connect() as conn:
+            rows = conn.execute(q).mappings().all()
+        return [
+            {
+                "key_id": r["key_id"],
+                "action": r["action"],
+                "until": _iso(r["until"]),
+                "seconds_left": None if r["until"] is None else (r["until"] - now).total_seconds(),
+                "detector": r["detector"],
+                "time": _iso(r["time"]),
+            }
+            for r in rows
+        ]
+
+    def release_hold(self, key_id: str) -> bool:
+        """Lift the hold on ``key_id``; whether there was one."""
+        with self.engine.begin() as conn:
+            done = conn.execute(delete(MonitorHold).where(MonitorHold.key_id == key_id))
+            return done.rowcount > 0
 
     # -- retention -----------------------------------------------------------------------
     def purge(

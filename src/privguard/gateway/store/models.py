@@ -117,3 +117,16 @@ class DailyUsage(Base):
     key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
     day: Mapped[str] = mapped_column(String(10), primary_key=True)  # YYYY-MM-DD, UTC
     used: Mapped[int] = mapped_column(BigInteger)
+
+
+class MonitorHold(Base):
+    """A query-monitor action in force on one key (issue 19): ``block`` until an admin lifts
+    it, ``throttle`` until ``until``; kept here so that it survives a restart."""
+
+    __tablename__ = "monitor_holds"
+
+    key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    action: Mapped[str] = mapped_column(String(16))  # throttle or block
+    until: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)  # None: no end
+    detector: Mapped[str] = mapped_column(String(100))
+    time: Mapped[datetime] = mapped_column(DateTime)

@@ -149,6 +149,65 @@ class HFPredictor(TextModel):
                 out[idx] = tok_lp.sum(dim=1).numpy()
         return out
 
+    def tokens(self, text: str) -> list[int]:
+        """The token ids of ``text`` (no special tokens)."""
+        return self._encode(text)
+
+    def token_stats(self, texts: Sequence[str], *, max_tokens: int = 128) -> list[np.ndarray]:
+        """Per text, ``(3, n_tokens)`` float64: each token's log-probability log p(x_t|x_<t), and
+        the mean μ_t and standard deviation σ_t of log p(v|x_<t) under p(·|x_<t) over the whole
+        vocabulary (Min-K%++'s normalisers). A text longer than ``max_tokens`` tokens is cut
+        into consecutive windows of ``max_tokens``, each scored after the start token, and its
+        windows' tokens are put back together: one record, every token scored once."""
+        windows: list[tuple[int, list[int]]] = []
+        for i, t in enumerate(texts):
+            ids = self._encode(t)
+            for w in range(0, max(len(ids), 1), max_tokens):
+                windows.append((i, [self.start] + ids[w : w + max_tokens]))
+        parts: list[np.ndarray | None] = [None] * len(windows)
+        order = np.argsort([len(w) for _, w in windows], kind="stable")
+        with single_thread(), torch.no_grad():
+            for b in range(0, len(order), self.batch):
+                idx = order[b : b + self.batch]
+                ids, mask = pad_batch([windows[j][1] for j in idx], self.pad)
+                logits = self.model(input_ids=ids, attention_mask=mask).logits.double()
+                lp = torch.log_softmax(logits[:, :-1], dim=-1)
+                tok = lp.gather(2, ids[:, 1:, None])[..., 0]
+                p = lp.exp()
+                mu = (p * lp).sum(-1)
+                sigma = (p * (lp - mu[..., None]) ** 2).sum(-1).sqrt()
+                for r, j in enumerate(idx):
+                    n = len(windows[j][1]) - 1
+                    parts[j] = torch.stack([tok[r, :n], mu[r, :n], sigma[r, :n]]).numpy()
+        out: list[list[np.ndarray]] = [[] for _ in texts]
+        for (i, _), part in zip(windows, parts, strict=True):
+            out[i].append(part)  # type: ignore[arg-type]
+        return [np.concatenate(o, axis=1) for o in out]
+
+    def greedy(self, prefixes: Sequence[Sequence[int]], n_new: int) -> list[list[int]]:
+        """Greedy continuations of exactly ``n_new`` tokens after each prefix (token ids,
+        scored after the start token); prefixes of one length share a batch."""
+        out: list[list[int]] = [[] for _ in prefixes]
+        by_len: dict[int, list[int]] = {}
+        for i, p in enumerate(prefixes):
+            by_len.setdefault(len(p), []).append(i)
+        with single_thread(), torch.no_grad():
+            for _, members in sorted(by_len.items()):
+                for b in range(0, len(members), self.batch):
+                    idx = members[b : b + self.batch]
+                    ids = torch.tensor([[self.start, *prefixes[i]] for i in idx])
+                    gen = self.model.generate(
+                        input_ids=ids,
+                        attention_mask=torch.ones_like(ids),
+                        do_sample=False,
+                        max_new_tokens=n_new,
+                        min_new_tokens=n_new,
+                        pad_token_id=self.pad,
+                    )
+                    for r, i in enumerate(idx):
+                        out[i] = gen[r, ids.shape[1] :].tolist()
+        return out
+
     def sample(
         self, n: int, *, max_len: int, seed: int, top_k: int = 40, prefix: str = ""
     ) -> list[str]:

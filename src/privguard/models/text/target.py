@@ -45,6 +45,7 @@ class TextTarget:
     metrics: dict[str, Any] = field(default_factory=dict)
     extrapolate: bool = False
     path: Path | None = None
+    documents: dict[str, list[str]] | None = None  # fine-tuning split: members, nonmembers
 
     @property
     def formats(self) -> list[CanaryFormat]:
@@ -88,6 +89,7 @@ class TextTarget:
         if self.corpus is None:
             raise ConfigError("a text target needs its training corpus to be saved")
         text = self.corpus.text.encode("utf-8")
+        docs = json.dumps(self.documents).encode() if self.documents is not None else None
         manifest: dict[str, Any] = {
             "format_version": FORMAT_VERSION,
             "kind": self.kind,
@@ -113,10 +115,13 @@ class TextTarget:
         manifest["integrity"] = {
             "model.safetensors": hashlib.sha256(blob).hexdigest(),
             "corpus.txt": hashlib.sha256(text).hexdigest(),
+            **({"documents.json": hashlib.sha256(docs).hexdigest()} if docs else {}),
             "manifest": manifest_hash(manifest),
         }
         atomic_write(out / "model.safetensors", blob)
         atomic_write(out / "corpus.txt", text)
+        if docs is not None:
+            atomic_write(out / "documents.json", docs)
         atomic_write(out / "model.json", json.dumps(manifest, indent=1).encode())
         self.path = out
         return out
@@ -152,7 +157,11 @@ def load_text_target(source: str | Path) -> TextTarget:
     manifest = _checked_manifest(d)
     blob = (d / manifest["weights"]).read_bytes()
     text = (d / "corpus.txt").read_bytes()
-    for name, content in (("model.safetensors", blob), ("corpus.txt", text)):
+    contents = [("model.safetensors", blob), ("corpus.txt", text)]
+    if "documents.json" in manifest["integrity"]:
+        path = d / "documents.json"
+        contents.append(("documents.json", path.read_bytes() if path.is_file() else b""))
+    for name, content in contents:
         if hashlib.sha256(content).hexdigest() != manifest["integrity"].get(name):
             raise ModelError(
                 f"{d / name} was altered after training (checksum mismatch); restore the original "
@@ -169,6 +178,10 @@ def load_text_target(source: str | Path) -> TextTarget:
         predictor: TextModel = CharLMPredictor(module, vocab)
     else:
         model, tok, record = load_hf(arch["source"])
+        if arch.get("lora"):
+            from privguard.models.text.lora import add_lora
+
+            add_lora(model, **arch["lora"])
         if record.get("gguf_sha256") and record["gguf_sha256"] != arch.get("gguf_sha256"):
             raise ModelError(
                 f"the base model {arch['source']} differs from the one fine-tuned into {d}; "
@@ -192,6 +205,11 @@ def load_text_target(source: str | Path) -> TextTarget:
         metrics=_metrics(manifest.get("metrics") or {}),
         extrapolate=bool(can.get("extrapolate", False)),
         path=d,
+        documents=(
+            json.loads((d / "documents.json").read_text())
+            if "documents.json" in manifest["integrity"]
+            else None
+        ),
     )
 
 

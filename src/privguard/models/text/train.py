@@ -36,6 +36,9 @@ def train_text_target(
     dp_epsilon: float | None = None,
     dp_delta: float | None = None,
     max_grad_norm: float = 1.0,
+    lora_rank: int | None = None,
+    lr: float | None = None,
+    text_column: str | None = None,
     progress: Progress | None = None,
 ) -> TextTarget:
     """Load the corpus, insert the canaries, train (``char-lm``) or fine-tune (``smollm2``,
@@ -52,11 +55,33 @@ def train_text_target(
     if not is_text_model_name(model):
         raise ConfigError(f"unknown text model {model!r}; use char-lm, smollm2 or hf:PATH")
     hf = model != "char-lm"
+    if hf and (epochs is not None or lora_rank is not None):
+        # a fine-tune on documents: whole epochs over a seeded half of them (doc_tune)
+        if canaries or steps:
+            raise ConfigError(
+                "--epochs fine-tunes on documents (members and non-members); canaries are "
+                "inserted on the --steps path: give one or the other"
+            )
+        from privguard.data.documents import load_documents
+        from privguard.models.text.doc_tune import DocTuneConfig, finetune_documents
+
+        tune = DocTuneConfig(
+            epochs=epochs if epochs is not None else 3,
+            seed=seed,
+            dp_epsilon=dp_epsilon,
+            dp_delta=dp_delta,
+            max_grad_norm=max_grad_norm,
+            **({"lora_rank": lora_rank} if lora_rank is not None else {}),
+            **({"lr": lr} if lr is not None else {}),
+        )
+        source = "smollm2" if model == "smollm2" else model.removeprefix("hf:")
+        docs = load_documents(data, text_column=text_column)
+        return finetune_documents(source, docs, tune, name=str(data), progress=progress)
     check_space(list(canaries), extrapolate=extrapolate, granularity="token" if hf else "char")
     if hf and dp_epsilon is not None:
         raise ConfigError(
-            "--dp-epsilon applies to char-lm; DP fine-tuning of Hugging Face models is not "
-            "supported"
+            "--dp-epsilon on a Hugging Face model fine-tunes on documents: add --epochs N "
+            "(and --lora-rank R); the --steps canary path has no DP"
         )
     corpus = load_corpus(data, seed=seed)
     inserted: list[Canary] = []

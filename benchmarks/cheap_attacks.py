@@ -1,0 +1,111 @@
+"""Reference-free / few-reference membership attacks against LiRA online: power and cost.
+
+Issue 18's measure: ``qmia`` (Bertran et al., NeurIPS 2023) and ``difficulty-calibration``
+(Watson et al., ICLR 2022) should reach >= 0.8x ``lira-online``'s TPR at 1% FPR at <= 10% of its
+time. For each dataset and seed this trains the default target (privguard's default recipe,
+``--epochs`` epochs), audits it with the three attacks (one audit per attack, so none shares
+another's reference models; the disk cache is off) and records each attack's TPR@1%FPR, AUC and
+seconds from report.json. Run ``python benchmarks/cheap_attacks.py --help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import torch
+
+import privguard
+
+ATTACKS = ("qmia", "difficulty-calibration", "lira-online")
+
+
+def main(argv: list[str] | None = None) -> int:
+    here = Path(__file__).resolve().parent
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--datasets", default="digits,heart-disease")
+    ap.add_argument("--seeds", default="0")
+    ap.add_argument("--epochs", type=int, default=100)
+    ap.add_argument("--jobs", type=int, default=1, help="reference-model processes (default 1)")
+    ap.add_argument(
+        "--out", type=Path, default=here / "results" / "cheap_attacks.json", help="JSON path"
+    )
+    args = ap.parse_args(argv)
+    rows = []
+    for ds in [d.strip() for d in args.datasets.split(",") if d.strip()]:
+        for seed in [int(s) for s in args.seeds.split(",")]:
+            target = privguard.train(ds, privguard.TrainConfig(seed=seed, epochs=args.epochs))
+            for name in ATTACKS:
+                t0 = time.perf_counter()
+                report = privguard.audit(target, attacks=[name], seed=seed, n_jobs=args.jobs)
+                wall = time.perf_counter() - t0
+                (res,) = [a for a in report.attacks if a.name == name]
+                row = {
+                    "dataset": ds,
+                    "seed": seed,
+                    "attack": name,
+                    "tpr_at_1pct_fpr": res.metrics.get("tpr_at_fpr_0.01"),
+                    "auc": res.metrics.get("auc"),
+                    "attack_seconds": round(res.seconds, 2),
+                    "audit_wall_seconds": round(wall, 2),
+                    "load_average_after": [round(v, 2) for v in os.getloadavg()],
+                }
+                rows.append(row)
+                print(json.dumps(row), file=sys.stderr, flush=True)
+    summary = []
+    for ds in sorted({r["dataset"] for r in rows}):
+        for seed in sorted({r["seed"] for r in rows}):
+            by = {r["attack"]: r for r in rows if r["dataset"] == ds and r["seed"] == seed}
+            lira = by.get("lira-online")
+            if not lira:
+                continue
+            for name in ATTACKS[:-1]:
+                r = by[name]
+                summary.append(
+                    {
+                        "dataset": ds,
+                        "seed": seed,
+                        "attack": name,
+                        "tpr_ratio_to_lira": round(
+                            r["tpr_at_1pct_fpr"] / lira["tpr_at_1pct_fpr"], 2
+                        )
+                        if lira["tpr_at_1pct_fpr"]
+                        else None,
+                        "time_ratio_to_lira": round(
+                            r["attack_seconds"] / lira["attack_seconds"], 3
+                        ),
+                    }
+                )
+    out = {
+        "benchmark": "cheap_attacks",
+        "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "command": "python " + " ".join([str(Path(sys.argv[0]))] + (argv or sys.argv[1:])),
+        "machine": {
+            "platform": platform.platform(),
+            "usable_cpus": len(os.sched_getaffinity(0)),
+            "note": "2 cores shared with other engineers' jobs (loaded)",
+        },
+        "versions": {"privguard": privguard.__version__, "torch": torch.__version__},
+        "rows": rows,
+        "summary": summary,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=1) + "\n")
+    print("| dataset | seed | attack | TPR@1%FPR ratio to lira-online | time ratio |")
+    print("|---|---|---|---|---|")
+    for s in summary:
+        print(
+            f"| {s['dataset']} | {s['seed']} | {s['attack']} | {s['tpr_ratio_to_lira']} | "
+            f"{s['time_ratio_to_lira']} |"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,263 @@
+"""Reference-free and few-reference membership attacks: strong attacks at a fraction of LiRA's cost.
+
+- ``qmia``: Bertran, Tang, Roth, Kearns, Morgenstern, Wu, "Scalable Membership Inference Attacks
+  via Quantile Regression", NeurIPS 2023. The attack trains *no* model like the target. It fits
+  one regression model on population records the target never trained on (the auxiliary pool)
+  that predicts, from a record (x, y), the distribution of the target's score s(x, y) on
+  non-members; a candidate whose score lies above the predicted (1 - alpha) quantile q_alpha(x, y)
+  is called a member, so the false-positive rate is about alpha by construction, per record and
+  not only on average. As in the paper's large-scale experiments we fit the Gaussian
+  parametrisation: a small network outputs mu(x, y) and log sigma(x, y), trained by the Gaussian
+  negative log-likelihood, so every quantile is q_alpha = mu + sigma * Phi^-1(1 - alpha) and the
+  ROC score is the standardised (s - mu) / sigma. The score s is the paper's hinge score, the
+  logit margin phi = log p_y - log sum_{y' != y} p_{y'} (exact from logits or float64 probabilities,
+  :mod:`.reference`). Cost: one query per candidate and aux record, one small regression fit.
+- ``difficulty-calibration``: Watson, Guo, Cormode, Sablayrolles, "On the Importance of Difficulty
+  Calibration in Membership Inference Attacks", ICLR 2022. The target's loss on a record minus
+  the average loss of a few *offline* reference models on it (models that never saw the
+  candidates): the references say how hard the record is, so an easy non-member no longer looks
+  like a member. With 4 references (trained stacked, :mod:`privguard.training.stacked`, and
+  shared with ``lira-offline``/``rmia`` when K and the seed agree) it costs a fraction of LiRA's
+  16 online models. Threshold: the (1 - alpha) quantile of the calibrated score on the auxiliary
+  records (non-members by construction), i.e. about an alpha false-positive rate.
+
+Threat model: black-box probability access to the target and population data (both); the
+training recipe too for ``difficulty-calibration``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy.stats import norm
+from torch import nn
+
+from privguard.attacks.base import Attack, Knowledge, MembershipGuesses, Progress, Setting
+from privguard.attacks.membership.reference import (
+    guesses,
+    log_p_true,
+    reference_notes,
+    reference_set,
+    target_phi,
+)
+from privguard.attacks.registry import register
+from privguard.errors import ConfigError
+from privguard.models.threads import single_thread
+from privguard.oracle import Access, Oracle
+
+#: share of the auxiliary records held out to stop the regressor's training early
+QMIA_VALIDATION = 0.2
+MIN_AUX = 20
+
+
+def _features(x: np.ndarray, y: np.ndarray, n_classes: int) -> np.ndarray:
+    flat = np.asarray(x, dtype=np.float32).reshape(len(x), -1)
+    onehot = np.eye(n_classes, dtype=np.float32)[np.asarray(y, dtype=np.int64)]
+    return np.concatenate([flat, onehot], axis=1)
+
+
+class GaussianQuantileRegressor:
+    """mu(f) and sigma(f) of a score given features f, fitted by the Gaussian negative
+    log-likelihood (Bertran et al. 2023, Gaussian parametrisation of the quantile model): an MLP
+    with one hidden ReLU layer, Adam, weight decay, early stopping on a held-out share."""
+
+    def __init__(
+        self, *, hidden: int = 64, epochs: int = 300, lr: float = 3e-3, seed: int = 0
+    ) -> None:
+        self.hidden, self.epochs, self.lr, self.seed = hidden, epochs, lr, seed
+
+    def fit(self, f: np.ndarray, s: np.ndarray) -> GaussianQuantileRegressor:
+        rng = np.random.default_rng(self.seed)
+        self.mean_ = f.mean(0)
+        std = f.std(0)
+        self.scale_ = np.where(std < 1e-3, 1.0, std)  # constant columns (blank pixels) stay put
+        self.s_mean_, self.s_scale_ = float(s.mean()), float(s.std() + 1e-6)
+        ft = torch.from_numpy(((f - self.mean_) / self.scale_).astype(np.float32))
+        st = torch.from_numpy(((s - self.s_mean_) / self.s_scale_).astype(np.float32))
+        order = rng.permutation(len(s))
+        n_val = max(1, int(len(s) * QMIA_VALIDATION))
+        val, tr = torch.from_numpy(order[:n_val]), torch.from_numpy(order[n_val:])
+        with single_thread():
+            torch.manual_seed(self.seed)
+            self.net_ = nn.Sequential(
+                nn.Linear(f.shape[1], self.hidden), nn.ReLU(), nn.Linear(self.hidden, 2)
+            )
+            opt = torch.optim.Adam(self.net_.parameters(), lr=self.lr, weight_decay=1e-3)
+            best, best_state, stale = np.inf, None, 0
+            for _ in range(self.epochs):  # full batch: the aux pool is small
+                opt.zero_grad()
+                loss = self._nll(ft[tr], st[tr])
+                loss.backward()
+                opt.step()
+                with torch.no_grad():
+                    v = float(self._nll(ft[val], st[val]))
+                if v < best - 1e-5:
+                    best, stale = v, 0
+                    best_state = {k: t.clone() for k, t in self.net_.state_dict().items()}
+                else:
+                    stale += 1
+                    if stale >= 20:
+                        break
+            if best_state is not None:
+                self.net_.load_state_dict(best_state)
+        return self
+
+    def _nll(self, f: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        out = self.net_(f)
+        mu, log_sigma = out[:, 0], out[:, 1].clamp(-6, 6)
+        return (log_sigma + 0.5 * ((s - mu) / log_sigma.exp()) ** 2).mean()
+
+    def predict(self, f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(mu, sigma) of the score at each row of ``f``, float64."""
+        ft = torch.from_numpy(((f - self.mean_) / self.scale_).astype(np.float32))
+        with single_thread(), torch.no_grad():
+            out = self.net_(ft).double().numpy()
+        mu = out[:, 0] * self.s_scale_ + self.s_mean_
+        sigma = np.exp(np.clip(out[:, 1], -6, 6)) * self.s_scale_
+        return mu, sigma
+
+
+@register
+class QMIA(Attack):
+    """Quantile-regression membership inference (Bertran et al., NeurIPS 2023; module docstring).
+
+    Settings:
+        alpha: the false-positive rate the per-record threshold aims at.
+        hidden: hidden units of the quantile regressor.
+        seed: seeds the regressor (default: the knowledge's seed).
+
+    Example:
+        >>> QMIA(alpha=0.01).run(target.oracle("probs"), knowledge).scores
+    """
+
+    name = "qmia"
+    family = "membership"
+    needs = Access.PROBS
+    paper = (
+        "Bertran et al., Scalable Membership Inference Attacks via Quantile Regression, "
+        "NeurIPS 2023"
+    )
+    description = (
+        "Reference-free: a quantile regressor fitted on population records predicts each "
+        "record's non-member score distribution; member above its (1 - alpha) quantile."
+    )
+    settings = (
+        Setting("alpha", float, 0.05, "target false-positive rate of the threshold", 1e-4, 0.5),
+        Setting("hidden", int, 64, "hidden units of the quantile regressor", 4, 4096),
+    )
+
+    def __init__(self, *, alpha: float = 0.05, hidden: int = 64, seed: int | None = None) -> None:
+        self.alpha = alpha
+        self.hidden = hidden
+        self.seed = seed
+
+    def run(
+        self, oracle: Oracle, knowledge: Knowledge, progress: Progress | None = None
+    ) -> MembershipGuesses:
+        self.check_access(oracle)
+        if not 0 < self.alpha < 1:
+            raise ConfigError("qmia: alpha must lie in (0, 1)")
+        if knowledge.candidates_x is None or knowledge.candidates_y is None:
+            raise ConfigError("the qmia attack needs candidate records to decide on")
+        if knowledge.aux_y is None or len(knowledge.aux_y) < MIN_AUX:
+            n = 0 if knowledge.aux_y is None else len(knowledge.aux_y)
+            raise ConfigError(
+                f"qmia fits its quantile regressor on the attacker's population records: "
+                f"{n} given, at least {MIN_AUX} needed"
+            )
+        seed = knowledge.seed if self.seed is None else self.seed
+        aux_y = np.asarray(knowledge.aux_y, dtype=np.int64)
+        cand_y = np.asarray(knowledge.candidates_y, dtype=np.int64)
+        n_classes = int(max(aux_y.max(), cand_y.max())) + 1
+        if progress is not None:
+            progress("quantile regression", 0, 1)
+        s_aux, _ = target_phi(oracle, knowledge.aux_x, aux_y)
+        s_cand, from_probs = target_phi(oracle, knowledge.candidates_x, cand_y)
+        reg = GaussianQuantileRegressor(hidden=self.hidden, seed=seed).fit(
+            _features(knowledge.aux_x, aux_y, n_classes), s_aux
+        )
+        mu, sigma = reg.predict(_features(knowledge.candidates_x, cand_y, n_classes))
+        scores = (s_cand - mu) / sigma
+        decisions = scores > norm.ppf(1 - self.alpha)
+        if progress is not None:
+            progress("quantile regression", 1, 1)
+        notes = [
+            f"quantile regressor (Gaussian, {self.hidden} hidden units) fitted on "
+            f"{len(aux_y)} auxiliary records; no reference models",
+            f"decision: score above the predicted {1 - self.alpha:g} quantile "
+            f"(aims at a {self.alpha:g} false-positive rate)",
+        ]
+        if from_probs:
+            notes.append("scores computed from probabilities (the oracle gives no logits)")
+        return MembershipGuesses(scores=scores, decisions=decisions, notes=notes)
+
+
+@register
+class DifficultyCalibration(Attack):
+    """Difficulty-calibrated loss with a few offline reference models (Watson et al., ICLR
+    2022; module docstring).
+
+    Settings:
+        n_reference: offline reference models (trained on halves of the aux pool).
+        alpha: the false-positive rate the population threshold aims at.
+        seed: seeds the reference design and training (default: the knowledge's seed).
+    """
+
+    name = "difficulty-calibration"
+    family = "membership"
+    needs = Access.PROBS
+    paper = (
+        "Watson et al., On the Importance of Difficulty Calibration in Membership Inference "
+        "Attacks, ICLR 2022"
+    )
+    description = (
+        "Few-reference: the target's loss minus the mean loss of a few offline reference models "
+        "on the record; member above the population's (1 - alpha) quantile."
+    )
+    settings = (
+        Setting("n_reference", int, 4, "offline reference models", 1, 1024),
+        Setting("alpha", float, 0.05, "target false-positive rate of the threshold", 1e-4, 0.5),
+    )
+
+    def __init__(
+        self, *, n_reference: int = 4, alpha: float = 0.05, seed: int | None = None
+    ) -> None:
+        self.n_reference = n_reference
+        self.alpha = alpha
+        self.seed = seed
+
+    def run(
+        self, oracle: Oracle, knowledge: Knowledge, progress: Progress | None = None
+    ) -> MembershipGuesses:
+        self.check_access(oracle)
+        if not 0 < self.alpha < 1:
+            raise ConfigError(f"{self.name}: alpha must lie in (0, 1)")
+        seed = knowledge.seed if self.seed is None else self.seed
+        refs, shared = reference_set(
+            knowledge,
+            mode="offline",
+            n_models=self.n_reference,
+            seed=seed,
+            attack=self.name,
+            progress=progress,
+        )
+        n_cand = len(knowledge.candidates_y)
+        pool_y = np.concatenate([knowledge.candidates_y, knowledge.aux_y]).astype(np.int64)
+        pool_x = np.concatenate([knowledge.candidates_x, knowledge.aux_x])
+        phi_t, from_probs = target_phi(oracle, pool_x, pool_y)
+        phi_r = refs.phi(pool_y, from_probs=from_probs)[:, 0, :]  # (K, N), the record itself
+        # calibrated score: -loss_target + mean_k loss_ref_k, loss = -log p_y
+        ref_loss = -log_p_true(phi_r)
+        out = ~refs.inclusion  # aux records a reference trained on are not used for it
+        mean_ref_loss = np.where(out, ref_loss, 0.0).sum(0) / np.maximum(out.sum(0), 1)
+        score = log_p_true(phi_t) + mean_ref_loss
+        usable = out[:, n_cand:].any(0)
+        aux_scores = score[n_cand:][usable]
+        threshold = float(np.quantile(aux_scores, 1 - self.alpha)) if len(aux_scores) else np.inf
+        scores = score[:n_cand]
+        notes = reference_notes(refs, shared, "offline")
+        notes.append(
+            f"threshold: the {1 - self.alpha:g} quantile of the calibrated score on "
+            f"{len(aux_scores)} auxiliary records"
+        )
+        return guesses(scores, scores > threshold, refs, shared, notes)

@@ -1,0 +1,476 @@
+"""Audit a user's own DP training function in one run: ``privguard.dp_audit(train_fn, x, y,
+claimed_epsilon=1, delta=1e-5)`` and ``privguard dp-audit --train-fn module:function``.
+
+The user's ``train(x, y, seed)`` trains on the records privguard hands it and returns a model
+(an object with ``predict_proba``, a PyTorch module returning logits, or a callable from inputs
+to class probabilities). privguard inserts m canaries and bounds epsilon from below with two
+one-run audits on the same scores (:mod:`privguard.audit.dp_audit`):
+
+- Steinke, Nasr & Jagielski, "Privacy Auditing with One (1) Training Run", NeurIPS 2023: the
+  null hypothesis is (epsilon, delta)-DP;
+- Mahloujifar, Melis & Chaudhuri, "Auditing f-Differential Privacy in One Run", ICML 2025: the
+  null hypothesis is the Gaussian trade-off curve of the (epsilon, delta)-DP Gaussian mechanism,
+  the usual model of DP-SGD; tighter.
+
+Each is tested at ``p / 2`` (Bonferroni), so the larger of the two holds at confidence
+``1 - p``; the claim is **violated** when that larger bound exceeds the claimed epsilon.
+
+Canaries: m records of the user's data, each relabelled with another random class (a
+mislabelled record is the one training must memorise, so its presence moves its own score the
+most); each joins the training set independently with probability 1/2; every other record is
+always included. The score of a canary is its label's log-odds, log p_c - log sum_{j != c} p_j,
+in float64 (from the logits when the model is a PyTorch module).
+
+Calling ``train`` is the one place privguard runs code it did not write: the user names it.
+A sentinel group of identical records with one label (2% of the data, at least 20) joins every
+run outside the canaries; a model that does not predict their label on their input never saw
+the records it was given, which is reported as an error rather than as a clean audit.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from privguard.audit.dp_audit import (
+    DEFAULT_GUESS_FRACTIONS,
+    P_VALUE,
+    count_correct,
+    epsilon_lower_bound,
+    fdp_epsilon_lower_bound,
+    guess_top_bottom,
+)
+from privguard.errors import ConfigError
+
+CANARY_KINDS = ("flipped", "quiet")
+QUIET_FRACTION = 0.5
+TrainFn = Callable[[np.ndarray, np.ndarray, int], Any]
+SENTINEL_FRACTION = 0.02
+SENTINEL_MIN = 20
+
+
+@dataclass
+class BoundResult:
+    """One bound's best pre-declared guess: epsilon ruled out at ``confidence``."""
+
+    method: str
+    epsilon_lower_bound: float
+    confidence: float
+    k_plus: int
+    k_minus: int
+    r: int
+    v: int
+
+
+@dataclass
+class TrainFnAuditResult:
+    """What auditing a user's DP training function in one run found.
+
+    ``epsilon_lower_bound`` is the larger of ``steinke`` and ``fdp`` (each at confidence
+    ``1 - p/2``, so the larger holds at ``1 - p``); ``violated`` says whether it exceeds
+    ``claimed_epsilon``.
+    """
+
+    train_fn: str
+    claimed_epsilon: float
+    delta: float
+    p: float
+    epsilon_lower_bound: float
+    bound: str
+    violated: bool
+    steinke: BoundResult
+    fdp: BoundResult
+    m: int
+    n_included: int
+    n_train: int
+    n_sentinel: int
+    canary: str
+    data: str
+    seed: int
+    seconds: float
+    train_seconds: float
+    guesses: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary_line(self) -> str:
+        head = (
+            "claimed epsilon is violated"
+            if self.violated
+            else "no violation of the claimed epsilon found"
+        )
+        s, f = self.steinke, self.fdp
+        return (
+            f"{head}: {self.train_fn} on {self.data} claims ({self.claimed_epsilon:g}, "
+            f"{self.delta:.2g})-DP; epsilon lower bound {self.epsilon_lower_bound:.3f} at "
+            f"{1 - self.p:.0%} confidence ({self.bound}; Steinke {s.epsilon_lower_bound:.3f} "
+            f"with {s.v}/{s.r} right, f-DP {f.epsilon_lower_bound:.3f} with {f.v}/{f.r} right, "
+            f"on {self.m} {self.canary} canaries, {self.n_included} included)"
+        )
+
+
+def load_train_fn(spec: str) -> TrainFn:
+    """``module:function`` -> the function, importing the user's module (the current directory
+    is searched first, as ``python -m`` would). Every failure is a one-line ConfigError."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ConfigError(f"--train-fn takes module:function such as my_module:train, not {spec!r}")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as e:  # the user's module: anything it raises is their error
+        raise ConfigError(
+            f"--train-fn {spec}: importing {module_name!r} failed ({type(e).__name__}: {e})"
+        ) from None
+    fn = module
+    for part in attr.split("."):
+        fn = getattr(fn, part, None)
+        if fn is None:
+            raise ConfigError(f"--train-fn {spec}: {module_name!r} has no attribute {attr!r}")
+    if not callable(fn):
+        raise ConfigError(f"--train-fn {spec}: {attr!r} is not a function")
+    return fn
+
+
+def _name(fn: Any) -> str:
+    return getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
+
+
+def _probabilities(model: Any, x: np.ndarray, n_classes: int) -> tuple[np.ndarray, bool]:
+    """The model's outputs on ``x``: ``(values, are_logits)``."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency
+        torch = None
+    if torch is not None and isinstance(model, torch.nn.Module):
+        model.eval()
+        try:
+            param = next(model.parameters())
+            device, dtype = param.device, param.dtype
+        except StopIteration:
+            device, dtype = torch.device("cpu"), torch.float32
+        outs = []
+        with torch.no_grad():
+            for start in range(0, len(x), 1024):
+                xb = torch.as_tensor(x[start : start + 1024], dtype=dtype, device=device)
+                outs.append(model(xb).detach().to("cpu", torch.float64).numpy())
+        return np.concatenate(outs), True
+    if hasattr(model, "predict_proba"):
+        values = model.predict_proba(x)
+    elif callable(model):
+        values = model(x)
+    else:
+        raise ConfigError(
+            f"the train function returned {type(model).__name__}, not a model: return a fitted "
+            "model with predict_proba, a PyTorch module or a callable from inputs to "
+            "probabilities"
+        )
+    if torch is not None and isinstance(values, torch.Tensor):
+        values = values.detach().cpu().numpy()
+    return np.asarray(values, dtype=np.float64), False
+
+
+def _check_outputs(values: np.ndarray, n: int, k: int, logits: bool) -> None:
+    what = "logits" if logits else "probabilities"
+    if values.shape != (n, k):
+        raise ConfigError(
+            f"the trained model's {what} have shape {values.shape} for {n} records of {k} "
+            f"classes; it must give one row of {k} per record"
+        )
+    if not np.all(np.isfinite(values)):
+        raise ConfigError(f"the trained model's {what} contain NaN or infinite values")
+    if not logits and (values.min() < 0 or np.abs(values.sum(axis=1) - 1).max() > 1e-3):
+        raise ConfigError(
+            "the trained model's outputs are not probabilities (each row must be >= 0 and sum "
+            "to 1): return predict_proba, or a PyTorch module whose outputs are logits"
+        )
+
+
+def label_log_odds(values: np.ndarray, labels: np.ndarray, logits: bool) -> np.ndarray:
+    """log p_c - log sum_{j != c} p_j for each row's label c, in float64."""
+    values = np.asarray(values, dtype=np.float64)
+    rows = np.arange(len(values))
+    if logits:
+        from scipy.special import logsumexp
+
+        others = values.copy()
+        others[rows, labels] = -np.inf
+        return values[rows, labels] - logsumexp(others, axis=1)
+    tiny = np.finfo(np.float64).tiny
+    own = values[rows, labels]
+    rest = values.sum(axis=1) - own
+    return np.log(np.maximum(own, tiny)) - np.log(np.maximum(rest, tiny))
+
+
+def _call_train(
+    train_fn: TrainFn,
+    x: np.ndarray,
+    y: np.ndarray,
+    seed: int,
+    probe: np.ndarray,
+    k: int,
+    time_limit: float | None,
+) -> tuple[np.ndarray, bool, float]:
+    """Train and return the model's outputs on ``probe``, raising one-line errors. With a
+    ``time_limit`` the run happens in a forked child process that is killed at the limit."""
+    if time_limit is None:
+        return _train_and_score(train_fn, x, y, seed, probe, k)
+    if not (math.isfinite(time_limit) and time_limit > 0):
+        raise ConfigError(f"--time-limit must be a positive number of seconds, not {time_limit}")
+    import multiprocessing as mp
+
+    if "fork" not in mp.get_all_start_methods():  # pragma: no cover - Windows
+        raise ConfigError("--time-limit needs a platform that can fork; leave it out here")
+    ctx = mp.get_context("fork")
+    parent, child = ctx.Pipe(duplex=False)
+
+    def run() -> None:
+        try:
+            child.send(("ok", _train_and_score(train_fn, x, y, seed, probe, k)))
+        except BaseException as e:  # reported to the parent as one line
+            child.send(("error", e if isinstance(e, ConfigError) else _describe(e)))
+
+    proc = ctx.Process(target=run, daemon=True)
+    proc.start()
+    child.close()
+    ready = parent.poll(time_limit)
+    if not ready:
+        proc.kill()
+        proc.join()
+        raise ConfigError(
+            f"the train function ran past the {time_limit:g} s time limit: raise --time-limit "
+            "or train less (fewer epochs or records)"
+        )
+    try:
+        status, payload = parent.recv()
+    except EOFError:
+        proc.join()
+        raise ConfigError(
+            f"the train function's process died (exit code {proc.exitcode}) before returning"
+        ) from None
+    proc.join()
+    if status == "error":
+        raise payload if isinstance(payload, ConfigError) else ConfigError(payload)
+    return payload
+
+
+def _describe(e: BaseException) -> str:
+    frame = traceback.extract_tb(e.__traceback__)[-1] if e.__traceback__ else None
+    where = f" at {os.path.basename(frame.filename)}:{frame.lineno}" if frame else ""
+    return f"the train function raised {type(e).__name__}{where}: {e}"
+
+
+def _train_and_score(
+    train_fn: TrainFn, x: np.ndarray, y: np.ndarray, seed: int, probe: np.ndarray, k: int
+) -> tuple[np.ndarray, bool, float]:
+    t0 = time.perf_counter()
+    try:
+        model = train_fn(x, y, seed)
+    except ConfigError:
+        raise
+    except Exception as e:
+        raise ConfigError(_describe(e)) from None
+    seconds = time.perf_counter() - t0
+    if model is None:
+        raise ConfigError(
+            "the train function returned None: return the fitted model (predict_proba, a "
+            "PyTorch module or a callable from inputs to probabilities)"
+        )
+    try:
+        values, logits = _probabilities(model, probe, k)
+    except ConfigError:
+        raise
+    except Exception as e:
+        raise ConfigError(
+            f"the trained model could not score records ({type(e).__name__}: {e}): it must "
+            "take inputs shaped like the x it was trained on"
+        ) from None
+    _check_outputs(values, len(probe), k, logits)
+    return values, logits, seconds
+
+
+def quiet_canaries(flat: np.ndarray, m: int, rng: np.random.Generator) -> np.ndarray:
+    """``m`` inputs at the data's mean plus a random direction of the quietest half of its
+    principal subspace (the directions in which the records barely vary), of the length of a
+    typical record's deviation from the mean.
+
+    Training on the real records barely moves a model's response along those directions, so a
+    canary's score there is set by its own inclusion (and the noise), not by how the real data
+    shaped the model: the input-space analogue of the gradient canaries that white-box audits
+    plant (Steinke et al. 2023, Section 7; Nasr et al. 2023).
+    """
+    mean = flat.mean(axis=0)
+    centred = flat - mean
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    quiet = vt[int(len(vt) * QUIET_FRACTION) :]
+    if len(quiet) == 0:
+        quiet = vt[-1:]
+    directions = rng.standard_normal((m, len(quiet))) @ quiet
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    scale = float(np.median(np.linalg.norm(centred, axis=1)))
+    return mean + scale * directions
+
+
+def dp_audit(
+    train_fn: TrainFn,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    claimed_epsilon: float,
+    delta: float,
+    canaries: int = 1000,
+    p: float = P_VALUE,
+    seed: int = 0,
+    time_limit: float | None = None,
+    guesses: Sequence[tuple[int, int]] | None = None,
+    canary: str = "quiet",
+    data_name: str = "data",
+) -> TrainFnAuditResult:
+    """Audit ``train_fn`` (``train(x, y, seed) -> model``) against its claimed
+    (``claimed_epsilon``, ``delta``)-DP with ``canaries`` canaries and one training run.
+
+    Raises:
+        ConfigError: bad arguments, or a train function that raises, returns nothing usable,
+            ignores the records it is given, or runs past ``time_limit`` seconds.
+
+    Example:
+        >>> from privguard.testing.dp_bugs import dp_trainer
+        >>> res = dp_audit(dp_trainer(epsilon=1, delta=1e-5, bug="small-noise"), x, y,
+        ...                claimed_epsilon=1, delta=1e-5, canaries=2000)
+        >>> res.violated, res.epsilon_lower_bound
+    """
+    t0 = time.perf_counter()
+    if not callable(train_fn):
+        raise ConfigError("the train function must be callable as train(x, y, seed)")
+    if claimed_epsilon is None or not math.isfinite(claimed_epsilon) or claimed_epsilon <= 0:
+        raise ConfigError(f"--claimed-epsilon must be a positive number, not {claimed_epsilon}")
+    if delta is None or not 0 < delta < 1:
+        raise ConfigError(f"--delta must lie strictly between 0 and 1, not {delta}")
+    if not 0 < p < 1:
+        raise ConfigError(f"the p-value level must lie in (0, 1), not {p}")
+    x = np.asarray(x)
+    y = np.asarray(y)
+    if x.ndim < 2 or y.ndim != 1 or len(x) != len(y):
+        raise ConfigError(
+            f"x must be (n, features...) and y (n,) labels of the same n; got {x.shape} and "
+            f"{y.shape}"
+        )
+    if not np.issubdtype(y.dtype, np.integer) or (len(y) and y.min() < 0):
+        raise ConfigError("y must hold integer class labels 0..k-1")
+    n = len(x)
+    k = int(y.max()) + 1 if n else 0
+    if k < 2:
+        raise ConfigError("a DP audit with mislabelled canaries needs at least 2 classes")
+    n_sentinel = max(SENTINEL_MIN, int(SENTINEL_FRACTION * n))
+    if not 2 <= canaries <= n - n_sentinel:
+        raise ConfigError(
+            f"--canaries must lie between 2 and {max(2, n - n_sentinel)} for {n} records"
+        )
+    rng = np.random.default_rng(seed)
+    pick = rng.permutation(n)
+    chosen, rest = pick[:canaries], pick[canaries:]
+    if canary not in CANARY_KINDS:
+        raise ConfigError(f"unknown canary kind {canary!r}; use one of: {', '.join(CANARY_KINDS)}")
+    labels = (y[chosen] + rng.integers(1, k, size=canaries)) % k
+    included = rng.random(canaries) < 0.5
+    flat = x.reshape(n, -1).astype(np.float64)
+    canary_x = x[chosen]
+    if canary == "quiet":
+        canary_x = (
+            quiet_canaries(flat, canaries, rng).astype(x.dtype).reshape((canaries, *x.shape[1:]))
+        )
+        labels = rng.integers(0, k, size=canaries)
+    # The sentinel group: one input drawn within the data's range, one random label.
+    low, high = flat.min(axis=0), flat.max(axis=0)
+    sentinel_x = (low + rng.random(flat.shape[1]) * (high - low)).astype(x.dtype)
+    sentinel_x = sentinel_x.reshape(x.shape[1:])
+    sentinel_y = int(rng.integers(k))
+    x_train = np.concatenate(
+        [x[rest], canary_x[included], np.repeat(sentinel_x[None], n_sentinel, axis=0)]
+    )
+    y_train = np.concatenate(
+        [y[rest], labels[included], np.full(n_sentinel, sentinel_y, dtype=y.dtype)]
+    )
+    order = rng.permutation(len(x_train))
+    x_train, y_train = x_train[order], y_train[order]
+    probe = np.concatenate([canary_x, sentinel_x[None]])
+    values, logits, train_seconds = _call_train(
+        train_fn, x_train, y_train, seed, probe, k, time_limit
+    )
+    if int(np.argmax(values[-1])) != sentinel_y:
+        raise ConfigError(
+            f"the train function seems to ignore the records it is given: the {n_sentinel} "
+            "identical sentinel records privguard added were not learned (the model does not "
+            "predict their label on them), so it never saw the canaries either; train on the "
+            "x and y passed in"
+        )
+    scores = label_log_odds(values[:-1], labels, logits)
+    bounds, table = audit_both(scores, included, delta=delta, p=p, guesses=guesses)
+    steinke, fdp = bounds
+    best = fdp if fdp.epsilon_lower_bound >= steinke.epsilon_lower_bound else steinke
+    return TrainFnAuditResult(
+        train_fn=_name(train_fn),
+        claimed_epsilon=float(claimed_epsilon),
+        delta=float(delta),
+        p=p,
+        epsilon_lower_bound=best.epsilon_lower_bound,
+        bound=best.method,
+        violated=best.epsilon_lower_bound > claimed_epsilon,
+        steinke=steinke,
+        fdp=fdp,
+        m=canaries,
+        n_included=int(included.sum()),
+        n_train=len(x_train),
+        n_sentinel=n_sentinel,
+        canary=canary,
+        data=data_name,
+        seed=seed,
+        seconds=round(time.perf_counter() - t0, 3),
+        train_seconds=round(train_seconds, 3),
+        guesses=table,
+    )
+
+
+def audit_both(
+    scores: np.ndarray,
+    included: np.ndarray,
+    *,
+    delta: float,
+    p: float = P_VALUE,
+    guesses: Sequence[tuple[int, int]] | None = None,
+) -> tuple[tuple[BoundResult, BoundResult], list[dict[str, Any]]]:
+    """The Steinke and f-DP bounds on the same ``scores``: each method tests every pre-declared
+    ``(k+, k-)`` at ``p / (2 * len(guesses))`` and keeps its best, so the larger of the two
+    holds at confidence ``1 - p``. Returns ``((steinke, fdp), per-guess rows)``."""
+    scores = np.asarray(scores, dtype=np.float64)
+    m = len(scores)
+    if m < 2:
+        raise ConfigError("a one-run audit needs at least 2 canaries")
+    if guesses is None:
+        ks = sorted({max(1, int(round(f * m))) for f in DEFAULT_GUESS_FRACTIONS})
+        guesses = [(kk, kk) for kk in ks if 2 * kk <= m]
+    if not guesses:
+        raise ConfigError("pass at least one (k+, k-) guess count")
+    level = p / (2 * len(guesses))
+    rows: list[dict[str, Any]] = []
+    best: dict[str, BoundResult] = {}
+    for kp, km in guesses:
+        r, v = count_correct(guess_top_bottom(scores, kp, km), included)
+        s = round(epsilon_lower_bound(r, v, delta=delta, p=level, m=m), 6)
+        f = round(fdp_epsilon_lower_bound(r, v, delta=delta, p=level, m=m), 6)
+        rows.append({"k_plus": kp, "k_minus": km, "r": r, "v": v, "steinke": s, "fdp": f})
+        for method, eps in (("steinke", s), ("fdp", f)):
+            if method not in best or eps > best[method].epsilon_lower_bound:
+                best[method] = BoundResult(method, eps, 1 - p / 2, kp, km, r, v)
+    return (best["steinke"], best["fdp"]), rows

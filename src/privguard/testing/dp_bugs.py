@@ -1,0 +1,123 @@
+"""Planted-bug DP-SGD trainers: the known-answer corpus for ``privguard dp-audit --train-fn``.
+
+Not product code: nothing outside :mod:`privguard.testing` imports it. Each trainer is a
+``train(x, y, seed)`` function of the kind a user hands to :func:`privguard.dp_audit`, running
+DP-SGD (Abadi et al., CCS 2016) on a softmax-regression model: per-record gradients clipped to
+``C``, Gaussian noise of standard deviation ``sigma * C`` added to their sum, Poisson-sampled
+batches, and ``sigma`` solved for the claimed ``(epsilon, delta)`` over the planned steps by
+the same accountant call as privguard's trainer (:func:`privguard.training.dp.noise_for`, the
+RDP accountant). The steps are written out here rather than run through Opacus, as
+``training/dp.py`` does, because two of the bugs live inside a step that Opacus does not
+expose, and because the benchmark needs hundreds of runs on two small cores (one run here takes
+two to three seconds on mnist-5k).
+
+Every variant reports the *same* claim (the accountant's epsilon for the correct run) while
+doing something else:
+
+- ``no-clipping``: per-record gradients are not clipped; the noise is still ``sigma * C``.
+- ``small-noise``: the noise multiplier is 10x too small; the accountant still claims
+  ``sigma``.
+- ``shuffling``: each epoch is a random permutation cut into fixed batches, accounted as
+  Poisson sampling at ``q = batch / n``.
+- ``noise-once-per-epoch``: Gaussian noise ``sigma * C`` is added to one step of each epoch
+  only.
+- ``batch-clipping``: the batch's mean gradient is clipped to ``C`` (not each record's), with
+  the noise ``sigma * C / B`` that DP-SGD adds to the mean of ``B`` clipped gradients; one
+  record can then move the clipped mean by ``C`` instead of ``C / B``.
+
+Example:
+    >>> train = dp_trainer(epsilon=1.0, delta=1e-5, bug="small-noise")
+    >>> privguard.dp_audit(train, x, y, claimed_epsilon=1.0, delta=1e-5).violated
+    True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import softmax
+
+from privguard.errors import ConfigError
+
+BUGS = ("no-clipping", "small-noise", "shuffling", "noise-once-per-epoch", "batch-clipping")
+
+
+@dataclass
+class SoftmaxRegression:
+    """A fitted linear softmax classifier on flattened inputs: ``predict_proba`` only."""
+
+    weights: np.ndarray  # (d + 1, k), the last row the bias
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        flat = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+        return softmax(flat @ self.weights[:-1] + self.weights[-1], axis=1)
+
+
+def dp_trainer(
+    *,
+    epsilon: float = 1.0,
+    delta: float = 1e-5,
+    bug: str | None = None,
+    epochs: int = 30,
+    batch_size: int = 50,
+    lr: float = 2.0,
+    max_grad_norm: float = 1.0,
+    n_classes: int | None = None,
+) -> Callable[[np.ndarray, np.ndarray, int], SoftmaxRegression]:
+    """A ``train(x, y, seed)`` running DP-SGD at a claimed ``(epsilon, delta)``, correct when
+    ``bug`` is ``None``, else with one of :data:`BUGS` planted."""
+    if bug is not None and bug not in BUGS:
+        raise ConfigError(f"unknown planted bug {bug!r}; use one of: {', '.join(BUGS)}")
+
+    def train(x: np.ndarray, y: np.ndarray, seed: int) -> SoftmaxRegression:
+        from privguard.training.dp import noise_for
+
+        flat = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+        feats = np.hstack([flat, np.ones((len(flat), 1))])
+        labels = np.asarray(y, dtype=np.int64)
+        n, d = feats.shape
+        k = n_classes or int(labels.max()) + 1
+        q = min(1.0, batch_size / n)
+        per_epoch = max(1, round(1 / q))
+        steps = epochs * per_epoch
+        sigma = noise_for(epsilon, delta, q, steps)
+        if bug == "small-noise":
+            sigma /= 10.0
+        rng = np.random.default_rng(seed)
+        w = np.zeros((d, k))
+        onehot = np.eye(k)[labels]
+        clip = max_grad_norm
+        for _epoch in range(epochs):
+            order = rng.permutation(n)
+            for step in range(per_epoch):
+                if bug == "shuffling":
+                    batch = order[step * batch_size : (step + 1) * batch_size]
+                else:
+                    batch = np.flatnonzero(rng.random(n) < q)
+                xb = feats[batch]
+                resid = softmax(xb @ w, axis=1) - onehot[batch]  # dL/dlogits per record
+                if bug == "batch-clipping":
+                    g = xb.T @ resid / max(len(batch), 1)
+                    g *= min(1.0, clip / max(np.linalg.norm(g), 1e-12))
+                    g += rng.normal(0.0, sigma * clip / batch_size, size=g.shape)
+                    w -= lr * g
+                    continue
+                # per-record gradient norm of the outer product resid_i x_i^T
+                norms = np.linalg.norm(resid, axis=1) * np.linalg.norm(xb, axis=1)
+                scale = (
+                    np.ones(len(batch))
+                    if bug == "no-clipping"
+                    else np.minimum(1.0, clip / np.maximum(norms, 1e-12))
+                )
+                g = xb.T @ (resid * scale[:, None])
+                noisy = bug != "noise-once-per-epoch" or step == per_epoch - 1
+                if noisy:
+                    g += rng.normal(0.0, sigma * clip, size=g.shape)
+                w -= lr * g / batch_size
+        return SoftmaxRegression(w)
+
+    train.__name__ = f"dp_sgd_{(bug or 'correct').replace('-', '_')}"
+    train.__qualname__ = train.__name__
+    return train

@@ -1,0 +1,353 @@
+"""K copies of one small model trained at once, as one stacked model.
+
+Reference-model attacks (LiRA, RMIA, shadow models) train K models with the target's recipe, each
+on its own subset of one pool. For the small models privguard trains (``logreg``, ``mlp``, the
+small ``cnn``) one model's step is far too small to keep a core busy: most of its time is Python
+and dispatch overhead. Training the K copies as one model — their parameters stacked along a new
+leading axis, the forward pass vectorised over it with ``torch.func.vmap`` and
+``torch.func.functional_call``, one backward pass and one optimiser step for all — does the same
+arithmetic in K-times larger kernels (the technique of ``torch.func.stack_module_state``, "model
+ensembling" in the PyTorch docs; used for cheap reference models by e.g. Zarifzadeh et al.,
+"Low-Cost High-Power Membership Inference Attacks", ICML 2024, whose code trains its references
+in parallel batches).
+
+Same recipe, copy by copy: copy k
+
+- is initialised exactly as :func:`privguard.models.train.train_module` initialises a model with
+  seed ``seeds[k]`` (``torch.manual_seed`` then the same constructor);
+- draws its batches from its own generator seeded with ``seeds[k]``, one ``torch.randperm`` of
+  *its own* training rows per epoch (as :class:`~privguard.training.loop.ShuffledBatches`), so
+  it sees exactly the batches the sequential run would;
+- takes Adam steps with its own step count (Adam is written out below, identical to
+  ``torch.optim.Adam`` with L2 ``weight_decay``); a copy whose epoch has fewer batches, or that
+  has stopped early, is masked out of the step (no gradient, no moment update, no step count);
+- has its own early-stopping state (best validation loss, best weights, patience counter).
+
+Without dropout the result equals the sequential training's up to floating-point summation
+order (batched kernels add in another order), so the two agree in distribution and, in practice,
+nearly exactly; with dropout the masks come from another random stream
+(``vmap(randomness="different")``), so copies agree in distribution only.
+
+DP-SGD recipes are not stacked (their per-record clipping and accountant are Opacus'); callers
+fall back to training one model at a time (:func:`stackable`).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import functional_call, stack_module_state, vmap
+
+from privguard.errors import ConfigError
+from privguard.models.nets import build_model
+from privguard.training.loop import MIN_IMPROVEMENT
+
+ADAM_BETAS = (0.9, 0.999)
+ADAM_EPS = 1e-8
+#: records per stacked evaluation chunk (per copy)
+EVAL_BATCH = 2048
+
+__all__ = ["StackedResult", "resolve_device", "stackable", "train_stacked"]
+
+
+def resolve_device(device: str | None) -> torch.device:
+    """``"cpu"``, ``"cuda"`` or ``"auto"`` (cuda when a GPU is visible, else cpu) as a torch
+    device. Raises :class:`ConfigError` for ``cuda`` without a GPU or an unknown name."""
+    name = (device or "cpu").strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "cuda" or name.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                "--device cuda: no CUDA GPU is visible to PyTorch here; use --device cpu or auto"
+            )
+        return torch.device(name)
+    raise ConfigError(f"unknown --device {device!r}; use cpu, cuda or auto")
+
+
+def stackable(recipe: Any) -> str | None:
+    """``None`` when :func:`train_stacked` can train ``recipe``'s models, else why not (the
+    reason the report notes give for falling back to one model at a time)."""
+    from privguard.models.train import TrainConfig, TrainingRecipe
+
+    if type(recipe) is not TrainingRecipe or not isinstance(recipe.config, TrainConfig):
+        return "the recipe is not one of privguard's own PyTorch recipes"
+    config = recipe.config
+    if getattr(config, "dp_epsilon", None) is not None:
+        return "DP-SGD recipes train one model at a time (Opacus' per-record clipping)"
+    if config.model not in ("logreg", "mlp", "cnn"):
+        return f"model kind {config.model!r} is not stackable"
+    return None
+
+
+class StackedResult:
+    """K trained copies: ``params``/``buffers`` stacked on axis 0, the architecture, and each
+    copy's epochs run."""
+
+    def __init__(self, arch: dict, params: dict, buffers: dict, epochs_run: list[int]) -> None:
+        self.arch = arch
+        self.params = params
+        self.buffers = buffers
+        self.epochs_run = epochs_run
+        self._base = build_model(arch).to("meta").eval()
+
+    @property
+    def n_models(self) -> int:
+        return len(self.epochs_run)
+
+    def state_dict(self, k: int) -> dict[str, torch.Tensor]:
+        """Copy k's weights as a CPU ``state_dict`` of the (unstacked) architecture."""
+        out = {name: p[k].detach().cpu().clone().contiguous() for name, p in self.params.items()}
+        out.update({n: b[k].detach().cpu().clone().contiguous() for n, b in self.buffers.items()})
+        return out
+
+    def module(self, k: int) -> nn.Module:
+        m = build_model(self.arch)
+        m.load_state_dict(self.state_dict(k))
+        return m.eval()
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        """Every copy's float64 logits on the same records: ``(K, n, C)``."""
+        device = next(iter(self.params.values())).device
+        f = _forward(self._base, "same")
+        out = []
+        with torch.no_grad():
+            for i in range(0, len(x), EVAL_BATCH):
+                xb = torch.from_numpy(np.ascontiguousarray(x[i : i + EVAL_BATCH], np.float32))
+                xb = xb.to(device)
+                z = vmap(f, in_dims=(0, 0, None))(self.params, self.buffers, xb)
+                out.append(z.double().cpu().numpy())
+        k, c = self.n_models, int(self.arch["n_classes"])
+        return np.concatenate(out, axis=1) if out else np.zeros((k, 0, c))
+
+
+def _dense_plan(base: nn.Module) -> list[str] | None:
+    """The layers of a Flatten/Linear/ReLU stack as a plan for batched matmuls (faster than
+    vmap over ``functional_call``); ``None`` for anything else (the cnn, dropout)."""
+    plan = []
+    for name, m in base.named_children():
+        if isinstance(m, nn.Flatten):
+            plan.append("flatten")
+        elif isinstance(m, nn.Linear):
+            plan.append(f"linear:{name}")
+        elif isinstance(m, nn.ReLU):
+            plan.append("relu")
+        else:
+            return None
+    return plan
+
+
+def _dense_forward(plan: list[str], p: dict[str, torch.Tensor], xb: torch.Tensor):
+    h = xb
+    for step in plan:
+        if step == "flatten":
+            h = h.reshape(h.shape[0], h.shape[1], -1)
+        elif step == "relu":
+            h = torch.relu(h)
+        else:
+            name = step.split(":", 1)[1]
+            h = torch.baddbmm(
+                p[f"{name}.bias"].unsqueeze(1), h, p[f"{name}.weight"].transpose(1, 2)
+            )
+    return h
+
+
+def _forward(base: nn.Module, randomness: str):
+    def f(params, buffers, xb):
+        return functional_call(base, (params, buffers), (xb,))
+
+    return f
+
+
+def train_stacked(
+    config: Any,
+    x: np.ndarray,
+    y: np.ndarray,
+    n_classes: int,
+    rows: Sequence[np.ndarray],
+    seeds: Sequence[int],
+    *,
+    val_rows: Sequence[np.ndarray] | None = None,
+    device: str | torch.device | None = "cpu",
+) -> StackedResult:
+    """Train ``len(rows)`` copies of ``config``'s model, copy k on ``x[rows[k]]`` (in that
+    order) seeded with ``seeds[k]``, with early stopping on ``x[val_rows[k]]`` when the config
+    asks for it. All copies share ``x``/``y`` (sent to ``device`` once).
+
+    Returns a :class:`StackedResult` (eval mode; the best weights restored per copy under early
+    stopping)."""
+    from privguard.models.train import TrainingRecipe
+
+    reason = stackable(TrainingRecipe(config, n_classes))
+    if reason is not None:
+        raise ConfigError(f"cannot stack this recipe: {reason}")
+    dev = device if isinstance(device, torch.device) else resolve_device(device)
+    n_models = len(rows)
+    if n_models == 0 or len(seeds) != n_models:
+        raise ValueError("train_stacked needs one seed per copy and at least one copy")
+    arch = config.architecture(x.shape[1:], n_classes)
+    modules = []
+    gens = []
+    for s in seeds:
+        torch.manual_seed(int(s))  # as seed_torch + build_model in train_module
+        modules.append(build_model(arch))
+        g = torch.Generator()
+        g.manual_seed(int(s))
+        gens.append(g)
+    stacked, buffers = stack_module_state(modules)
+    names = list(stacked)
+    shapes = [tuple(stacked[n].shape[1:]) for n in names]
+    sizes_p = [math.prod(sh) for sh in shapes]
+    offsets = np.concatenate([[0], np.cumsum(sizes_p)]).astype(int)
+    # one flat (K, P) leaf holds every parameter of every copy: Adam is then a handful of ops
+    flat = torch.cat([stacked[n].detach().reshape(n_models, -1) for n in names], dim=1).to(dev)
+    flat.requires_grad_(True)
+    buffers = {k: v.detach().to(dev) for k, v in buffers.items()}
+
+    def unflat(w: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {
+            n: w[:, offsets[i] : offsets[i + 1]].reshape((w.shape[0], *shapes[i]))
+            for i, n in enumerate(names)
+        }
+
+    base = copy.deepcopy(modules[0]).to("meta")
+    base.train()
+    has_dropout = any(isinstance(m, nn.Dropout) for m in base.modules())
+    dense = _dense_plan(base) if not has_dropout else None
+    randomness = "different" if has_dropout else "error"
+    if dense is not None:
+
+        def f_train(p, b, xb):
+            return _dense_forward(dense, p, xb)
+
+        f_eval = f_train
+    else:
+        f_train = vmap(_forward(base, randomness), in_dims=(0, 0, 0), randomness=randomness)
+        eval_base = copy.deepcopy(base).eval()
+        f_eval = vmap(_forward(eval_base, "error"), in_dims=(0, 0, 0))
+
+    xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(dev)
+    yt = torch.from_numpy(np.ascontiguousarray(y, dtype=np.int64)).to(dev)
+    rows_t = [torch.as_tensor(np.asarray(r, dtype=np.int64)) for r in rows]
+    sizes = [len(r) for r in rows_t]
+    bs = int(config.batch_size)
+    n_batches = [-(-n // bs) for n in sizes]
+    ls = float(config.label_smoothing)
+
+    # Adam state, per copy (torch.optim.Adam's update, L2 weight decay added to the gradient)
+    m1 = torch.zeros_like(flat)
+    m2 = torch.zeros_like(flat)
+    steps = torch.zeros((n_models, 1), dtype=torch.float64, device=dev)
+    b1, b2 = ADAM_BETAS
+    lr, wd = float(config.lr), float(config.weight_decay)
+
+    validate = bool(config.early_stopping) and val_rows is not None
+    if validate:
+        vpad, vmask = _pad([torch.as_tensor(np.asarray(r, np.int64)) for r in val_rows], dev)
+    best = torch.full((n_models,), math.inf, dtype=torch.float64)
+    best_flat = None
+    stale = np.zeros(n_models, dtype=int)
+    running = np.ones(n_models, dtype=bool)
+    epochs_run = [0] * n_models
+
+    for _epoch in range(int(config.epochs)):
+        if not running.any():
+            break
+        n_steps = max(n_batches[k] for k in range(n_models) if running[k])
+        width = n_steps * bs
+        idx = torch.zeros((n_models, width), dtype=torch.int64)
+        mask = torch.zeros((n_models, width), dtype=torch.float32)
+        for k in range(n_models):
+            if running[k]:
+                order = torch.randperm(sizes[k], generator=gens[k])
+                idx[k, : sizes[k]] = rows_t[k][order]
+                mask[k, : sizes[k]] = 1.0
+        idx, mask = idx.to(dev), mask.to(dev)
+        for i in range(n_steps):
+            sl = slice(i * bs, (i + 1) * bs)
+            bi, bm = idx[:, sl], mask[:, sl]
+            views = unflat(flat)
+            z = f_train(views, buffers, xt[bi])
+            ce = nn.functional.cross_entropy(
+                z.reshape(-1, z.shape[-1]),
+                yt[bi].reshape(-1),
+                reduction="none",
+                label_smoothing=ls,
+            ).reshape(bi.shape)
+            count = bm.sum(1)
+            per_copy = (ce * bm).sum(1) / count.clamp(min=1.0)
+            # gradients of the views, not of ``flat``: a view's backward would zero-fill a whole
+            # (K, P) tensor per parameter
+            gs = torch.autograd.grad(per_copy.sum(), list(views.values()))
+            with torch.no_grad():
+                g = torch.cat([v.reshape(n_models, -1) for v in gs], dim=1)
+                if wd:
+                    g = g + wd * flat
+                active = count > 0
+                if bool(active.all()):  # nearly every step: in place, per-copy step counts
+                    steps += 1.0
+                    m1.mul_(b1).add_(g, alpha=1 - b1)
+                    m2.mul_(b2).addcmul_(g, g, value=1 - b2)
+                    # one formula whatever the group: a copy's result never depends on
+                    # which other copies share its stack
+                    bc2 = (1.0 - b2**steps).sqrt().float()
+                    denom = m2.sqrt().div_(bc2).add_(ADAM_EPS)
+                    flat.sub_(m1.div(denom).mul_((lr / (1.0 - b1**steps)).float()))
+                    continue
+                # some copies have no batch at this step (their epoch is shorter): they keep
+                # their weights, moments and step count
+                active = active.unsqueeze(1)
+                steps += active.double()
+                t = steps.clamp(min=1.0)
+                # the same operations, in the same order, as the step above
+                new_m1 = (m1 * b1).add_(g, alpha=1 - b1)
+                new_m2 = (m2 * b2).addcmul_(g, g, value=1 - b2)
+                denom = new_m2.sqrt().div_((1.0 - b2**t).sqrt().float()).add_(ADAM_EPS)
+                update = new_m1.div(denom).mul_((lr / (1.0 - b1**t)).float())
+                m1 = torch.where(active, new_m1, m1)
+                m2 = torch.where(active, new_m2, m2)
+                flat.sub_(torch.where(active, update, torch.zeros_like(flat)))
+        for k in range(n_models):
+            if running[k]:
+                epochs_run[k] += 1
+        if validate:
+            with torch.no_grad():
+                zv = f_eval(unflat(flat), buffers, xt[vpad])
+                cev = nn.functional.cross_entropy(
+                    zv.reshape(-1, zv.shape[-1]), yt[vpad].reshape(-1), reduction="none"
+                ).reshape(vpad.shape)
+                vloss = ((cev * vmask).sum(1) / vmask.sum(1).clamp(min=1.0)).double().cpu()
+                if best_flat is None:
+                    best_flat = flat.detach().clone()
+                for k in range(n_models):
+                    if not running[k]:
+                        continue
+                    if vloss[k] < best[k] - MIN_IMPROVEMENT:
+                        best[k] = vloss[k]
+                        stale[k] = 0
+                        best_flat[k] = flat[k]
+                    else:
+                        stale[k] += 1
+                        if stale[k] >= int(config.patience):
+                            running[k] = False
+    final = (best_flat if best_flat is not None else flat).detach()
+    params = {k: v.contiguous() for k, v in unflat(final).items()}
+    return StackedResult(arch, params, buffers, epochs_run)
+
+
+def _pad(rows: list[torch.Tensor], dev: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(1, max(len(r) for r in rows))
+    idx = torch.zeros((len(rows), width), dtype=torch.int64)
+    mask = torch.zeros((len(rows), width), dtype=torch.float32)
+    for k, r in enumerate(rows):
+        idx[k, : len(r)] = r
+        mask[k, : len(r)] = 1.0
+    return idx.to(dev), mask.to(dev)

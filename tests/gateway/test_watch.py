@@ -1,0 +1,295 @@
+"""The query monitor at deployment scale (issue 19): holds shared by the workers of a real
+`privguard serve --workers 2 --redis ...`, holds that survive a restart, the bounded queue that
+keeps the detectors off the request path, and the refusal to run several workers with the
+monitor on and no Redis.
+
+The monitor here is real (fitted on the digits model) with one detector acting: the
+out-of-distribution score, which uniform noise trips in one batch, so that the tests are about
+where the decision lives, not about detection rates (test_detectors.py and
+benchmarks/detectors.py measure those).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import uvicorn
+
+from privguard.cli import main
+from privguard.gateway.app import create_app
+from privguard.gateway.config import GatewayConfig
+from privguard.gateway.keys import create_key
+from privguard.gateway.monitor import Monitor
+from privguard.gateway.store import Store
+from privguard.models.threads import single_thread
+from privguard.testing.servers import GatewayProcess, free_port
+
+
+def _monitor(target, action: str) -> Monitor:
+    ds, split = target.load_data(), target.split
+    quiet = {d: "record" for d in ("prada", "similarity", "boundary", "volume")}
+    with single_thread():
+        return Monitor(actions={**quiet, "ood": action}).fit(
+            ds.x[split.members], ds.x[split.nonmembers], target.predict_proba, shuffles=2
+        )
+
+
+@pytest.fixture(scope="module")
+def throttling_monitor(digits_logreg, tmp_path_factory) -> Path:
+    """A monitor whose out-of-distribution finding throttles, saved (``[monitor] path``)."""
+    return _monitor(digits_logreg, "throttle").save(tmp_path_factory.mktemp("mon") / "monitor")
+
+
+def _noise(target, n: int = 16) -> list:
+    ds = target.load_data()
+    return np.random.default_rng(0).uniform(*ds.bounds, size=(n, 64)).tolist()
+
+
+def _natural(target, n: int = 1) -> list:
+    ds, split = target.load_data(), target.split
+    return ds.x[split.members[:n]].tolist()
+
+
+@contextlib.contextmanager
+def _in_process(target, db: str, tmp_path: Path, config: dict, monitor=None):
+    """The gateway app served by uvicorn in a thread, lifespan included: (url, app)."""
+    config.setdefault("server", {})["fingerprint_key_file"] = str(tmp_path / "fp.key")
+    app = create_app(target, GatewayConfig.from_dict(config), db=db, monitor=monitor)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}", app
+    finally:
+        server.should_exit = True
+        thread.join(15)
+
+
+def _post_many(proc: GatewayProcess, secret: str, inputs: list, n: int) -> list[tuple]:
+    """``n`` POSTs of ``inputs`` at once, each on a fresh connection (sent together so that
+    both workers accept some): [(200 or the error code, pid of the worker that answered)],
+    the worker found by the connection it still holds open after answering (keep-alive)."""
+    import json
+    import re
+    import socket
+
+    import psutil
+
+    body = json.dumps({"inputs": inputs}).encode()
+    head = (
+        f"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nX-API-Key: {secret}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    socks = [socket.create_connection(("127.0.0.1", proc.port), timeout=30) for _ in range(n)]
+    try:
+        for sock in socks:
+            sock.sendall(head + body)
+        statuses = []
+        for sock in socks:
+            raw = b""
+            while b"\r\n\r\n" not in raw:
+                chunk = sock.recv(65536)
+                assert chunk, "the server closed the connection"
+                raw += chunk
+            head_end = raw.index(b"\r\n\r\n") + 4
+            length = int(re.search(rb"(?i)content-length: *(\d+)", raw[:head_end]).group(1))
+            while len(raw) < head_end + length:
+                chunk = sock.recv(65536)
+                assert chunk, "the server closed the connection"
+                raw += chunk
+            answer = json.loads(raw[head_end : head_end + length])
+            statuses.append(answer["error"]["code"] if "error" in answer else 200)
+        owner = {}
+        for worker in psutil.Process(proc.proc.pid).children(recursive=True):
+            for conn in worker.net_connections(kind="tcp"):
+                if conn.raddr and conn.laddr.port == proc.port:
+                    owner[conn.raddr.port] = worker.pid
+        ports = [sock.getsockname()[1] for sock in socks]
+        return [(st, owner.get(port)) for st, port in zip(statuses, ports, strict=True)]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def _until_refused(post, deadline_s: float = 15.0) -> tuple[httpx.Response, int]:
+    """Send natural queries until one is refused; (the refusal, answers before it)."""
+    answered = 0
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        r = post()
+        if r.status_code != 200:
+            return r, answered
+        answered += 1
+        time.sleep(0.05)
+    raise AssertionError(f"never refused: {answered} answers in {deadline_s} s")
+
+
+def test_a_client_throttled_on_one_worker_is_refused_by_every_worker(
+    digits_logreg, model_dir, throttling_monitor, redis_url, tmp_path
+):
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        textwrap.dedent(
+            f"""
+            [server]
+            key_cache_seconds = 0
+            fingerprint_key_file = "{tmp_path / "fp.key"}"
+            session_key_file = "{tmp_path / "fp.key.session"}"
+
+            [tiers.label]
+            access = "label"
+            max_batch = 32
+            rate_limits = "100000/second"
+
+            [monitor]
+            path = "{throttling_monitor}"
+            throttle_seconds = 600
+            """
+        )
+    )
+    db = f"sqlite:///{tmp_path / 'log.db'}"
+    store = Store(db)
+    store.migrate()
+    info, secret = create_key(store, "mallory", "client", "label")
+    store.close()
+    proc = GatewayProcess(
+        ["--model", str(model_dir), "--config", str(config), "--db", db]
+        + ["--redis", redis_url, "--workers", "2"],
+        log_file=tmp_path / "serve.log",
+    ).start()
+    try:
+        try:
+            proc.wait_ready(180)
+        except Exception as e:  # noqa: BLE001 - show the server's log
+            raise AssertionError(f"{e}\n{(tmp_path / 'serve.log').read_text()[-3000:]}") from None
+        headers = {"X-API-Key": secret}
+
+        def post(inputs):
+            # a fresh connection per request: the two workers share the listening socket, so
+            # consecutive requests land on either
+            return httpx.post(
+                proc.url + "/v1/predict", json={"inputs": inputs}, headers=headers, timeout=30
+            )
+
+        # the batch that trips the detector is answered: the detectors run off the path
+        r = post(_noise(digits_logreg))
+        assert r.status_code == 200, r.text
+        refused, answered = _until_refused(lambda: post(_natural(digits_logreg)))
+        assert refused.status_code == 429, refused.text
+        assert refused.json()["error"]["code"] == "client_throttled"
+        assert int(refused.headers["Retry-After"]) > 500
+        # within one batch: at most the next request slips through while the batch is watched
+        assert answered <= 1, answered
+        # every worker refuses it now: fresh connections until both workers have been asked
+        seen: dict[int | None, list[int]] = {}
+        for _ in range(10):
+            for status, pid in _post_many(proc, secret, _natural(digits_logreg), 16):
+                seen.setdefault(pid, []).append(status)
+            if len([p for p in seen if p is not None]) == 2:
+                break
+        assert len([p for p in seen if p is not None]) == 2, seen  # both workers were asked
+        assert all(s == "client_throttled" for codes in seen.values() for s in codes), seen
+        # an admin lifts the hold, on every worker (Redis + database)
+        admin_store = Store(db)
+        _, admin = create_key(admin_store, "admin", "admin", "label")
+        admin_store.close()
+        lift = httpx.delete(
+            f"{proc.url}/v1/admin/holds/{info.id}", headers={"X-API-Key": admin}, timeout=30
+        )
+        assert lift.json() == {"released": True}, lift.text
+        codes = [post(_natural(digits_logreg)).status_code for _ in range(10)]
+        assert codes == [200] * 10, codes
+    finally:
+        proc.stop()
+
+
+def test_a_block_survives_a_restart_of_the_gateway(digits_logreg, tmp_path):
+    target = digits_logreg
+    monitor = _monitor(target, "block")
+    db = f"sqlite:///{tmp_path / 'log.db'}"
+    config = {"monitor": {}, "tiers": {"label": {"access": "label", "max_batch": 32}}}
+    with _in_process(target, db, tmp_path, dict(config), monitor) as (url, app):
+        _, secret = create_key(app.state.gateway.store, "mallory", "client", "label")
+        _, other = create_key(app.state.gateway.store, "alice", "client", "label")
+        with httpx.Client(base_url=url, headers={"X-API-Key": secret}, timeout=30) as c:
+            assert c.post("/v1/predict", json={"inputs": _noise(target)}).status_code == 200
+            r, _ = _until_refused(lambda: c.post("/v1/predict", json={"inputs": _natural(target)}))
+            assert (r.status_code, r.json()["error"]["code"]) == (403, "client_blocked")
+    # a new process on the same database (the monitor's own state starts empty)
+    fresh = Monitor.load(monitor.save(tmp_path / "monitor"))
+    with _in_process(target, db, tmp_path, dict(config), fresh) as (url, app):
+        with httpx.Client(base_url=url, headers={"X-API-Key": secret}, timeout=30) as c:
+            r = c.post("/v1/predict", json={"inputs": _natural(target)})
+            assert (r.status_code, r.json()["error"]["code"]) == (403, "client_blocked")
+        with httpx.Client(base_url=url, headers={"X-API-Key": other}, timeout=30) as c:
+            assert c.post("/v1/predict", json={"inputs": _natural(target)}).status_code == 200
+        [hold] = app.state.gateway.store.holds()
+        assert (hold["action"], hold["until"], hold["detector"]) == ("block", None, "ood")
+
+
+def test_a_full_monitor_queue_drops_counts_and_alerts_without_blocking(digits_logreg, tmp_path):
+    target = digits_logreg
+    monitor = _monitor(target, "alert")
+    config = GatewayConfig.from_dict(
+        {
+            "server": {"fingerprint_key_file": str(tmp_path / "fp.key")},
+            "monitor": {"queue_size": 2},
+            "tiers": {"label": {"access": "label", "max_batch": 32}},
+        }
+    )
+    app = create_app(target, config, db=f"sqlite:///{tmp_path / 'log.db'}", monitor=monitor)
+    gw = app.state.gateway
+    key, _ = create_key(gw.store, "mallory", "client", "label")
+    x = np.asarray(_natural(target, 4), dtype=np.float32)
+    labels = np.asarray(target.predict_proba(x)).argmax(axis=1)
+
+    async def scenario():
+        # the consumer is not started yet: the queue fills, the third batch is dropped and
+        # submit returns at once (an answer never waits for the monitor)
+        t0 = time.perf_counter()
+        queued = [gw.observe(key, x[i : i + 1], labels[i : i + 1], None) for i in range(3)]
+        elapsed = time.perf_counter() - t0
+        assert queued == [True, True, False]
+        assert elapsed < 0.5
+        await asyncio.sleep(0.5)  # the alert is stored in the background
+        gw.observations.start()
+        await gw.observations.drain()
+        await gw.observations.stop()
+        return gw.observations.processed
+
+    assert asyncio.run(scenario()) == 2
+    assert gw.observations.dropped == 1
+    assert gw.metrics.monitor_dropped._value.get() == 1
+    [alert] = gw.store.alerts()
+    assert (alert["detector"], alert["client"], alert["statistic"]) == ("monitor_queue", "*", 1)
+    # the two queued batches reached the detectors
+    assert monitor.clients() == ["mallory"]
+
+
+def test_several_workers_with_the_monitor_and_no_redis_are_refused(
+    model_dir, throttling_monitor, tmp_path, capsys
+):
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        f'[server]\nfingerprint_key_file = "{tmp_path / "fp.key"}"\n'
+        f'[tiers.label]\naccess = "label"\n[monitor]\npath = "{throttling_monitor}"\n'
+    )
+    args = ["serve", "--model", str(model_dir), "--config", str(config), "--workers", "2"]
+    args += ["--db", f"sqlite:///{tmp_path / 'log.db'}"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "--redis" in err and "--monitor-per-worker" in err
+    assert "Traceback" not in err
