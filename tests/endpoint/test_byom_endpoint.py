@@ -128,6 +128,11 @@ def test_python_audit_of_an_endpoint_on_the_users_split(split, server, tmp_path)
     assert e["records_answered"] == server.records > 0
     assert e["http_requests"] == server.requests
     assert e["access"] == "probs"
+    # the attacks' queries, plus one up-front pass over members and evaluated non-members
+    # (target.metrics) and one over the non-members (the utility guard), as docs/byom.md says
+    n_mem, n_non = report.data["split"]["members"], report.data["split"]["nonmembers"]
+    spent = sum(a.queries for a in report.attacks)
+    assert e["records_answered"] == spent + n_mem + 2 * n_non
 
 
 def test_label_only_endpoint_caps_the_attacks(split, tmp_path):

@@ -203,14 +203,18 @@ def audit(
         settings=checked,
         progress=progress,
     )
-    described = target.describe()
     local = truth.target
+    utility = None
     if members_known and isinstance(local, Target):
         # the utility guard: a model at or below the majority-class rate is flagged
         s = target.split
-        described["utility"] = predictor_utility(
+        utility = predictor_utility(
             local.predictor, ds.x[s.nonmembers], ds.y[s.nonmembers], ds.y[s.members], ds.n_classes
         )
+    # described after every query (an endpoint's target reports what it answered)
+    described = target.describe()
+    if utility is not None:
+        described["utility"] = utility
     data_d = _describe_data(ds, target, knowledge, members_known=members_known)
     done.summary.update(advise(done.results, described, data_d, done.summary, access.label))
     if described.get("utility", {}).get("trivial"):
