@@ -226,3 +226,28 @@ def test_publish_files_failure_is_a_one_line_config_error_and_cleans_up(tmp_path
     blocker.write_text("x")
     with pytest.raises(ConfigError, match="cannot create"):
         publish_files(blocker / "sub", {"x": "y"})
+
+
+def test_out_directory_creates_nested_dirs_and_refuses_a_file(tmp_path: Path) -> None:
+    made = _io.out_directory(tmp_path / "a" / "b")
+    assert made == tmp_path / "a" / "b" and made.is_dir()
+    assert _io.out_directory(made) == made  # an existing directory is fine
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(ConfigError, match=r"file exists and is not a directory; choose another"):
+        _io.out_directory(f)
+    assert f.read_text() == "x"
+
+
+def test_savers_refuse_an_out_path_that_is_a_file(tmp_path: Path) -> None:
+    import privguard
+    from privguard.audit.dp_audit import DPAuditResult, write_dp_audit
+
+    f = tmp_path / "taken"
+    f.write_text("x")
+    target = privguard.train("digits", privguard.TrainConfig(model="logreg", epochs=1))
+    with pytest.raises(ConfigError, match="not a directory"):
+        target.save(f)
+    with pytest.raises(ConfigError, match="not a directory"):
+        write_dp_audit(object.__new__(DPAuditResult), f)
+    assert f.read_text() == "x"

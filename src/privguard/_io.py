@@ -127,6 +127,16 @@ def _umask_mode() -> int:
     return 0o666 & ~mask
 
 
+def out_directory(directory: str | os.PathLike[str]) -> Path:
+    """``directory`` as a Path, created when absent; a path that exists and is not a
+    directory is a ConfigError (the ``--out`` of ``train``, ``dp-audit`` and the savers)."""
+    out = Path(directory)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out} exists and is not a directory; choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, private: bool = True) -> Path:
     """Replace ``path`` with ``data`` atomically and durably; returns the path.
 

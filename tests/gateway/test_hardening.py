@@ -15,7 +15,6 @@ import socket
 import ssl
 import stat
 import textwrap
-import threading
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -24,7 +23,6 @@ import httpx
 import numpy as np
 import psutil
 import pytest
-import uvicorn
 
 from privguard.gateway.app import create_app
 from privguard.gateway.config import GatewayConfig
@@ -32,7 +30,7 @@ from privguard.gateway.keys import create_key
 from privguard.gateway.monitor import Monitor
 from privguard.gateway.protocol import HEADER_SECONDS
 from privguard.models.threads import single_thread
-from privguard.testing.servers import GatewayProcess, free_port
+from privguard.testing.servers import GatewayProcess, serve_in_thread
 
 MB = 1 << 20
 
@@ -259,19 +257,8 @@ def _in_process(target, tmp_path: Path, config: dict, monitor=None):
         db=f"sqlite:///{tmp_path / 'log.db'}",
         monitor=monitor,
     )
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}", app
-    finally:
-        server.should_exit = True
-        thread.join(15)
+    with serve_in_thread(app) as url:
+        yield url, app
 
 
 def test_requests_the_monitor_refuses_are_not_charged_to_the_budget(digits_logreg, tmp_path):

@@ -14,14 +14,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import textwrap
-import threading
 import time
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 
 from privguard.cli import main
 from privguard.gateway.app import create_app
@@ -30,7 +28,7 @@ from privguard.gateway.keys import create_key
 from privguard.gateway.monitor import Monitor
 from privguard.gateway.store import Store
 from privguard.models.threads import single_thread
-from privguard.testing.servers import GatewayProcess, free_port
+from privguard.testing.servers import GatewayProcess, serve_in_thread
 
 
 def _monitor(target, action: str) -> Monitor:
@@ -63,19 +61,8 @@ def _in_process(target, db: str, tmp_path: Path, config: dict, monitor=None):
     """The gateway app served by uvicorn in a thread, lifespan included: (url, app)."""
     config.setdefault("server", {})["fingerprint_key_file"] = str(tmp_path / "fp.key")
     app = create_app(target, GatewayConfig.from_dict(config), db=db, monitor=monitor)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}", app
-    finally:
-        server.should_exit = True
-        thread.join(15)
+    with serve_in_thread(app) as url:
+        yield url, app
 
 
 def _post_many(proc: GatewayProcess, secret: str, inputs: list, n: int) -> list[tuple]:

@@ -17,7 +17,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
-import uvicorn
 
 from privguard.endpoint.transport import HttpPredictor
 from privguard.errors import ConfigError
@@ -29,7 +28,7 @@ from privguard.gateway.redact import redact_url
 from privguard.gateway.store import Store
 from privguard.gateway.webhook import SIGNATURE_HEADER, AlertWebhook
 from privguard.models.threads import single_thread
-from privguard.testing.servers import free_port
+from privguard.testing.servers import free_port, serve_in_thread
 from privguard.testing.streams import uniform_queries
 
 SECRET = "webhook-test-secret"
@@ -95,19 +94,8 @@ def gateway(target, monitor, tmp_path, monitor_table: dict):
     _, client = create_key(store, "mallory", "client", "probs")
     _, admin = create_key(store, "ops", "admin", "probs")
     store.close()
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}", client, admin
-    finally:
-        server.should_exit = True
-        thread.join(15)
+    with serve_in_thread(app) as url:
+        yield url, client, admin
 
 
 def _metric(text: str, name: str, **labels: str) -> float:

@@ -45,8 +45,24 @@ class Compute:
     device: str = "cpu"
 
 
+class SharedWork:
+    """The once-per-audit cache of a knowledge record (:class:`Knowledge`, the text and
+    document knowledges); the record declares the ``_cache`` dict field itself."""
+
+    _cache: dict[str, Any]
+
+    def has_cached(self, key: str) -> bool:
+        return key in self._cache
+
+    def cached(self, key: str, make: Callable[[], Any]) -> Any:
+        """Work several attacks share (a shadow model, say), done once per audit."""
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
+
+
 @dataclass
-class Knowledge:
+class Knowledge(SharedWork):
     """What the attacker knows besides the oracle.
 
     Attributes:
@@ -81,15 +97,6 @@ class Knowledge:
     partial_y: np.ndarray | None = None
     compute: Compute = field(default_factory=Compute)
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
-
-    def has_cached(self, key: str) -> bool:
-        return key in self._cache
-
-    def cached(self, key: str, make: Callable[[], Any]) -> Any:
-        """Work several attacks share (a shadow model, say), done once per audit."""
-        if key not in self._cache:
-            self._cache[key] = make()
-        return self._cache[key]
 
 
 @dataclass

@@ -17,7 +17,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from privguard import __version__
 from privguard.audit import engine
 from privguard.audit.report import Report
 from privguard.errors import ConfigError, DataError, ModelError
@@ -59,7 +58,7 @@ def document_audit(
     """
     from privguard.attacks.membership.documents import DocumentKnowledge
     from privguard.attacks.registry import normalise
-    from privguard.audit.runner import _now, _settings_entry
+    from privguard.audit.runner import finish_report
     from privguard.audit.truth import DocumentTruth
     from privguard.data.documents import check_split, load_documents
     from privguard.models.text import TextTarget, load_text_target
@@ -121,23 +120,15 @@ def document_audit(
     if lengths:
         data["tokens_mean"] = round(sum(lengths) / len(lengths), 1)
         data["windowed_documents"] = sum(n > max_tokens for n in lengths)
-    return Report(
-        privguard_version=__version__,
+    return finish_report(
+        done,
         target={**target.describe(), "reference": ref_record},
         data=data,
-        attacks=done.results,
-        summary=done.summary,
-        plan={
-            "attacks": [c.name for c in done.ran],
-            "access": access.label,
-            "seed": seed,
-            "budget": budget,
-            "reference": reference,
-            **_settings_entry(checked),
-            "command": command,
-            "created": _now(),
-        },
-        artifacts=done.artifacts,
+        access=access,
+        plan={"seed": seed, "budget": budget, "reference": reference},
+        settings=checked,
+        command=command,
+        advice=False,
     )
 
 

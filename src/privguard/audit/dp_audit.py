@@ -48,7 +48,7 @@ from scipy.special import expit, logsumexp, ndtr, ndtri
 from scipy.stats import binom, norm
 
 from privguard import __version__
-from privguard._io import atomic_write_json
+from privguard._io import atomic_write_json, out_directory
 from privguard.errors import ConfigError
 
 Progress = Callable[[str, int, int], None]
@@ -464,10 +464,7 @@ def _check_counts(m: int, r: int, v: int) -> None:
 
 def write_dp_audit(result: DPAuditResult, out_dir: str | Path) -> Path:
     """Write ``out_dir/dp-audit.json`` atomically (the directory is created when absent)."""
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"{out} exists and is not a directory; choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
+    out = out_directory(out_dir)
     data = {"privguard_version": __version__, "dp_audit": result.to_dict()}
     path = out / "dp-audit.json"
     try:

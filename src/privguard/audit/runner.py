@@ -216,18 +216,12 @@ def audit(
     if utility is not None:
         described["utility"] = utility
     data_d = _describe_data(ds, target, knowledge, members_known=members_known)
-    done.summary.update(advise(done.results, described, data_d, done.summary, access.label))
-    if described.get("utility", {}).get("trivial"):
-        done.summary["utility_warning"] = described["utility"]["note"]
-    return Report(
-        privguard_version=__version__,
+    return finish_report(
+        done,
         target=described,
         data=data_d,
-        attacks=done.results,
-        summary=done.summary,
+        access=access,
         plan={
-            "attacks": [c.name for c in done.ran],
-            "access": access.label,
             "policy": chain.spec if chain.steps else None,
             "sensitive": knowledge.sensitive.name if knowledge.sensitive else None,
             "seed": seed,
@@ -235,11 +229,9 @@ def audit(
             "n_jobs": n_jobs,
             "scheduler": scheduler if isinstance(scheduler, str) else None,
             "cache_dir": str(cache_dir) if cache_dir else None,
-            **_settings_entry(checked),
-            "command": command,
-            "created": _now(),
         },
-        artifacts=done.artifacts,
+        settings=checked,
+        command=command,
     )
 
 
@@ -343,24 +335,56 @@ def text_audit(
         progress=progress,
         subject="this text model",
     )
-    described, data_d = target.describe(), describe_corpus(target, corpus)
-    done.summary.update(advise(done.results, described, data_d, done.summary, access.label))
+    return finish_report(
+        done,
+        target=target.describe(),
+        data=describe_corpus(target, corpus),
+        access=access,
+        plan={"seed": seed, "budget": budget, "extrapolate": knowledge.extrapolate},
+        settings=checked,
+        command=command,
+        artifacts=False,
+    )
+
+
+def finish_report(
+    done: engine.EngineRun,
+    *,
+    target: dict[str, Any],
+    data: dict[str, Any],
+    access: Access,
+    plan: dict[str, Any],
+    settings: dict[str, dict[str, Any]],
+    command: str | None,
+    advice: bool = True,
+    artifacts: bool = True,
+) -> Report:
+    """The one place an audit path turns the engine's result into a :class:`Report`.
+
+    ``advice`` adds the advice/summary keys (:func:`~privguard.audit.advice.advise`) and the
+    trivial-model ``utility_warning``; ``plan`` holds the path's own plan keys, placed between
+    the common ``attacks``/``access`` and ``settings``/``command``/``created`` (the order
+    report.json has always had); ``artifacts`` keeps the engine's arrays for OUT/artifacts/.
+    """
+    if advice:
+        done.summary.update(advise(done.results, target, data, done.summary, access.label))
+        if target.get("utility", {}).get("trivial"):
+            done.summary["utility_warning"] = target["utility"]["note"]
     return Report(
         privguard_version=__version__,
-        target=described,
-        data=data_d,
+        target=target,
+        data=data,
         attacks=done.results,
         summary=done.summary,
         plan={
             "attacks": [c.name for c in done.ran],
             "access": access.label,
-            "seed": seed,
-            "budget": budget,
-            "extrapolate": knowledge.extrapolate,
-            **_settings_entry(checked),
+            **plan,
+            **_settings_entry(settings),
             "command": command,
             "created": _now(),
         },
+        artifacts=done.artifacts if artifacts else {},
     )
 
 

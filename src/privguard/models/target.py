@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from privguard._io import atomic_write_bytes
+from privguard._io import atomic_write_bytes, out_directory
 from privguard.data import Dataset, Split, load_dataset, make_split
-from privguard.errors import ConfigError, DataError, ModelError
+from privguard.errors import DataError, ModelError
 from privguard.models.nets import count_parameters
 from privguard.models.safe_load import sklearn_estimator, torch_module, weights_path
 from privguard.models.torch_predictor import TorchPredictor
@@ -134,10 +134,7 @@ class Target:
     # -- persistence ---------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
         """Write ``model.json`` and the weights into ``directory`` (created if needed)."""
-        out = Path(directory)
-        if out.exists() and not out.is_dir():
-            raise ConfigError(f"{out} exists and is not a directory; choose another --out")
-        out.mkdir(parents=True, exist_ok=True)
+        out = out_directory(directory)
         files = self.files()
         for name in sorted(files, key=lambda n: n == "model.json"):  # the manifest last
             atomic_write_bytes(out / name, files[name])

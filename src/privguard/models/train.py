@@ -22,8 +22,8 @@ from privguard.models.torch_predictor import TorchPredictor
 from privguard.training.dp import (
     DEFAULT_ACCOUNTANT,
     GRAD_SAMPLE_MODE,
-    check_dp_settings,
     check_epsilon,
+    check_training_config,
     make_private,
     quiet_opacus,
 )
@@ -91,11 +91,7 @@ class TrainConfig:
             (self.patience >= 1, "--patience must be at least 1"),
             (all(h >= 1 for h in self.hidden), "--hidden widths must be positive integers"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
-        if self.dp_epsilon is not None or self.dp_delta is not None:
-            check_dp_settings(self.dp_epsilon, self.dp_delta, self.max_grad_norm)
+        check_training_config(checks, self.dp_epsilon, self.dp_delta, self.max_grad_norm)
 
     @property
     def validation_fraction(self) -> float:

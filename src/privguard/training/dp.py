@@ -102,6 +102,21 @@ def check_dp_settings(epsilon: float | None, delta: float | None, max_grad_norm:
         )
 
 
+def check_training_config(
+    checks: list[tuple[bool, str]],
+    epsilon: float | None,
+    delta: float | None,
+    max_grad_norm: float,
+) -> None:
+    """A training config's own ``(ok, message)`` checks (the first failing one is the
+    ConfigError), then :func:`check_dp_settings` when either DP field is set."""
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+    if epsilon is not None or delta is not None:
+        check_dp_settings(epsilon, delta, max_grad_norm)
+
+
 def check_accountant(accountant: str) -> str:
     if accountant not in ACCOUNTANTS:
         raise ConfigError(

@@ -13,18 +13,17 @@ scored in consecutive windows and stay one record.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 
-from privguard.attacks.base import Attack, Compute, MembershipGuesses
+from privguard.attacks.base import Attack, Compute, MembershipGuesses, SharedWork
 from privguard.oracle import Access
 
 
 @dataclass
-class DocumentKnowledge:
+class DocumentKnowledge(SharedWork):
     """The attacker's side of a document membership audit.
 
     Attributes:
@@ -41,11 +40,6 @@ class DocumentKnowledge:
     kind: str = "documents"
     compute: Compute = field(default_factory=Compute)
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
-
-    def cached(self, key: str, make: Callable[[], Any]) -> Any:
-        if key not in self._cache:
-            self._cache[key] = make()
-        return self._cache[key]
 
 
 def target_stats(oracle: Any, knowledge: DocumentKnowledge, *, lower: bool = False) -> list:

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from privguard.attacks.base import Compute
+from privguard.attacks.base import Compute, SharedWork
 from privguard.data.corpus import CanaryFormat
 
 
 @dataclass
-class TextKnowledge:
+class TextKnowledge(SharedWork):
     """The attacker's side of a memorization audit.
 
     Attributes:
@@ -31,8 +30,3 @@ class TextKnowledge:
     kind: str = "text"
     compute: Compute = field(default_factory=Compute)
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
-
-    def cached(self, key: str, make: Callable[[], Any]) -> Any:
-        if key not in self._cache:
-            self._cache[key] = make()
-        return self._cache[key]

@@ -21,12 +21,12 @@ import torch
 from torch import nn
 
 from privguard.data.corpus import Canary, Corpus
-from privguard.errors import ConfigError, DataError
+from privguard.errors import DataError
 from privguard.models.text.base import Progress, bits_per_char, holdout_split
 from privguard.models.text.char import CharLMPredictor, CharMLP, Vocab, windows
 from privguard.models.text.target import TextTarget
 from privguard.models.threads import single_thread
-from privguard.training.dp import check_dp_settings, make_private, quiet_opacus
+from privguard.training.dp import check_training_config, make_private, quiet_opacus
 from privguard.training.loop import fit
 
 
@@ -68,11 +68,7 @@ class LMConfig:
             (0 <= self.holdout < 0.5, "holdout must be in [0, 0.5)"),
             (self.max_grad_norm > 0, "--max-grad-norm must be positive"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
-        if self.dp_epsilon is not None or self.dp_delta is not None:
-            check_dp_settings(self.dp_epsilon, self.dp_delta, self.max_grad_norm)
+        check_training_config(checks, self.dp_epsilon, self.dp_delta, self.max_grad_norm)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

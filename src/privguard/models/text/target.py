@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from privguard._io import atomic_write_bytes as atomic_write
+from privguard._io import out_directory
 from privguard.data.corpus import Canary, CanaryFormat, Corpus
 from privguard.errors import ConfigError, ModelError
 from privguard.models.target import FORMAT_VERSION, manifest_hash
@@ -74,10 +75,7 @@ class TextTarget:
         """Write ``model.json``, ``model.safetensors`` and ``corpus.txt`` into ``directory``."""
         from safetensors.torch import save as save_tensors
 
-        out = Path(directory)
-        if out.exists() and not out.is_dir():
-            raise ConfigError(f"{out} exists and is not a directory; choose another --out")
-        out.mkdir(parents=True, exist_ok=True)
+        out = out_directory(directory)
         if self.kind == "char-lm":
             module = self.predictor.module  # type: ignore[attr-defined]
             state = module.state_dict()
