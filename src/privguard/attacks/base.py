@@ -32,14 +32,14 @@ class Compute:
         cache_dir: where trained reference models are kept between runs (keyed by a hash of
             data, split, recipe, seed and index); ``None`` disables the cache.
         stacked: train reference models of small PyTorch recipes as one stacked model per
-            worker (:mod:`privguard.training.stacked`); ``False`` trains one at a time.
+            worker (:mod:`privguard.models.stacked`); ``False`` trains one at a time.
         device: ``cpu``, ``cuda`` or ``auto`` for reference-model training.
     """
 
     n_jobs: int = 1
     scheduler: Any = None
     cache_dir: str | None = None
-    #: train reference models stacked (:mod:`privguard.training.stacked`) when the recipe allows
+    #: train reference models stacked (:mod:`privguard.models.stacked`) when the recipe allows
     stacked: bool = True
     #: where reference models train: ``cpu``, ``cuda`` or ``auto``
     device: str = "cpu"

@@ -109,7 +109,7 @@ class AuditPlan:
 
         parse_policy(self.policy)  # a policy that does not parse fails before any work
         check_settings(self.settings)  # and so does an unknown attack setting
-        from privguard.training.stacked import resolve_device
+        from privguard.training.device import resolve_device
 
         resolve_device(self.device)  # and cuda without a GPU
 

@@ -181,7 +181,7 @@ def audit(
     if n_jobs < 1:
         raise ConfigError("--jobs must be at least 1")
     knowledge = truth.knowledge(target, ds, sensitive, needs_sensitive=_wants_attribute(chosen))
-    from privguard.training.stacked import resolve_device
+    from privguard.training.device import resolve_device
 
     knowledge.compute = Compute(
         n_jobs=n_jobs,

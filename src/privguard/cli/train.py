@@ -63,7 +63,7 @@ def train(
     synthetic-records) with canaries inserted (--canary, --canary-repeats)."""
     import privguard
     from privguard.models.text import is_text_model_name
-    from privguard.training.stacked import resolve_device
+    from privguard.training.device import resolve_device
 
     resolve_device(device)  # a bad or unavailable device fails before any training
     if is_text_model_name(model):

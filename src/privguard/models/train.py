@@ -136,7 +136,7 @@ def train_module(
 
     With ``config.dp_epsilon`` set, DP-SGD trains it (:func:`train_private`) and the log's
     ``privacy`` entry records the guarantee achieved (DP-SGD runs on the CPU)."""
-    from privguard.training.stacked import resolve_device
+    from privguard.training.device import resolve_device
 
     dev = resolve_device(device)  # checked first: cuda without a GPU is an error either way
     if config.dp_epsilon is not None:

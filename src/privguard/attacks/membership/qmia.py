@@ -16,7 +16,7 @@
   Calibration in Membership Inference Attacks", ICLR 2022. The target's loss on a record minus
   the average loss of a few *offline* reference models on it (models that never saw the
   candidates): the references say how hard the record is, so an easy non-member no longer looks
-  like a member. With 4 references (trained stacked, :mod:`privguard.training.stacked`, and
+  like a member. With 4 references (trained stacked, :mod:`privguard.models.stacked`, and
   shared with ``lira-offline``/``rmia`` when K and the seed agree) it costs a fraction of LiRA's
   16 online models. Threshold: the (1 - alpha) quantile of the calibrated score on the auxiliary
   records (non-members by construction), i.e. about an alpha false-positive rate.

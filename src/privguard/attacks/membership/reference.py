@@ -418,8 +418,8 @@ STACK_PARAMETERS = 1_500_000
 
 def stacked_reason(recipe: Any, compute: Any) -> str | None:
     """``None`` when reference models of ``recipe`` are trained stacked
-    (:mod:`privguard.training.stacked`), else why they are trained one at a time."""
-    from privguard.training.stacked import stackable
+    (:mod:`privguard.models.stacked`), else why they are trained one at a time."""
+    from privguard.models.stacked import stackable
 
     if not getattr(compute, "stacked", True):
         return "stacked training switched off"
@@ -473,8 +473,8 @@ def _stacked_job(
 ) -> list[tuple[dict[str, Any] | None, np.ndarray]]:
     """A group of reference models trained as one stacked model; runs in a worker. Each copy
     gets exactly the training rows, validation split and seed :meth:`recipe.fit` would."""
+    from privguard.models.stacked import train_stacked
     from privguard.models.threads import single_thread
-    from privguard.training.stacked import train_stacked
 
     if not pool_x.flags.writeable:
         pool_x = np.array(pool_x)

@@ -46,6 +46,7 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from privguard.errors import ConfigError
 from privguard.models.nets import build_model
+from privguard.training.device import resolve_device
 from privguard.training.loop import MIN_IMPROVEMENT
 
 ADAM_BETAS = (0.9, 0.999)
@@ -53,24 +54,7 @@ ADAM_EPS = 1e-8
 #: records per stacked evaluation chunk (per copy)
 EVAL_BATCH = 2048
 
-__all__ = ["StackedResult", "resolve_device", "stackable", "train_stacked"]
-
-
-def resolve_device(device: str | None) -> torch.device:
-    """``"cpu"``, ``"cuda"`` or ``"auto"`` (cuda when a GPU is visible, else cpu) as a torch
-    device. Raises :class:`ConfigError` for ``cuda`` without a GPU or an unknown name."""
-    name = (device or "cpu").strip().lower()
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cpu":
-        return torch.device("cpu")
-    if name == "cuda" or name.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise ConfigError(
-                "--device cuda: no CUDA GPU is visible to PyTorch here; use --device cpu or auto"
-            )
-        return torch.device(name)
-    raise ConfigError(f"unknown --device {device!r}; use cpu, cuda or auto")
+__all__ = ["StackedResult", "stackable", "train_stacked"]
 
 
 def stackable(recipe: Any) -> str | None:

@@ -1,4 +1,4 @@
-"""Stacked training of K small models (privguard.training.stacked) against the sequential path.
+"""Stacked training of K small models (privguard.models.stacked) against the sequential path.
 
 Real digits data and real (small) models: a 32-unit MLP for 8-15 epochs keeps each sequential
 model at ~0.1 s.
@@ -14,8 +14,9 @@ from privguard.attacks.base import Compute
 from privguard.attacks.membership.lira import LiraOnline
 from privguard.attacks.membership.rmia import RMIA
 from privguard.errors import ConfigError
+from privguard.models.stacked import stackable, train_stacked
 from privguard.models.train import TrainConfig, TrainingRecipe, accuracy
-from privguard.training.stacked import resolve_device, stackable, train_stacked
+from privguard.training.device import resolve_device
 
 
 @pytest.fixture(scope="module")
