@@ -2,7 +2,7 @@
 
 The issue's speed target: 32 reference MLPs on digits (the target's recipe: 2x256, 100 epochs)
 in <= 30 s on 2 cores. Times
-``privguard.attacks.membership.reference.train_reference_models`` on exactly the pool and
+``privguard.attacks.membership.reference_training.train_reference_models`` on exactly the pool and
 inclusion matrix LiRA online builds (candidates + auxiliary records, every record IN the
 target's training share of the models, one-pixel image shifts evaluated) with
 
@@ -37,9 +37,9 @@ from privguard.attacks import Compute
 from privguard.attacks.membership.reference import (
     balanced_inclusion,
     image_shifts,
-    train_reference_models,
     train_share,
 )
+from privguard.attacks.membership.reference_training import train_reference_models
 from privguard.audit.runner import _Truth
 
 TARGET_SECONDS = 30.0

@@ -21,8 +21,8 @@ from privguard.attacks.membership.reference import (
     phi_from_probs,
     random_halves,
     shift_images,
-    train_reference_models,
 )
+from privguard.attacks.membership.reference_training import train_reference_models
 from privguard.attacks.membership.rmia import RMIA, log_p_mixture
 from privguard.errors import ConfigError
 
