@@ -1,9 +1,10 @@
 """The ``privguard`` command: a thin layer over the Python API.
 
-The commands live by group in ``train``, ``audit`` (audit, sweep, dp-audit), ``demo``,
-``data`` (attacks, datasets) and ``gateway`` (serve, keys, seal, purge, monitor); this module
-builds the typer app from them and maps errors to exit codes. Importing it imports neither
-torch nor the gateway: each command imports what it needs when it runs.
+The commands live by group in ``train``, ``audit`` (audit, import), ``defend`` (sweep,
+dp-audit), ``demo``, ``data`` (attacks, datasets) and ``gateway`` (serve, keys, seal, purge,
+monitor); this module builds the typer app from them and maps errors to exit codes.
+Importing it imports neither torch nor the gateway: each command imports what it needs when it
+runs.
 
 Exit codes: 0 done; 1 ``--fail-on LEVEL`` tripped; 2 bad input (one line on stderr, nothing
 written); 3 an internal error (a bug: one line, ``PRIVGUARD_DEBUG=1`` shows the traceback).
@@ -18,6 +19,7 @@ import typer
 
 from privguard.cli import audit as _audit
 from privguard.cli import data as _data
+from privguard.cli import defend as _defend
 from privguard.cli import demo as _demo
 from privguard.cli import gateway as _gateway
 from privguard.cli import train as _train
@@ -56,8 +58,8 @@ app.command()(_train.train)
 app.command()(_audit.audit)
 app.command("import")(_audit.import_model)
 app.command()(_demo.demo)
-app.command()(_audit.sweep)
-app.command("dp-audit")(_audit.dp_audit)
+app.command()(_defend.sweep)
+app.command("dp-audit")(_defend.dp_audit)
 app.command("attacks")(_data.list_attacks)
 app.command("datasets")(_data.list_datasets)
 app.add_typer(_gateway.keys_app, name="keys")
