@@ -13,6 +13,7 @@ scored in consecutive windows and stay one record.
 from __future__ import annotations
 
 import zlib
+from abc import abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -82,8 +83,9 @@ class DocumentAttack(Attack[Any, DocumentKnowledge]):
     needs = Access.PROBS
     kinds: ClassVar[tuple[str, ...]] = ("documents",)
 
+    @abstractmethod
     def scores(self, oracle: Any, knowledge: DocumentKnowledge) -> np.ndarray:
-        raise NotImplementedError
+        """One membership score per candidate document (higher: more likely a member)."""
 
     def run(self, oracle: Any, knowledge: DocumentKnowledge, progress=None) -> MembershipGuesses:
         self.check_access(oracle)

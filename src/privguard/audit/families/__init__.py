@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +30,7 @@ Metrics = dict[str, float]
 Scored = tuple[Metrics, dict[str, Any], list[str]]  # metrics, curves, notes
 
 
-class Evaluator:
+class Evaluator(ABC):
     """Scores one family's guesses against the truth only the auditor holds.
 
     Built once per audit (by :attr:`Family.evaluator`, on the family's first scored attack).
@@ -38,8 +39,9 @@ class Evaluator:
     (files and ``summary`` entries over all of them).
     """
 
+    @abstractmethod
     def evaluate(self, cls: type, guesses: Any) -> Scored:
-        raise NotImplementedError
+        """Metrics, curves and notes of one attack's guesses."""
 
     def keep(self, result: Any, guesses: Any) -> dict[str, dict[str, Any]]:
         """Artifacts of one scored attack (``{file name: {array name: array}}``)."""

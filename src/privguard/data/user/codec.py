@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,7 +16,7 @@ from privguard.data.preprocess import MISSING, as_text
 from privguard.errors import DataError
 
 
-class Codec:
+class Codec(ABC):
     """Reversible mapping between the model's records and the attacks' float32 vectors."""
 
     feature_names: list[str]
@@ -24,11 +25,13 @@ class Codec:
     kind: str
     preprocessing: dict[str, Any] | None
 
+    @abstractmethod
     def encode(self, raw: Any) -> np.ndarray:
-        raise NotImplementedError
+        """The attacks' numeric view of raw records."""
 
+    @abstractmethod
     def decode(self, x: np.ndarray) -> Any:
-        raise NotImplementedError
+        """Raw records back from the numeric view."""
 
     def remember(self, raw: Any, encoded: np.ndarray) -> None:
         """Make ``decode`` return these raw records exactly for their encoded rows."""

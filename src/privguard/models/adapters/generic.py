@@ -23,6 +23,7 @@ Example:
 from __future__ import annotations
 
 import hashlib
+from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -110,8 +111,9 @@ class _AnswerAdapter(ModelAdapter):
         self.input_shape = tuple(int(s) for s in input_shape) if input_shape else ()
         self.dtype = np.dtype(dtype)
 
+    @abstractmethod
     def _raw(self, x: Any) -> np.ndarray:
-        raise NotImplementedError
+        """The model's own answer (probabilities or logits) for records ``x``."""
 
     def _who(self) -> str:
         return f"the {self.framework} model"
