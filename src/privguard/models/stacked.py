@@ -82,6 +82,7 @@ class StackedResult:
         self.buffers = buffers
         self.epochs_run = epochs_run
         self._base = build_model(arch).to("meta").eval()
+        self._plan = _dense_plan(self._base)
 
     @property
     def n_models(self) -> int:
@@ -107,7 +108,11 @@ class StackedResult:
             for i in range(0, len(x), EVAL_BATCH):
                 xb = torch.from_numpy(np.ascontiguousarray(x[i : i + EVAL_BATCH], np.float32))
                 xb = xb.to(device)
-                z = vmap(f, in_dims=(0, 0, None))(self.params, self.buffers, xb)
+                if self._plan is not None:  # batched matmuls, as in training
+                    xk = xb.unsqueeze(0).expand(self.n_models, *xb.shape)
+                    z = _dense_forward(self._plan, self.params, xk)
+                else:
+                    z = vmap(f, in_dims=(0, 0, None))(self.params, self.buffers, xb)
                 out.append(z.double().cpu().numpy())
         k, c = self.n_models, int(self.arch["n_classes"])
         return np.concatenate(out, axis=1) if out else np.zeros((k, 0, c))
@@ -142,6 +147,93 @@ def _dense_forward(plan: list[str], p: dict[str, torch.Tensor], xb: torch.Tensor
                 p[f"{name}.bias"].unsqueeze(1), h, p[f"{name}.weight"].transpose(1, 2)
             )
     return h
+
+
+def _dense_layers(plan: list[str]) -> list[str] | None:
+    """The Linear layers of a dense plan when it is ``[flatten] linear (relu linear)*`` — the
+    shape :func:`_dense_backward` differentiates — else ``None``."""
+    body = plan[1:] if plan and plan[0] == "flatten" else plan
+    if not body or len(body) % 2 == 0:
+        return None
+    for i, step in enumerate(body):
+        if (i % 2 == 0) != step.startswith("linear:"):
+            return None
+        if i % 2 == 1 and step != "relu":
+            return None
+    return [step.split(":", 1)[1] for step in body[::2]]
+
+
+def _dense_backward(
+    layers: list[str],
+    p: dict[str, torch.Tensor],
+    g: dict[str, torch.Tensor],
+    xb: torch.Tensor,
+    yb: torch.Tensor,
+    weight: torch.Tensor,
+    label_smoothing: float,
+) -> None:
+    """Forward and backward pass of K ReLU MLPs at once, the gradients written into ``g``.
+
+    ``xb`` is ``(K, B, ...)``, ``yb`` ``(K, B)``; ``weight`` ``(K, B)`` is each row's weight in
+    its copy's loss (1/batch size, 0 on padding), so copy k's gradient is that of its mean
+    cross-entropy (with label smoothing) over its batch, as ``nn.CrossEntropyLoss`` gives.
+    The gradients are the textbook ones (softmax minus target; ``dW = dAᵀ h``; ReLU passes
+    where its output is positive, as PyTorch's ReLU backward), computed with batched matmuls
+    straight into the (K, P) gradient buffer — no autograd graph, no per-step allocation of
+    the parameters' gradients.
+    """
+    h = xb.reshape(xb.shape[0], xb.shape[1], -1)
+    hs = [h]
+    last = len(layers) - 1
+    for i, name in enumerate(layers):
+        a = torch.baddbmm(p[f"{name}.bias"].unsqueeze(1), h, p[f"{name}.weight"].transpose(1, 2))
+        h = torch.relu_(a) if i < last else a
+        hs.append(h)
+    n_classes = h.shape[-1]
+    d = torch.softmax(h, dim=-1)
+    d.scatter_add_(-1, yb.unsqueeze(-1), torch.full_like(d[..., :1], -(1.0 - label_smoothing)))
+    if label_smoothing:
+        d.sub_(label_smoothing / n_classes)
+    d.mul_(weight.unsqueeze(-1))
+    for i in range(last, -1, -1):
+        name = layers[i]
+        torch.bmm(d.transpose(1, 2), hs[i], out=g[f"{name}.weight"])
+        torch.sum(d, dim=1, out=g[f"{name}.bias"])
+        if i > 0:
+            d = torch.bmm(d, p[f"{name}.weight"]).mul_(hs[i] > 0)
+
+
+class _Adam:
+    """``torch.optim.Adam`` (L2 ``weight_decay`` added to the gradient) applied to each copy's
+    row of the flat parameter buffer through PyTorch's fused Adam kernel — one call per step
+    for all copies, each row with its own step count."""
+
+    def __init__(self, rows: dict[str, list[torch.Tensor]], lr: float, weight_decay: float):
+        self.rows, self.lr, self.wd = rows, lr, weight_decay
+        self.n = len(rows["p"])
+
+    def step(self, active: np.ndarray, steps: torch.Tensor) -> None:
+        r = self.rows
+        if len(active) == self.n:
+            steps.add_(1.0)
+            lists = [r["p"], r["g"], r["m1"], r["m2"], [], r["t"]]
+        else:  # copies with no batch at this step keep their weights, moments and count
+            if not len(active):
+                return
+            sel = torch.from_numpy(active).to(steps.device)
+            steps.index_add_(0, sel, torch.ones(len(active), device=steps.device))
+            lists = [[r[key][k] for k in active] for key in ("p", "g", "m1", "m2")]
+            lists[4:] = [[], [r["t"][k] for k in active]]
+        torch._fused_adam_(
+            *lists,
+            lr=self.lr,
+            beta1=ADAM_BETAS[0],
+            beta2=ADAM_BETAS[1],
+            weight_decay=self.wd,
+            eps=ADAM_EPS,
+            amsgrad=False,
+            maximize=False,
+        )
 
 
 def _forward(base: nn.Module, randomness: str):
@@ -193,7 +285,6 @@ def train_stacked(
     offsets = np.concatenate([[0], np.cumsum(sizes_p)]).astype(int)
     # one flat (K, P) leaf holds every parameter of every copy: Adam is then a handful of ops
     flat = torch.cat([stacked[n].detach().reshape(n_models, -1) for n in names], dim=1).to(dev)
-    flat.requires_grad_(True)
     buffers = {k: v.detach().to(dev) for k, v in buffers.items()}
 
     def unflat(w: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -206,6 +297,10 @@ def train_stacked(
     base.train()
     has_dropout = any(isinstance(m, nn.Dropout) for m in base.modules())
     dense = _dense_plan(base) if not has_dropout else None
+    # the dense stack's gradients are written out by hand (_dense_backward); anything else
+    # goes through autograd on views of ``flat``
+    layers = _dense_layers(dense) if dense is not None else None
+    flat.requires_grad_(layers is None)
     randomness = "different" if has_dropout else "error"
     if dense is not None:
 
@@ -221,17 +316,28 @@ def train_stacked(
     xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(dev)
     yt = torch.from_numpy(np.ascontiguousarray(y, dtype=np.int64)).to(dev)
     rows_t = [torch.as_tensor(np.asarray(r, dtype=np.int64)) for r in rows]
-    sizes = [len(r) for r in rows_t]
+    sizes = np.array([len(r) for r in rows_t], dtype=np.int64)
     bs = int(config.batch_size)
-    n_batches = [-(-n // bs) for n in sizes]
+    n_batches = -(-sizes // bs)
     ls = float(config.label_smoothing)
 
-    # Adam state, per copy (torch.optim.Adam's update, L2 weight decay added to the gradient)
-    m1 = torch.zeros_like(flat)
-    m2 = torch.zeros_like(flat)
-    steps = torch.zeros((n_models, 1), dtype=torch.float64, device=dev)
-    b1, b2 = ADAM_BETAS
-    lr, wd = float(config.lr), float(config.weight_decay)
+    # the gradient of every copy's loss lands in one (K, P) buffer laid out like ``flat``
+    grad = torch.zeros_like(flat, requires_grad=False)
+    gviews = unflat(grad)
+    # Adam state, per copy: torch's fused Adam kernel over the copies' rows (one contiguous
+    # row of ``flat`` per copy), each row with its own step count, so a copy that sits a step
+    # out keeps its moments and step count — exactly torch.optim.Adam run per copy
+    m1 = torch.zeros_like(flat, requires_grad=False)
+    m2 = torch.zeros_like(flat, requires_grad=False)
+    steps = torch.zeros(n_models, dtype=torch.float32, device=dev)
+    rows_of = {
+        "p": list(flat.detach().unbind(0)),
+        "g": list(grad.unbind(0)),
+        "m1": list(m1.unbind(0)),
+        "m2": list(m2.unbind(0)),
+        "t": list(steps.unbind(0)),
+    }
+    adam = _Adam(rows_of, float(config.lr), float(config.weight_decay))
 
     validate = bool(config.early_stopping) and val_rows is not None
     if validate:
@@ -245,60 +351,48 @@ def train_stacked(
     for _epoch in range(int(config.epochs)):
         if not running.any():
             break
-        n_steps = max(n_batches[k] for k in range(n_models) if running[k])
+        n_steps = int(n_batches[running].max())
         width = n_steps * bs
+        # each copy's batch order for the epoch (its own generator, as ShuffledBatches), padded
+        # to the longest epoch; ``weight`` is 1/batch-size on a copy's real rows, 0 on padding
         idx = torch.zeros((n_models, width), dtype=torch.int64)
-        mask = torch.zeros((n_models, width), dtype=torch.float32)
-        for k in range(n_models):
-            if running[k]:
-                order = torch.randperm(sizes[k], generator=gens[k])
-                idx[k, : sizes[k]] = rows_t[k][order]
-                mask[k, : sizes[k]] = 1.0
-        idx, mask = idx.to(dev), mask.to(dev)
+        for k in np.flatnonzero(running):
+            idx[k, : sizes[k]] = rows_t[k][torch.randperm(int(sizes[k]), generator=gens[k])]
+        # rows copy k has at step i (0: it sits the step out), known here, not on the device
+        counts = np.where(
+            running[None, :],
+            np.clip(sizes[None, :] - np.arange(n_steps)[:, None] * bs, 0, bs),
+            0,
+        )
+        pos = np.arange(width) % bs
+        weight = np.where(
+            pos[None, :] < np.repeat(counts.T, bs, axis=1),
+            1.0 / np.maximum(np.repeat(counts.T, bs, axis=1), 1),
+            0.0,
+        ).astype(np.float32)
+        idx = idx.to(dev)
+        weight = torch.from_numpy(weight).to(dev)
         for i in range(n_steps):
             sl = slice(i * bs, (i + 1) * bs)
-            bi, bm = idx[:, sl], mask[:, sl]
-            views = unflat(flat)
-            z = f_train(views, buffers, xt[bi])
-            ce = nn.functional.cross_entropy(
-                z.reshape(-1, z.shape[-1]),
-                yt[bi].reshape(-1),
-                reduction="none",
-                label_smoothing=ls,
-            ).reshape(bi.shape)
-            count = bm.sum(1)
-            per_copy = (ce * bm).sum(1) / count.clamp(min=1.0)
-            # gradients of the views, not of ``flat``: a view's backward would zero-fill a whole
-            # (K, P) tensor per parameter
-            gs = torch.autograd.grad(per_copy.sum(), list(views.values()))
+            bi, bw = idx[:, sl], weight[:, sl]
+            if layers is not None:
+                _dense_backward(layers, unflat(flat), gviews, xt[bi], yt[bi], bw, ls)
+            else:
+                views = unflat(flat)
+                z = f_train(views, buffers, xt[bi])
+                ce = nn.functional.cross_entropy(
+                    z.reshape(-1, z.shape[-1]),
+                    yt[bi].reshape(-1),
+                    reduction="none",
+                    label_smoothing=ls,
+                ).reshape(bi.shape)
+                # gradients of the views, not of ``flat``: a view's backward would zero-fill a
+                # whole (K, P) tensor per parameter
+                gs = torch.autograd.grad((ce * bw).sum(), list(views.values()))
+                with torch.no_grad():
+                    torch.cat([v.reshape(n_models, -1) for v in gs], dim=1, out=grad)
             with torch.no_grad():
-                g = torch.cat([v.reshape(n_models, -1) for v in gs], dim=1)
-                if wd:
-                    g = g + wd * flat
-                active = count > 0
-                if bool(active.all()):  # nearly every step: in place, per-copy step counts
-                    steps += 1.0
-                    m1.mul_(b1).add_(g, alpha=1 - b1)
-                    m2.mul_(b2).addcmul_(g, g, value=1 - b2)
-                    # one formula whatever the group: a copy's result never depends on
-                    # which other copies share its stack
-                    bc2 = (1.0 - b2**steps).sqrt().float()
-                    denom = m2.sqrt().div_(bc2).add_(ADAM_EPS)
-                    flat.sub_(m1.div(denom).mul_((lr / (1.0 - b1**steps)).float()))
-                    continue
-                # some copies have no batch at this step (their epoch is shorter): they keep
-                # their weights, moments and step count
-                active = active.unsqueeze(1)
-                steps += active.double()
-                t = steps.clamp(min=1.0)
-                # the same operations, in the same order, as the step above
-                new_m1 = (m1 * b1).add_(g, alpha=1 - b1)
-                new_m2 = (m2 * b2).addcmul_(g, g, value=1 - b2)
-                denom = new_m2.sqrt().div_((1.0 - b2**t).sqrt().float()).add_(ADAM_EPS)
-                update = new_m1.div(denom).mul_((lr / (1.0 - b1**t)).float())
-                m1 = torch.where(active, new_m1, m1)
-                m2 = torch.where(active, new_m2, m2)
-                flat.sub_(torch.where(active, update, torch.zeros_like(flat)))
+                adam.step(np.flatnonzero(counts[i] > 0), steps)
         for k in range(n_models):
             if running[k]:
                 epochs_run[k] += 1
@@ -311,17 +405,15 @@ def train_stacked(
                 vloss = ((cev * vmask).sum(1) / vmask.sum(1).clamp(min=1.0)).double().cpu()
                 if best_flat is None:
                     best_flat = flat.detach().clone()
-                for k in range(n_models):
-                    if not running[k]:
-                        continue
-                    if vloss[k] < best[k] - MIN_IMPROVEMENT:
-                        best[k] = vloss[k]
-                        stale[k] = 0
-                        best_flat[k] = flat[k]
-                    else:
-                        stale[k] += 1
-                        if stale[k] >= int(config.patience):
-                            running[k] = False
+                improved = running & (vloss.numpy() < best.numpy() - MIN_IMPROVEMENT)
+                worse = running & ~improved
+                if improved.any():
+                    sel = torch.from_numpy(np.flatnonzero(improved))
+                    best[sel] = vloss[sel]
+                    best_flat[sel.to(dev)] = flat.detach()[sel.to(dev)]
+                stale[improved] = 0
+                stale[worse] += 1
+                running &= ~(worse & (stale >= int(config.patience)))
     final = (best_flat if best_flat is not None else flat).detach()
     params = {k: v.contiguous() for k, v in unflat(final).items()}
     return StackedResult(arch, params, buffers, epochs_run)
