@@ -59,12 +59,49 @@ def setup(n_models: int, seed: int, epochs: int, dataset: str = "digits", model:
     return target, know, pool_x, pool_y, inclusion
 
 
+def flop_count(target, know, n_models: int, rows: int, epochs: int) -> dict[str, float]:
+    """The arithmetic both paths must do (torch's FLOP counter on one model): training
+    (forward + backward per record seen, ``rows x epochs`` per model) and the evaluation of
+    every pool view; the same for sequential and stacked."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from privguard.models.nets import build_model
+
+    arch = target.recipe.config.architecture(know.candidates_x.shape[1:], target.recipe.n_classes)
+    model = build_model(arch)
+    xb = torch.from_numpy(np.ascontiguousarray(know.candidates_x[:64], np.float32))
+    yb = torch.from_numpy(np.asarray(know.candidates_y[:64], np.int64))
+    with FlopCounterMode(display=False) as fc:
+        torch.nn.functional.cross_entropy(model(xb), yb).backward()
+    train_per_record = fc.get_total_flops() / len(xb)
+    with FlopCounterMode(display=False) as fc, torch.no_grad():
+        model(xb)
+    eval_per_record = fc.get_total_flops() / len(xb)
+    pool = len(know.candidates_y) + len(know.aux_y)
+    train = n_models * rows * epochs * train_per_record
+    evaluate = n_models * pool * len(image_shifts(know)) * eval_per_record
+    return {"train": train, "evaluate": evaluate, "total": train + evaluate}
+
+
+def matmul_peak() -> float:
+    """What one thread's float32 matmul reaches here now (a 1024x1024 GEMM), for scale."""
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    a @ b
+    t0 = time.perf_counter()
+    for _ in range(10):
+        a @ b
+    return round(2 * 1024**3 * 10 / (time.perf_counter() - t0) / 1e9, 1)
+
+
 def timed(know, pool_x, pool_y, inclusion, seed: int, compute: Compute):
     know.compute = compute
-    t0 = time.perf_counter()
+    c0, t0 = time.process_time(), time.perf_counter()
     refs = train_reference_models(
         know, pool_x, pool_y, inclusion, seed=seed, shifts=image_shifts(know)
     )
+    # this process's CPU seconds: on a loaded machine the fair measure of in-process work
+    # (wall time then counts the other processes' turns); worker processes' CPU is not in it
+    timed.cpu = time.process_time() - c0
     return refs, time.perf_counter() - t0
 
 
@@ -77,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dataset", default="digits", help="digits (default) or mnist-5k")
     ap.add_argument("--model", default="mlp", help="target model kind: mlp (default) or cnn")
     ap.add_argument("--device", default="cpu", help="stacked training device: cpu, cuda, auto")
+    ap.add_argument(
+        "--repeat", type=int, default=1, help="sequential/stacked in-process pairs (interleaved)"
+    )
     ap.add_argument(
         "--skip",
         default="",
@@ -109,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         runs[name] = {
             "how": how,
             "seconds": round(secs, 2),
+            "cpu_seconds_this_process": round(timed.cpu, 2),
             "seconds_per_model": round(secs / args.models, 3),
             "ratio_to_target": round(secs / TARGET_SECONDS, 2),
             "load_average_after": load,
@@ -119,17 +160,33 @@ def main(argv: list[str] | None = None) -> int:
 
     seq = {"stacked": False}
     stk = {"stacked": True, "device": args.device}
-    if "inprocess" not in skip:
-        refs, secs = timed(know, pool_x, pool_y, inclusion, args.seed, Compute(n_jobs=1, **seq))
-        record("in-process n_jobs=1", "this process, one model after another", refs, secs)
-    if "stacked" not in skip:
-        refs, secs = timed(know, pool_x, pool_y, inclusion, args.seed, Compute(n_jobs=1, **stk))
-        record(
-            "stacked in-process",
-            f"this process, all models as one stacked model (device {args.device})",
-            refs,
-            secs,
-        )
+    # sequential and stacked alternate (--repeat pairs), so a change in load hits both
+    pairs: list[tuple[float, float]] = []
+    cpu_pairs: list[tuple[float, float]] = []
+    for rep in range(args.repeat):
+        tag = f" #{rep + 1}" if rep else ""
+        pair = []
+        if "inprocess" not in skip:
+            refs, secs = timed(know, pool_x, pool_y, inclusion, args.seed, Compute(n_jobs=1, **seq))
+            record("in-process n_jobs=1" + tag, "this process, one model after another", refs, secs)
+            pair.append(secs)
+        if "stacked" not in skip:
+            refs, secs = timed(know, pool_x, pool_y, inclusion, args.seed, Compute(n_jobs=1, **stk))
+            record(
+                "stacked in-process" + tag,
+                f"this process, all models as stacked groups (device {args.device})",
+                refs,
+                secs,
+            )
+            pair.append(secs)
+        if len(pair) == 2:
+            pairs.append((pair[0], pair[1]))
+            cpu_pairs.append(
+                (
+                    runs["in-process n_jobs=1" + tag]["cpu_seconds_this_process"],
+                    runs["stacked in-process" + tag]["cpu_seconds_this_process"],
+                )
+            )
     if "loky" not in skip:
         refs, secs = timed(know, pool_x, pool_y, inclusion, args.seed, Compute(n_jobs=2, **seq))
         record("loky n_jobs=2", "joblib loky, 2 worker processes, cold (spawned here)", refs, secs)
@@ -187,9 +244,20 @@ def main(argv: list[str] | None = None) -> int:
             "median_abs_logit_difference": float(np.median(np.abs(a - b))),
             "argmax_agreement": float((a.argmax(-1) == b.argmax(-1)).mean()),
         }
-    if "in-process n_jobs=1" in runs and "stacked in-process" in runs:
-        speedup = runs["in-process n_jobs=1"]["seconds"] / runs["stacked in-process"]["seconds"]
-        runs["stacked in-process"]["speedup_vs_in_process_sequential"] = round(speedup, 2)
+    ratios = [a / b for a, b in pairs]
+    if ratios:
+        runs["stacked in-process"]["speedup_vs_in_process_sequential"] = round(ratios[0], 2)
+    work = flop_count(target, know, args.models, int(rows_per_model.mean()), args.epochs)
+    for r in runs.values():
+        r["achieved_gflop_per_s"] = round(work["total"] / r["seconds"] / 1e9, 1)
+        if "this process" in r["how"]:
+            cpu = r["cpu_seconds_this_process"]
+            r["achieved_gflop_per_cpu_s"] = round(work["total"] / cpu / 1e9, 1)
+    if "loky n_jobs=2, warm" in runs and "loky n_jobs=2, warm, stacked" in runs:
+        ratio = (
+            runs["loky n_jobs=2, warm"]["seconds"] / runs["loky n_jobs=2, warm, stacked"]["seconds"]
+        )
+        runs["loky n_jobs=2, warm, stacked"]["speedup_vs_loky_warm_sequential"] = round(ratio, 2)
     if "loky n_jobs=2, warm" in runs:
         for n in ("dask LocalCluster 2x1", "dask LocalCluster 2x1, stacked"):
             if n in runs:
@@ -221,6 +289,12 @@ def main(argv: list[str] | None = None) -> int:
         "views": len(image_shifts(know)),
         "target_seconds": TARGET_SECONDS,
         "runs": runs,
+        "stacked_speedup_per_pair": [round(r, 2) for r in ratios],
+        "stacked_speedup_median": round(float(np.median(ratios)), 2) if ratios else None,
+        "stacked_cpu_speedup_per_pair": [round(a / b, 2) for a, b in cpu_pairs],
+        "flops": work,
+        "matmul_peak_gflop_per_s": matmul_peak(),
+        "load_average_after": [round(v, 2) for v in os.getloadavg()],
         "logits_identical": identical,
         "stacked_vs_sequential": agreement,
     }
@@ -229,13 +303,13 @@ def main(argv: list[str] | None = None) -> int:
     tmp.write_text(json.dumps(results, indent=1) + "\n")
     os.replace(tmp, args.out)
 
-    header = ["run", "seconds", "s / model", f"ratio to {TARGET_SECONDS:g} s", "load after"]
+    header = ["run", "seconds", "CPU s", "GFLOP/s (wall)", "load after"]
     table = [header] + [
         [
             n,
             f"{r['seconds']:.1f}",
-            f"{r['seconds_per_model']:.2f}",
-            f"{r['ratio_to_target']:.2f}",
+            f"{r['cpu_seconds_this_process']:.1f}",
+            f"{r['achieved_gflop_per_s']:.1f}",
             " ".join(f"{v:.2f}" for v in r["load_average_after"]),
         ]
         for n, r in runs.items()
@@ -247,6 +321,13 @@ def main(argv: list[str] | None = None) -> int:
         if "cluster_startup_seconds" in r:
             print(f"\n{n}: cluster start-up {r['cluster_startup_seconds']} s, not included above")
     print(f"stacked vs sequential: {agreement}")
+    print(
+        f"work: {work['total'] / 1e9:.0f} GFLOP ({work['train'] / 1e9:.0f} training); one-thread "
+        f"1024^2 matmul here now: {results['matmul_peak_gflop_per_s']} GFLOP/s"
+    )
+    if ratios:
+        print(f"stacked speed-up per interleaved pair: {results['stacked_speedup_per_pair']}")
+        print(f"  in CPU seconds of this process: {results['stacked_cpu_speedup_per_pair']}")
     for n, r in runs.items():
         for key in ("speedup_vs_in_process_sequential", "ratio_to_loky_warm_sequential"):
             if key in r:

@@ -177,6 +177,26 @@ def test_attacks_of_one_audit_share_their_reference_models(small):
     assert "shared with an earlier attack" in b.notes[0]
 
 
+def test_offline_sets_of_different_sizes_are_nested_and_shared(small):
+    # K offline models are the first K of any larger set with the same seed (rows and seeds
+    # depend on (seed, k) only): the first attack's set is extended or cut, never retrained
+    assert np.array_equal(random_halves(6, 500, 3)[:4], random_halves(4, 500, 3))
+    know = _knowledge(small)
+    few = RMIA(n_reference=2).run(small.oracle("probs"), know)
+    more = LiraOffline(n_reference=4).run(small.oracle("probs"), know)
+    again = RMIA(n_reference=3).run(small.oracle("probs"), know)
+    assert (few.trained_models, few.shared_models) == (2, 0)
+    assert more.trained_models == 2 and "models 1-2 shared" in more.notes[1]
+    assert (again.trained_models, again.shared_models) == (0, 3)
+    # the extended set is what training all four at once gives
+    alone = _knowledge(small)
+    LiraOffline(n_reference=4).run(small.oracle("probs"), alone)
+    grown = know.cached("reference:offline:4:0:0.5", lambda: None)
+    fresh = alone.cached("reference:offline:4:0:0.5", lambda: None)
+    np.testing.assert_allclose(grown.logits, fresh.logits, atol=1e-4)
+    assert np.array_equal(grown.inclusion, fresh.inclusion)
+
+
 # -- where the training runs ---------------------------------------------------------------
 
 

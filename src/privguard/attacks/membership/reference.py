@@ -95,6 +95,19 @@ class ReferenceSet:
     def n_models(self) -> int:
         return int(self.inclusion.shape[0])
 
+    def head(self, n: int) -> ReferenceSet:
+        """The first ``n`` models (an offline set of ``n`` is the first ``n`` of a larger one)."""
+        return ReferenceSet(
+            logits=self.logits[:n],
+            inclusion=self.inclusion[:n],
+            shifts=self.shifts,
+            trained=min(self.trained, n),
+            reused=max(0, min(self.reused, n - min(self.trained, n))),
+            cache_dir=self.cache_dir,
+            notes=list(self.notes),
+            how=self.how,
+        )
+
     def phi(self, y: np.ndarray, *, from_probs: bool = False) -> np.ndarray:
         """LiRA's logit-scaled confidence of every model on every view of every pool record,
         ``(K, V, N)`` float64. ``from_probs`` computes it as a probability-only attacker does
@@ -299,24 +312,56 @@ def reference_set(
     check_pool(trainable, n_models, share, attack=attack, mode=mode)
     key = f"reference:{mode}:{n_models}:{seed}:{share}"
     shared = knowledge.has_cached(key)
+    # Offline sets are nested: model k's rows (random_halves) and seed (model_seed) depend on
+    # (seed, k) only, so K offline models are the first K of any larger set with the same seed.
+    # An audit's offline attacks (difficulty-calibration's 4, lira-offline's and rmia's 8,
+    # shadow-models) share one set: a smaller one is the head of a larger, a larger one trains
+    # only the models a smaller one lacks.
+    nested = knowledge.cached(f"reference:offline-sets:{seed}:{share}", dict)
+    if mode == "offline" and not shared:
+        larger = [m for m in nested if m > n_models]
+        if larger:
+            return knowledge.cached(key, lambda: nested[min(larger)].head(n_models)), True
 
     def make() -> ReferenceSet:
+        start = 0
         if mode == "online":
             inclusion = balanced_inclusion(n_models, len(pool_y), seed, share)
         else:
             inclusion = np.zeros((n_models, len(pool_y)), dtype=bool)
             inclusion[:, n_cand:] = random_halves(n_models, len(pool_y) - n_cand, seed)
+            start = max((m for m in nested if m < n_models), default=0)
         from privguard.attacks.membership.reference_training import train_reference_models
 
-        return train_reference_models(
+        refs = train_reference_models(
             knowledge,
             pool_x,
             pool_y,
-            inclusion,
+            inclusion[start:],
             seed=seed,
             shifts=image_shifts(knowledge),
             progress=progress,
+            first=start,
         )
+        if start:
+            head = nested[start]
+            refs = ReferenceSet(
+                logits=np.concatenate([head.logits, refs.logits]),
+                inclusion=inclusion,
+                shifts=refs.shifts,
+                trained=refs.trained,
+                reused=refs.reused,
+                cache_dir=refs.cache_dir,
+                notes=[
+                    f"models 1-{start} shared with an earlier attack (same rows and seeds), "
+                    f"{n_models - start} more trained",
+                    *refs.notes,
+                ],
+                how=refs.how,
+            )
+        if mode == "offline":
+            nested[n_models] = refs
+        return refs
 
     return knowledge.cached(key, make), shared
 

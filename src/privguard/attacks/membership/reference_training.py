@@ -47,6 +47,7 @@ def train_reference_models(
     seed: int,
     shifts: Sequence[Shift] = ((0, 0),),
     progress: Progress | None = None,
+    first: int = 0,
 ) -> ReferenceSet:
     """Train K models with the target's recipe, model k on ``pool[inclusion[k]]``, and return
     their float64 logits on every pool record (and its ``shifts`` views).
@@ -55,6 +56,8 @@ def train_reference_models(
     (joblib/loky), or on the Dask scheduler it names; model k is seeded from ``(seed, k)``, so
     the logits are the same wherever it runs. With a ``cache_dir``, models already trained
     (same recipe, rows, seed and index) are loaded instead, after checking their hash.
+    ``first``: the index of ``inclusion``'s first row in its set (row k is model ``first + k``:
+    its seed and cache key), to extend a set trained earlier.
 
     Raises:
         ConfigError: no training recipe, a model with too little data, an unreachable
@@ -75,11 +78,11 @@ def train_reference_models(
             f"got {inclusion.shape}"
         )
     for k, rows in enumerate(inclusion):
-        _check_training_rows(pool_y[rows], k)
+        _check_training_rows(pool_y[rows], first + k)
     shifts = tuple((int(a), int(b)) for a, b in shifts)
     fill = float(np.min(knowledge.bounds[0]))
     n_models = len(inclusion)
-    seeds = [model_seed(seed, k) for k in range(n_models)]
+    seeds = [model_seed(seed, first + k) for k in range(n_models)]
     cache = _Cache.open(knowledge.compute.cache_dir, recipe, pool_x.shape[1:])
 
     keys: list[str | None] = [None] * n_models
@@ -90,7 +93,9 @@ def train_reference_models(
         progress("reference models", 0, n_models)
     if cache is not None:
         for k in range(n_models):
-            keys[k] = cache.key(pool_x[inclusion[k]], pool_y[inclusion[k]], seed, k, seeds[k])
+            keys[k] = cache.key(
+                pool_x[inclusion[k]], pool_y[inclusion[k]], seed, first + k, seeds[k]
+            )
             predictor = cache.load(keys[k])
             if predictor is not None:
                 logits[k] = _evaluate(predictor, pool_x, shifts, fill)
