@@ -111,8 +111,17 @@ class StackedResult:
                 if self._plan is not None:  # batched matmuls, as in training
                     xk = xb.unsqueeze(0).expand(self.n_models, *xb.shape)
                     z = _dense_forward(self._plan, self.params, xk)
-                else:
-                    z = vmap(f, in_dims=(0, 0, None))(self.params, self.buffers, xb)
+                else:  # copy by copy: faster on a CPU than vmap'd convolutions (measured)
+                    z = torch.stack(
+                        [
+                            f(
+                                {n: v[k] for n, v in self.params.items()},
+                                {n: v[k] for n, v in self.buffers.items()},
+                                xb,
+                            )
+                            for k in range(self.n_models)
+                        ]
+                    )
                 out.append(z.double().cpu().numpy())
         k, c = self.n_models, int(self.arch["n_classes"])
         return np.concatenate(out, axis=1) if out else np.zeros((k, 0, c))

@@ -104,7 +104,7 @@ class ReferenceSet:
             trained=min(self.trained, n),
             reused=max(0, min(self.reused, n - min(self.trained, n))),
             cache_dir=self.cache_dir,
-            notes=list(self.notes),
+            notes=[n for n in self.notes if not n.startswith("models 1-")],
             how=self.how,
         )
 
@@ -353,8 +353,8 @@ def reference_set(
                 reused=refs.reused,
                 cache_dir=refs.cache_dir,
                 notes=[
-                    f"models 1-{start} shared with an earlier attack (same rows and seeds), "
-                    f"{n_models - start} more trained",
+                    f"models 1-{start} were trained for an earlier attack (same rows and "
+                    f"seeds) and reused, models {start + 1}-{n_models} trained for this one",
                     *refs.notes,
                 ],
                 how=refs.how,
