@@ -12,6 +12,7 @@ import privguard
 from privguard.attacks import Knowledge
 from privguard.attacks.base import Compute
 from privguard.attacks.membership.lira import LiraOnline
+from privguard.attacks.membership.reference_training import stacked_reason
 from privguard.attacks.membership.rmia import RMIA
 from privguard.errors import ConfigError
 from privguard.models.stacked import stackable, train_stacked
@@ -134,6 +135,16 @@ def test_dp_recipes_fall_back_with_a_reason():
     reason = stackable(TrainingRecipe(TrainConfig(dp_epsilon=8.0), 10))
     assert reason is not None and "DP-SGD" in reason
     assert stackable(object()) is not None
+
+
+def test_cnn_references_train_one_at_a_time_on_a_cpu_only():
+    # stacked (vmap'd) convolutions were slower than one model after another on a CPU
+    # (benchmarks/stacked_cnn.py); MLPs stack everywhere, the CNN on a GPU
+    cnn = TrainingRecipe(TrainConfig(model="cnn", hidden=[16]), 10)
+    reason = stacked_reason(cnn, Compute(device="cpu"))
+    assert reason is not None and "one model at a time on a CPU" in reason
+    assert stacked_reason(cnn, Compute(device="cuda")) is None
+    assert stacked_reason(TrainingRecipe(TrainConfig(), 10), Compute(device="cpu")) is None
 
 
 def test_device_choice():
