@@ -2,14 +2,23 @@
 
 Reference-model attacks (LiRA, RMIA, shadow models) train K models with the target's recipe, each
 on its own subset of one pool. For the small models privguard trains (``logreg``, ``mlp``, the
-small ``cnn``) one model's step is far too small to keep a core busy: most of its time is Python
-and dispatch overhead. Training the K copies as one model — their parameters stacked along a new
-leading axis, the forward pass vectorised over it with ``torch.func.vmap`` and
-``torch.func.functional_call``, one backward pass and one optimiser step for all — does the same
-arithmetic in K-times larger kernels (the technique of ``torch.func.stack_module_state``, "model
-ensembling" in the PyTorch docs; used for cheap reference models by e.g. Zarifzadeh et al.,
-"Low-Cost High-Power Membership Inference Attacks", ICML 2024, whose code trains its references
-in parallel batches).
+small ``cnn``) one model's step is too small to keep a core busy: a good part of its time is
+Python and dispatch overhead. Training the K copies as one model — their parameters side by side
+in one ``(K, P)`` buffer, one forward and backward pass and one optimiser step for all — does the
+same arithmetic in K-times larger kernels (the technique of ``torch.func.stack_module_state``,
+"model ensembling" in the PyTorch docs; used for cheap reference models by e.g. Zarifzadeh et
+al., "Low-Cost High-Power Membership Inference Attacks", ICML 2024, whose code trains its
+references in parallel batches).
+
+How: for a ``[Flatten] Linear (ReLU Linear)*`` stack (``logreg``, ``mlp`` without dropout) the
+forward and backward passes are written out as batched matmuls (:func:`_dense_backward`: the
+textbook gradients of the mean cross-entropy, written straight into a ``(K, P)`` gradient
+buffer, no autograd graph); anything else goes through ``torch.func.vmap`` over
+``torch.func.functional_call`` and autograd. The update is PyTorch's fused Adam kernel over the
+copies' rows (:class:`_Adam`). On a CPU the stacked MLP step is compute-bound (~43 GFLOP per
+CPU-second for 2x256 MLPs, about three quarters of one core's matmul peak; docs/compute.md);
+vmap'd convolutions were slower than one model after another on a CPU, so reference training
+stacks the CNN only on a GPU (``reference_training.stacked_reason``).
 
 Same recipe, copy by copy: copy k
 
@@ -18,9 +27,10 @@ Same recipe, copy by copy: copy k
 - draws its batches from its own generator seeded with ``seeds[k]``, one ``torch.randperm`` of
   *its own* training rows per epoch (as :class:`~privguard.training.loop.ShuffledBatches`), so
   it sees exactly the batches the sequential run would;
-- takes Adam steps with its own step count (Adam is written out below, identical to
-  ``torch.optim.Adam`` with L2 ``weight_decay``); a copy whose epoch has fewer batches, or that
-  has stopped early, is masked out of the step (no gradient, no moment update, no step count);
+- takes Adam steps with its own step count (``torch.optim.Adam``'s update with L2
+  ``weight_decay``, through the same fused kernel ``Adam(fused=True)`` uses); a copy whose epoch
+  has fewer batches, or that has stopped early, is left out of the step (no moment update, no
+  step count);
 - has its own early-stopping state (best validation loss, best weights, patience counter).
 
 Without dropout the result equals the sequential training's up to floating-point summation

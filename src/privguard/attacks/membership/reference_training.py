@@ -237,7 +237,7 @@ def stacked_reason(recipe: Any, compute: Any) -> str | None:
     device = str(getattr(compute, "device", "cpu") or "cpu")
     if getattr(config, "model", None) == "cnn" and not device.startswith("cuda"):
         # vmap'd convolutions train slower than one model after another on a CPU (16 copies,
-        # mnist-5k, 1,000 rows each: 0.5-0.7x in CPU seconds, 2026-12-05); a GPU stacks them
+        # mnist-5k, 1,000 rows each: 0.54-0.77x in CPU seconds, 2026-12-05); a GPU stacks them
         return "the cnn trains faster one model at a time on a CPU"
     return stackable(recipe)
 
