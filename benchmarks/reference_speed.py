@@ -13,8 +13,12 @@ target's training share of the models, one-pixel image shifts evaluated) with
   passed as ``Compute.scheduler`` (the ``--scheduler`` path); the cluster's start-up is timed
   separately from the training.
 
-and checks the three runs return bit-identical logits. Every model runs with one torch thread
-(privguard's worker sets it). Run ``python benchmarks/reference_speed.py --help``.
+and checks the three runs return bit-identical logits. The in-process runs, one model after
+another and stacked (:mod:`privguard.models.stacked`), alternate ``--repeat`` times and record
+this process's CPU seconds beside the wall seconds (on a loaded machine the fair measure), the
+work in FLOPs (torch's FLOP counter on one model) and the GFLOP/s achieved. Every model runs
+with one torch thread (privguard's worker sets it).
+Run ``python benchmarks/reference_speed.py --help``.
 """
 
 from __future__ import annotations
