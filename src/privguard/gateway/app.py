@@ -120,6 +120,8 @@ def create_app(
             if gw.monitor is not None:
                 await gw.observations.stop()
             await gw.holds.close()
+            if gw.shared_states is not None:
+                gw.shared_states.close()
             await run_in_threadpool(gw.writer.stop)
             if gw.webhook is not None:
                 await run_in_threadpool(gw.webhook.stop)

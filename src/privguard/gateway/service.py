@@ -33,9 +33,11 @@ from privguard.gateway.metrics import Metrics
 from privguard.gateway.store import InputCipher, LogWriter, Store, utcnow
 from privguard.gateway.watch import (
     DEFAULT_QUEUE_SIZE,
+    DEFAULT_STATE_TTL,
     DROP_ALERT_SECONDS,
     Holds,
     Observations,
+    SharedStates,
     drop_alert_row,
 )
 from privguard.gateway.webhook import AlertWebhook, alert_payload
@@ -100,6 +102,12 @@ class Gateway:
             self._observe_now, _queue_size(mon.get("queue_size")), on_drop=self._dropped
         )
         self._drop_alerted = -math.inf
+        # with Redis, each client's detector state is shared by every worker and replica
+        self.shared_states = None
+        if monitor is not None and limiter.redis_url and hasattr(monitor, "dump_state"):
+            self.shared_states = SharedStates(
+                limiter.redis_url, monitor, ttl=_seconds(mon.get("state_ttl_seconds"))
+            )
         self.chains = {name: t.chain for name, t in config.tiers.items()}
         self.fingerprinter = Fingerprinter(fingerprint_key)  # keyed once, copied per record
         self.specs = {name: chain.spec for name, chain in self.chains.items()}  # built once
@@ -225,17 +233,31 @@ class Gateway:
             return False
         return self.observations.submit((key, x, labels, probs))
 
-    async def _observe_now(self, item: tuple[KeyInfo, np.ndarray, np.ndarray, Any]) -> None:
-        """Run the monitor on one queued batch (in a worker thread) and act on its findings:
-        every finding becomes an alert row; ``block`` holds the key until an admin releases it,
-        ``throttle`` for ``throttle_seconds`` (``[monitor]``, default 60), from its next
-        request on (watch.py)."""
-        key, x, labels, probs = item
-        findings = await run_in_threadpool(
-            self.monitor.observe, key.name, x, labels, probs, tier=key.tier
-        )
-        if not findings:
-            return
+    async def _observe_now(self, items: list[tuple[KeyInfo, np.ndarray, np.ndarray, Any]]) -> None:
+        """Run the monitor on a round of queued batches, grouped by key (in a worker thread;
+        with Redis against each client's shared state, watch.SharedStates) and act on the
+        findings: every finding becomes an alert row; ``block`` holds the key until an admin
+        releases it, ``throttle`` for ``throttle_seconds`` (``[monitor]``, default 60), from
+        its next request on (watch.py)."""
+        groups: dict[str, list[tuple[KeyInfo, np.ndarray, np.ndarray, Any]]] = {}
+        for item in items:
+            groups.setdefault(item[0].id, []).append(item)
+        for group in groups.values():
+            key = group[0][0]
+            findings = await run_in_threadpool(self._run_monitor, key, group)
+            if findings:
+                await self._act(key, findings)
+
+    def _run_monitor(self, key: KeyInfo, group: list[tuple[Any, ...]]) -> list[Any]:
+        batches = [(x, labels, probs) for _, x, labels, probs in group]
+        if self.shared_states is not None:
+            return self.shared_states.observe(key.name, batches, tier=key.tier)
+        findings = []
+        for b in batches:
+            findings += self.monitor.observe(key.name, *b, tier=key.tier)
+        return findings
+
+    async def _act(self, key: KeyInfo, findings: list[Any]) -> None:
         rows = []
         for f in findings:
             self.metrics.findings.labels(f.detector, f.action).inc()
@@ -381,6 +403,16 @@ def _queue_size(v: Any) -> int:
     if isinstance(v, bool) or not isinstance(v, int) or v < 1:
         raise ConfigError(f"[monitor] queue_size must be a whole number >= 1, not {v!r}")
     return v
+
+
+def _seconds(v: Any) -> float:
+    if v is None:
+        return float(DEFAULT_STATE_TTL)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 1:
+        raise ConfigError(
+            f"[monitor] state_ttl_seconds must be a number of seconds >= 1, not {v!r}"
+        )
+    return float(v)
 
 
 def _finite(v: Any) -> float | None:
