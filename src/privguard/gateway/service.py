@@ -322,8 +322,11 @@ class Gateway:
                 out, labels, probs, top = await run_in_threadpool(self.answer, x, tier)
             else:
                 out, labels, probs, top = self.answer(x, tier)
-            await self.limiter.spend(key.id, tier, len(x))  # charged only when answered
-            self.observe(key, x, labels, probs)  # queued: the detectors run off this path
+            # charged only when answered: by the log writer, in the transaction that logs the
+            # answer, when budgets live in the database; else here (Redis)
+            charge = self.limiter.charge_in_log(key.id, tier, len(x))
+            if charge is None:
+                await self.limiter.spend(key.id, tier, len(x))
         except GatewayError as e:
             self.writer.submit(
                 self.log_row(key, tier, e.status, t0, x=x, outputs={"error": e.code})
@@ -333,7 +336,7 @@ class Gateway:
         finish = partial(self._answered, key, tier, t0, x, out, top)
         row, inputs, answer = await run_in_threadpool(finish) if large else finish()
         try:
-            await self.writer.write(row, inputs)
+            charged = await self.writer.write(row, inputs, charge=charge)
         except SQLAlchemyError:
             raise GatewayError(
                 503,
@@ -341,6 +344,9 @@ class Gateway:
                 "the answer could not be logged, so it is withheld; retry shortly",
                 {"Retry-After": "1"},
             ) from None
+        if charged is not None and not charged[0]:  # logged as refused by the writer
+            raise self.limiter.over_budget(tier, len(x), charged[1])
+        self.observe(key, x, labels, probs)  # queued: the detectors run off this path
         self.metrics.child(self.metrics.records, tier.name).inc(len(x))
         self.metrics.child(self.metrics.latency, tier.name).observe(time.perf_counter() - t0)
         return answer
