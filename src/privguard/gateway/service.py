@@ -302,9 +302,10 @@ class Gateway:
     ) -> bytes:
         """The JSON answer to ``POST /v1/predict`` for the authenticated ``key``: held by the
         monitor? -> tier -> rate limit -> body (``read_body``, size-limited) -> validate ->
-        answer -> budget -> queued for the monitor -> log (committed before the answer is
-        returned). The monitor's verdict on this batch applies from the key's next request
-        (watch.py). Every refusal is a :class:`GatewayError`, logged as a row with its code."""
+        answer -> budget (Redis; without Redis, by the log writer in the logging transaction)
+        -> log (committed before the answer is returned) -> queued for the monitor. The
+        monitor's verdict on this batch applies from the key's next request (watch.py). Every
+        refusal is a :class:`GatewayError`, logged as a row with its code."""
         tier = None
         x = None
         try:
