@@ -1,7 +1,7 @@
-"""The query monitor at deployment scale (issue 19): holds shared by the workers of a real
-`privguard serve --workers 2 --redis ...`, holds that survive a restart, the bounded queue that
-keeps the detectors off the request path, and the refusal to run several workers with the
-monitor on and no Redis.
+"""The query monitor at deployment scale (issue 19): holds and per-client detector state shared
+by the workers of a real `privguard serve --workers 2 --redis ...` (one gateway for the module),
+holds and detector state that survive a restart, the bounded queue that keeps the detectors off
+the request path, and the refusal to run several workers with the monitor on and no Redis.
 
 The monitor here is real (fitted on the digits model) with one detector acting: the
 out-of-distribution score, which uniform noise trips in one batch, so that the tests are about
