@@ -182,46 +182,43 @@ def _new_client(db: str, prefix: str = "mallory") -> tuple:
 def test_a_client_throttled_on_one_worker_is_refused_by_every_worker(digits_logreg, two_workers):
     proc, db = two_workers
     info, secret = _new_client(db)
-    try:
-        headers = {"X-API-Key": secret}
+    headers = {"X-API-Key": secret}
 
-        def post(inputs):
-            # a fresh connection per request: the two workers share the listening socket, so
-            # consecutive requests land on either
-            return httpx.post(
-                proc.url + "/v1/predict", json={"inputs": inputs}, headers=headers, timeout=30
-            )
-
-        # the batch that trips the detector is answered: the detectors run off the path
-        r = post(_noise(digits_logreg))
-        assert r.status_code == 200, r.text
-        refused, answered = _until_refused(lambda: post(_natural(digits_logreg)))
-        assert refused.status_code == 429, refused.text
-        assert refused.json()["error"]["code"] == "client_throttled"
-        assert int(refused.headers["Retry-After"]) > 500
-        # within one batch: at most the next request slips through while the batch is watched
-        assert answered <= 1, answered
-        # every worker refuses it now: fresh connections until both workers have been asked
-        seen: dict[int | None, list[int]] = {}
-        for _ in range(10):
-            for status, pid in _post_many(proc, secret, _natural(digits_logreg), 16):
-                seen.setdefault(pid, []).append(status)
-            if len([p for p in seen if p is not None]) == 2:
-                break
-        assert len([p for p in seen if p is not None]) == 2, seen  # both workers were asked
-        assert all(s == "client_throttled" for codes in seen.values() for s in codes), seen
-        # an admin lifts the hold, on every worker (Redis + database)
-        admin_store = Store(db)
-        _, admin = create_key(admin_store, "admin", "admin", "label")
-        admin_store.close()
-        lift = httpx.delete(
-            f"{proc.url}/v1/admin/holds/{info.id}", headers={"X-API-Key": admin}, timeout=30
+    def post(inputs):
+        # a fresh connection per request: the two workers share the listening socket, so
+        # consecutive requests land on either
+        return httpx.post(
+            proc.url + "/v1/predict", json={"inputs": inputs}, headers=headers, timeout=30
         )
-        assert lift.json() == {"released": True}, lift.text
-        codes = [post(_natural(digits_logreg)).status_code for _ in range(10)]
-        assert codes == [200] * 10, codes
-    finally:
-        Store(db).release_hold(info.id)
+
+    # the batch that trips the detector is answered: the detectors run off the path
+    r = post(_noise(digits_logreg))
+    assert r.status_code == 200, r.text
+    refused, answered = _until_refused(lambda: post(_natural(digits_logreg)))
+    assert refused.status_code == 429, refused.text
+    assert refused.json()["error"]["code"] == "client_throttled"
+    assert int(refused.headers["Retry-After"]) > 500
+    # within one batch: at most the next request slips through while the batch is watched
+    assert answered <= 1, answered
+    # every worker refuses it now: fresh connections until both workers have been asked
+    seen: dict[int | None, list[int]] = {}
+    for _ in range(10):
+        for status, pid in _post_many(proc, secret, _natural(digits_logreg), 16):
+            seen.setdefault(pid, []).append(status)
+        if len([p for p in seen if p is not None]) == 2:
+            break
+    assert len([p for p in seen if p is not None]) == 2, seen  # both workers were asked
+    assert all(s == "client_throttled" for codes in seen.values() for s in codes), seen
+    # an admin lifts the hold, on every worker (Redis + database)
+    admin_store = Store(db)
+    _, admin = create_key(admin_store, "admin", "admin", "label")
+    admin_store.close()
+    lift = httpx.delete(
+        f"{proc.url}/v1/admin/holds/{info.id}", headers={"X-API-Key": admin}, timeout=30
+    )
+    assert lift.json() == {"released": True}, lift.text
+    codes = [post(_natural(digits_logreg)).status_code for _ in range(10)]
+    assert codes == [200] * 10, codes
 
 
 def test_a_block_survives_a_restart_of_the_gateway(digits_logreg, tmp_path):
@@ -525,3 +522,35 @@ def test_detector_state_in_redis_survives_a_restart(digits_logreg, redis_url, tm
                     time.sleep(0.1)
     assert refusal == "client_throttled", (refusal, answered)
     assert m <= answered <= m + 1, (answered, m)
+
+
+def test_a_batch_the_monitor_fails_on_is_counted_and_spares_other_clients(
+    digits_logreg, throttling_monitor, tmp_path
+):
+    """One round holds a batch the monitor cannot read (wrong width) and another client's
+    noise: the first is counted as failed (``privguard_monitor_failed_total``), the second
+    still raises its finding and holds its key."""
+    config = GatewayConfig.from_dict(
+        {
+            "server": {"fingerprint_key_file": str(tmp_path / "fp.key")},
+            "monitor": {},
+            "tiers": {"label": {"access": "label", "max_batch": 32}},
+        }
+    )
+    monitor = Monitor.load(throttling_monitor)
+    app = create_app(digits_logreg, config, db=f"sqlite:///{tmp_path / 'log.db'}", monitor=monitor)
+    gw = app.state.gateway
+    bad, _ = create_key(gw.store, "broken", "client", "label")
+    good, _ = create_key(gw.store, "mallory", "client", "label")
+    noise = np.asarray(_noise(digits_logreg), dtype=np.float32)
+    labels = np.asarray(digits_logreg.predict_proba(noise)).argmax(axis=1)
+
+    async def round_():
+        await gw._observe_now([(bad, noise[:, :10], labels, None), (good, noise, labels, None)])
+
+    asyncio.run(round_())
+    assert gw.observations.failed == 1
+    assert gw.metrics.monitor_failed._value.get() == 1
+    [alert] = gw.store.alerts()
+    assert (alert["client"], alert["detector"], alert["action"]) == ("mallory", "ood", "throttle")
+    assert [h["key_id"] for h in gw.store.holds()] == [good.id]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import time
 import uuid
@@ -42,6 +43,8 @@ from privguard.gateway.watch import (
 )
 from privguard.gateway.webhook import AlertWebhook, alert_payload
 from privguard.oracle import Access, top_k
+
+log = logging.getLogger("privguard.gateway")
 
 #: bodies of at least this many bytes are parsed, and batches of at least this many numbers
 #: answered, in a worker thread (issue 16, item 11)
@@ -99,7 +102,10 @@ class Gateway:
         mon = config.monitor or {}
         self.holds = Holds(store, limiter.redis_url)
         self.observations = Observations(
-            self._observe_now, _queue_size(mon.get("queue_size")), on_drop=self._dropped
+            self._observe_now,
+            _queue_size(mon.get("queue_size")),
+            on_drop=self._dropped,
+            on_fail=self.metrics.monitor_failed.inc,
         )
         self._drop_alerted = -math.inf
         # with Redis, each client's detector state is shared by every worker and replica
@@ -244,7 +250,17 @@ class Gateway:
             groups.setdefault(item[0].id, []).append(item)
         for group in groups.values():
             key = group[0][0]
-            findings = await run_in_threadpool(self._run_monitor, key, group)
+            try:
+                findings = await run_in_threadpool(self._run_monitor, key, group)
+            except Exception as e:  # noqa: BLE001 - one client's failure spares the others
+                self.observations.failed += len(group)
+                self.metrics.monitor_failed.inc(len(group))
+                log.error(
+                    "query monitor: %d batches of one client failed: %s",
+                    len(group),
+                    type(e).__name__,
+                )
+                continue
             if findings:
                 await self._act(key, findings)
 

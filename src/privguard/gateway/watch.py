@@ -306,6 +306,7 @@ class Observations:
         maxsize: int = DEFAULT_QUEUE_SIZE,
         on_drop: Any = None,
         group: int = GROUP_SIZE,
+        on_fail: Any = None,
     ):
         if maxsize < 1:
             raise ValueError("the monitor queue needs room for at least one batch")
@@ -313,6 +314,7 @@ class Observations:
         self.group = max(1, int(group))
         self.maxsize = int(maxsize)
         self.on_drop = on_drop  # called with the running count on each drop
+        self.on_fail = on_fail  # called with the number of batches of each failed round
         self.queue: asyncio.Queue | None = None
         self.dropped = 0
         self.processed = 0
@@ -351,6 +353,8 @@ class Observations:
                 raise
             except Exception as e:  # noqa: BLE001 - one bad batch must not stop the watch
                 self.failed += len(items)
+                if self.on_fail is not None:
+                    self.on_fail(len(items))
                 log.error("query monitor: %d batches failed: %s", len(items), type(e).__name__)
             finally:
                 for _ in items:
