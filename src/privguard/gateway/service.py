@@ -318,8 +318,8 @@ class Gateway:
     ) -> bytes:
         """The JSON answer to ``POST /v1/predict`` for the authenticated ``key``: held by the
         monitor? -> tier -> rate limit -> body (``read_body``, size-limited) -> validate ->
-        answer -> budget (Redis; without Redis, by the log writer in the logging transaction)
-        -> log (committed before the answer is returned) -> queued for the monitor. The
+        answer -> queued for the monitor -> budget (Redis; without Redis, by the log writer in
+        the logging transaction) -> log (committed before the answer is returned). The
         monitor's verdict on this batch applies from the key's next request (watch.py). Every
         refusal is a :class:`GatewayError`, logged as a row with its code."""
         tier = None
@@ -344,6 +344,9 @@ class Gateway:
             charge = self.limiter.charge_in_log(key.id, tier, len(x))
             if charge is None:
                 await self.limiter.spend(key.id, tier, len(x))
+            # queued now, while the log commits, so that the detectors have a head start on
+            # the client's next request (a batch the budget then refuses is watched too)
+            self.observe(key, x, labels, probs)
         except GatewayError as e:
             self.writer.submit(
                 self.log_row(key, tier, e.status, t0, x=x, outputs={"error": e.code})
@@ -363,7 +366,6 @@ class Gateway:
             ) from None
         if charged is not None and not charged[0]:  # logged as refused by the writer
             raise self.limiter.over_budget(tier, len(x), charged[1])
-        self.observe(key, x, labels, probs)  # queued: the detectors run off this path
         self.metrics.child(self.metrics.records, tier.name).inc(len(x))
         self.metrics.child(self.metrics.latency, tier.name).observe(time.perf_counter() - t0)
         return answer
