@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import statistics
 import sys
@@ -53,6 +54,8 @@ BENCH = "gateway_throughput"
 MODEL_ENV = "PRIVGUARD_BENCH_MODEL"
 GOAL = 0.80
 SERVERS = ("noop", "bare", "gateway", "monitored")  # monitored: the gateway, detectors on
+# optional: "baseline" (the plain gateway from another source tree, --baseline-src) and
+# "monitored-redis" (the monitored gateway with --redis: detector state shared through Redis)
 
 GATEWAY_CONFIG = """
 [server]
@@ -297,7 +300,45 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             + ["--workers", str(args.workers)],
             log_file=tmp / "serve-monitor.log",
         )
-        with gateway, monitored, BareProcess(model, args.workers) as bare:
+        extra = {}
+        if args.baseline_src:  # the same plain gateway, from another source tree (A/B)
+            db_base = f"sqlite:///{tmp / 'log-baseline.db'}"
+            store = Store(db_base)
+            store.migrate()
+            _, secret_base = create_key(store, "bench", "client", "bench")
+            store.close()
+            extra["baseline"] = (
+                GatewayProcess(
+                    ["--model", str(model), "--config", str(config), "--db", db_base]
+                    + ["--workers", str(args.workers)],
+                    log_file=tmp / "serve-baseline.log",
+                    env={"PYTHONPATH": str(Path(args.baseline_src).resolve())},
+                ),
+                secret_base,
+            )
+        if args.redis:  # the monitored gateway with Redis: shared holds and detector state
+            db_red = f"sqlite:///{tmp / 'log-monitor-redis.db'}"
+            store = Store(db_red)
+            store.migrate()
+            _, secret_red = create_key(
+                store, f"bench-{os.getpid()}-{time.time_ns()}", "client", "bench"
+            )
+            store.close()
+            extra["monitored-redis"] = (
+                GatewayProcess(
+                    ["--model", str(model), "--config", str(config_mon), "--db", db_red]
+                    + ["--workers", str(args.workers), "--redis", args.redis],
+                    log_file=tmp / "serve-monitor-redis.log",
+                ),
+                secret_red,
+            )
+        results["settings"]["servers"] = list(SERVERS) + list(extra)
+        with contextlib.ExitStack() as stack:
+            for proc, _ in extra.values():
+                stack.enter_context(proc)
+            stack.enter_context(gateway)
+            stack.enter_context(monitored)
+            bare = stack.enter_context(BareProcess(model, args.workers))
             servers = {
                 "noop": (bare.url + "/v1/noop", {}),
                 "bare": (bare.url + "/v1/predict", {}),
@@ -307,6 +348,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     {"Authorization": f"Bearer {secret_mon}"},
                 ),
             }
+            for name, (proc, secret_x) in extra.items():
+                servers[name] = (proc.url + "/v1/predict", {"Authorization": f"Bearer {secret_x}"})
+            results["load_average_before"] = [round(v, 2) for v in os.getloadavg()]
             for batch in args.batches:
                 bodies = _bodies(ds.x, batch)
                 for rep in range(args.repeats):
@@ -334,9 +378,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             # the detectors run off the request path (issue 19): the batches they could not
             # observe (a full queue) make the monitored figure cheaper than the detectors are
             results["monitor_dropped_batches"] = _dropped(monitored.url, admin_mon)
+            results["load_average_after"] = [round(v, 2) for v in os.getloadavg()]
         rows = store_rows(db)
     results["gateway_log_rows"] = rows
-    results["summary"] = summarise(results["runs"], args.batches)
+    results["summary"] = summarise(results["runs"], args.batches, results["settings"]["servers"])
     return finish_run(
         results,
         Path(args.out),
@@ -372,12 +417,14 @@ def store_rows(db: str) -> int:
         store.close()
 
 
-def summarise(runs: list[dict[str, Any]], batches: list[int]) -> list[dict[str, Any]]:
-    """Per batch size: the median run of each server, and gateway / bare."""
+def summarise(
+    runs: list[dict[str, Any]], batches: list[int], servers: list[str] | tuple[str, ...] = SERVERS
+) -> list[dict[str, Any]]:
+    """Per batch size: the median run of each server, and each gateway / bare."""
     out = []
     for batch in batches:
-        row: dict[str, Any] = {"batch": batch}
-        for name in SERVERS:
+        row: dict[str, Any] = {"batch": batch, "servers": list(servers)}
+        for name in servers:
             mine = [r for r in runs if r["server"] == name and r["batch"] == batch]
             med = sorted(mine, key=lambda r: r["requests_per_second"])[len(mine) // 2]
             row[name] = {
@@ -411,6 +458,17 @@ def summarise(runs: list[dict[str, Any]], batches: list[int]) -> list[dict[str, 
         ]
         row["monitored_ratio_per_repeat"] = [round(v, 3) for v in with_monitor]
         row["monitored_throughput_ratio"] = round(statistics.median(with_monitor), 3)
+        for name in [n for n in servers if n not in SERVERS]:  # baseline, monitored-redis
+            per = [
+                g["requests_per_second"] / b["requests_per_second"]
+                for g, b in zip(
+                    [r for r in runs if r["server"] == name and r["batch"] == batch],
+                    [r for r in runs if r["server"] == "bare" and r["batch"] == batch],
+                    strict=True,
+                )
+            ]
+            row[f"{name}_ratio_per_repeat"] = [round(v, 3) for v in per]
+            row[f"{name}_throughput_ratio"] = round(statistics.median(per), 3)
         ratio = statistics.median(ratios)
         row["throughput_ratio"] = round(ratio, 3)
         if batch == 1:
@@ -447,7 +505,7 @@ def print_table(results: dict[str, Any]) -> None:
     head = f"{'batch':>5} {'server':<8} {'req/s':>9} {'records/s':>10} {'p50 ms':>8} {'p99 ms':>8}"
     print(head)
     for row in results["summary"]:
-        for name in SERVERS:
+        for name in row.get("servers", SERVERS):
             m = row[name]
             print(
                 f"{row['batch']:>5} {name:<8} {m['requests_per_second']:>9.1f} "
@@ -464,6 +522,11 @@ def print_table(results: dict[str, Any]) -> None:
             f"      gateway with the monitor on / bare: {row['monitored_throughput_ratio']:.2f} "
             f"(median of {', '.join(f'{r:.2f}' for r in row['monitored_ratio_per_repeat'])})"
         )
+        for name in [n for n in row.get("servers", SERVERS) if n not in SERVERS]:
+            print(
+                f"      {name} / bare: {row[f'{name}_throughput_ratio']:.2f} (median of "
+                f"{', '.join(f'{r:.2f}' for r in row[f'{name}_ratio_per_repeat'])})"
+            )
     print(f"gateway audit log rows after the runs: {results['gateway_log_rows']}")
     print(
         "monitored gateway: batches its detectors could not observe (queue full): "
@@ -477,11 +540,16 @@ def markdown(results: dict[str, Any]) -> str:
         "|---:|---|---:|---:|---:|---:|---:|",
     ]
     for row in results["summary"]:
-        for name in SERVERS:
+        for name in row.get("servers", SERVERS):
             m = row[name]
             ratio = {
                 "gateway": f"**{row['throughput_ratio']:.2f}**",
                 "monitored": f"**{row['monitored_throughput_ratio']:.2f}**",
+                **{
+                    n: f"{row[f'{n}_throughput_ratio']:.2f}"
+                    for n in row.get("servers", SERVERS)
+                    if n not in SERVERS
+                },
             }.get(name, "")
             lines.append(
                 f"| {row['batch']} | {name} | {m['requests_per_second']:.1f} | "
@@ -502,6 +570,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--hidden", default="256,256", help="MLP hidden widths")
     ap.add_argument("--epochs", type=int, default=20, help="training epochs of the served MLP")
     ap.add_argument("--quick", action="store_true", help="1 repeat of 4 s")
+    ap.add_argument(
+        "--baseline-src",
+        default=None,
+        help="also run the plain gateway from this source tree (e.g. another checkout's src/)",
+    )
+    ap.add_argument(
+        "--redis",
+        default=None,
+        help="also run the monitored gateway with this Redis (shared detector state)",
+    )
     ap.add_argument("--out", default=None, help="JSON output path")
     ap.add_argument("--markdown", action="store_true", help="also print the table in Markdown")
     ap.add_argument("--serve-bare", metavar="MODEL_DIR", help=argparse.SUPPRESS)

@@ -110,6 +110,28 @@ def test_log_writer_groups_concurrent_rows_into_few_commits(store):
     assert writer.stats.commits < 200  # batched: one transaction per batch
 
 
+def test_log_writer_charges_budgets_in_the_logging_transaction(store):
+    """30 concurrent answers of one record against a budget of 20, charged by the writer in
+    the transactions that log them: 20 charged and logged 200, 10 logged as refused (429)."""
+    from privguard.gateway.store import Charge
+
+    writer = LogWriter(store)
+    writer.start()
+    refused = {"status": 429, "outputs": json.dumps({"error": "daily_budget_exhausted"})}
+
+    async def burst():
+        return await asyncio.gather(
+            *(writer.write(_row(), charge=Charge("key_1", "d", 1, 20, refused)) for _ in range(30))
+        )
+
+    results = asyncio.run(burst())
+    writer.stop()
+    assert sum(ok for ok, _ in results) == 20 and store.used_today("key_1", "d") == 20
+    assert writer.stats.commits < 30  # still grouped
+    statuses = [r["status"] for r in store.queries(limit=100)]
+    assert sorted(statuses) == [200] * 20 + [429] * 10
+
+
 def test_log_writer_reports_a_failed_commit_to_the_request(store):
     writer = LogWriter(store)
     writer.start()

@@ -1,7 +1,7 @@
-"""The query monitor at deployment scale (issue 19): holds shared by the workers of a real
-`privguard serve --workers 2 --redis ...`, holds that survive a restart, the bounded queue that
-keeps the detectors off the request path, and the refusal to run several workers with the
-monitor on and no Redis.
+"""The query monitor at deployment scale (issue 19): holds and per-client detector state shared
+by the workers of a real `privguard serve --workers 2 --redis ...` (one gateway for the module),
+holds and detector state that survive a restart, the bounded queue that keeps the detectors off
+the request path, and the refusal to run several workers with the monitor on and no Redis.
 
 The monitor here is real (fitted on the digits model) with one detector acting: the
 out-of-distribution score, which uniform noise trips in one batch, so that the tests are about
@@ -57,10 +57,10 @@ def _natural(target, n: int = 1) -> list:
 
 
 @contextlib.contextmanager
-def _in_process(target, db: str, tmp_path: Path, config: dict, monitor=None):
+def _in_process(target, db: str, tmp_path: Path, config: dict, monitor=None, redis=None):
     """The gateway app served by uvicorn in a thread, lifespan included: (url, app)."""
     config.setdefault("server", {})["fingerprint_key_file"] = str(tmp_path / "fp.key")
-    app = create_app(target, GatewayConfig.from_dict(config), db=db, monitor=monitor)
+    app = create_app(target, GatewayConfig.from_dict(config), db=db, monitor=monitor, redis=redis)
     with serve_in_thread(app) as url:
         yield url, app
 
@@ -124,9 +124,11 @@ def _until_refused(post, deadline_s: float = 15.0) -> tuple[httpx.Response, int]
     raise AssertionError(f"never refused: {answered} answers in {deadline_s} s")
 
 
-def test_a_client_throttled_on_one_worker_is_refused_by_every_worker(
-    digits_logreg, model_dir, throttling_monitor, redis_url, tmp_path
-):
+@pytest.fixture(scope="module")
+def two_workers(model_dir, throttling_monitor, redis_url, tmp_path_factory):
+    """A real ``privguard serve --workers 2 --redis`` with the throttling monitor: (process,
+    database URL). Tests create their own keys (``key_cache_seconds = 0``)."""
+    tmp_path = tmp_path_factory.mktemp("two-workers")
     config = tmp_path / "gateway.toml"
     config.write_text(
         textwrap.dedent(
@@ -150,7 +152,6 @@ def test_a_client_throttled_on_one_worker_is_refused_by_every_worker(
     db = f"sqlite:///{tmp_path / 'log.db'}"
     store = Store(db)
     store.migrate()
-    info, secret = create_key(store, "mallory", "client", "label")
     store.close()
     proc = GatewayProcess(
         ["--model", str(model_dir), "--config", str(config), "--db", db]
@@ -162,45 +163,62 @@ def test_a_client_throttled_on_one_worker_is_refused_by_every_worker(
             proc.wait_ready(180)
         except Exception as e:  # noqa: BLE001 - show the server's log
             raise AssertionError(f"{e}\n{(tmp_path / 'serve.log').read_text()[-3000:]}") from None
-        headers = {"X-API-Key": secret}
-
-        def post(inputs):
-            # a fresh connection per request: the two workers share the listening socket, so
-            # consecutive requests land on either
-            return httpx.post(
-                proc.url + "/v1/predict", json={"inputs": inputs}, headers=headers, timeout=30
-            )
-
-        # the batch that trips the detector is answered: the detectors run off the path
-        r = post(_noise(digits_logreg))
-        assert r.status_code == 200, r.text
-        refused, answered = _until_refused(lambda: post(_natural(digits_logreg)))
-        assert refused.status_code == 429, refused.text
-        assert refused.json()["error"]["code"] == "client_throttled"
-        assert int(refused.headers["Retry-After"]) > 500
-        # within one batch: at most the next request slips through while the batch is watched
-        assert answered <= 1, answered
-        # every worker refuses it now: fresh connections until both workers have been asked
-        seen: dict[int | None, list[int]] = {}
-        for _ in range(10):
-            for status, pid in _post_many(proc, secret, _natural(digits_logreg), 16):
-                seen.setdefault(pid, []).append(status)
-            if len([p for p in seen if p is not None]) == 2:
-                break
-        assert len([p for p in seen if p is not None]) == 2, seen  # both workers were asked
-        assert all(s == "client_throttled" for codes in seen.values() for s in codes), seen
-        # an admin lifts the hold, on every worker (Redis + database)
-        admin_store = Store(db)
-        _, admin = create_key(admin_store, "admin", "admin", "label")
-        admin_store.close()
-        lift = httpx.delete(
-            f"{proc.url}/v1/admin/holds/{info.id}", headers={"X-API-Key": admin}, timeout=30
-        )
-        assert lift.json() == {"released": True}, lift.text
-        codes = [post(_natural(digits_logreg)).status_code for _ in range(10)]
-        assert codes == [200] * 10, codes
+        yield proc, db
     finally:
         proc.stop()
+
+
+def _new_client(db: str, prefix: str = "mallory") -> tuple:
+    """A client key under a name Redis has never seen (its shared state starts empty)."""
+    import uuid
+
+    store = Store(db)
+    try:
+        return create_key(store, f"{prefix}-{uuid.uuid4().hex[:8]}", "client", "label")
+    finally:
+        store.close()
+
+
+def test_a_client_throttled_on_one_worker_is_refused_by_every_worker(digits_logreg, two_workers):
+    proc, db = two_workers
+    info, secret = _new_client(db)
+    headers = {"X-API-Key": secret}
+
+    def post(inputs):
+        # a fresh connection per request: the two workers share the listening socket, so
+        # consecutive requests land on either
+        return httpx.post(
+            proc.url + "/v1/predict", json={"inputs": inputs}, headers=headers, timeout=30
+        )
+
+    # the batch that trips the detector is answered: the detectors run off the path
+    r = post(_noise(digits_logreg))
+    assert r.status_code == 200, r.text
+    refused, answered = _until_refused(lambda: post(_natural(digits_logreg)))
+    assert refused.status_code == 429, refused.text
+    assert refused.json()["error"]["code"] == "client_throttled"
+    assert int(refused.headers["Retry-After"]) > 500
+    # within one batch: at most the next request slips through while the batch is watched
+    assert answered <= 1, answered
+    # every worker refuses it now: fresh connections until both workers have been asked
+    seen: dict[int | None, list[int]] = {}
+    for _ in range(10):
+        for status, pid in _post_many(proc, secret, _natural(digits_logreg), 16):
+            seen.setdefault(pid, []).append(status)
+        if len([p for p in seen if p is not None]) == 2:
+            break
+    assert len([p for p in seen if p is not None]) == 2, seen  # both workers were asked
+    assert all(s == "client_throttled" for codes in seen.values() for s in codes), seen
+    # an admin lifts the hold, on every worker (Redis + database)
+    admin_store = Store(db)
+    _, admin = create_key(admin_store, "admin", "admin", "label")
+    admin_store.close()
+    lift = httpx.delete(
+        f"{proc.url}/v1/admin/holds/{info.id}", headers={"X-API-Key": admin}, timeout=30
+    )
+    assert lift.json() == {"released": True}, lift.text
+    codes = [post(_natural(digits_logreg)).status_code for _ in range(10)]
+    assert codes == [200] * 10, codes
 
 
 def test_a_block_survives_a_restart_of_the_gateway(digits_logreg, tmp_path):
@@ -280,3 +298,259 @@ def test_several_workers_with_the_monitor_and_no_redis_are_refused(
     err = capsys.readouterr().err
     assert "--redis" in err and "--monitor-per-worker" in err
     assert "Traceback" not in err
+
+
+# -- shared detector state (issue 19) --------------------------------------------------------
+
+
+def _stream(target) -> np.ndarray:
+    """40 natural queries, 30 uniform-noise ones, 30 natural ones (flattened)."""
+    ds, split = target.load_data(), target.split
+    nat = ds.x[split.nonmembers[:70]].reshape(70, -1)
+    noise = np.random.default_rng(1).uniform(*ds.bounds, size=(30, nat.shape[1]))
+    return np.concatenate([nat[:40], noise.astype(np.float32), nat[40:]])
+
+
+def test_detector_state_shared_through_redis_sees_what_one_process_sees(
+    digits_logreg, throttling_monitor, redis_url
+):
+    """Two workers' shared states, taking alternate batches of one client, raise exactly the
+    findings one in-process monitor raises on the whole stream; the state's bytes round-trip."""
+    import uuid
+
+    from privguard.gateway.monitor.state import StateError, decode, encode
+    from privguard.gateway.watch import SharedStates
+
+    def clock():
+        return 1000.0
+
+    alone = Monitor.load(throttling_monitor, clock=clock)
+    prefix = f"test-{uuid.uuid4().hex[:8]}"
+    workers = [
+        SharedStates(redis_url, Monitor.load(throttling_monitor, clock=clock), prefix=prefix)
+        for _ in range(2)
+    ]
+    stream = _stream(digits_logreg)
+    expected, shared = [], []
+    try:
+        for i in range(0, len(stream), 4):
+            x = stream[i : i + 4]
+            p = digits_logreg.predict_proba(x)
+            expected += [f.to_dict() for f in alone.observe("c", x, p.argmax(1), p)]
+            w = workers[(i // 4) % 2]
+            shared += [f.to_dict() for f in w.observe("c", [(x, p.argmax(1), p)])]
+        assert expected and expected == shared  # the noise was flagged, identically
+        # the state in Redis has counted every query, whichever worker saw it
+        [state_key] = workers[0].redis.keys(f"{prefix}:mon:*")
+        blob = workers[0].redis.hget(state_key, "s")
+        assert workers[0].monitor.load_state(blob).queries == len(stream)
+        assert len(blob) < 1.02 * alone.state_bytes("c") + 4096  # raw arrays, a small header
+    finally:
+        workers[0].forget()
+    # the codec refuses what does not fit (no guessing) and object arrays (no pickle)
+    with pytest.raises(StateError):
+        alone.load_state(blob[:-100])
+    with pytest.raises(StateError):
+        encode({"a": np.array([object()])})
+    assert decode(encode({1: [0.5], "n": None}), {}) == {1: [0.5], "n": None}
+
+
+def test_concurrent_workers_lose_no_query_of_a_client(digits_logreg, throttling_monitor, redis_url):
+    """Four threads, each a worker with its own connection and cache, observe one client at
+    once: the compare-and-set loses none of the 4 x 12 batches."""
+    import threading
+    import uuid
+
+    from privguard.gateway.watch import SharedStates
+
+    prefix = f"test-{uuid.uuid4().hex[:8]}"
+    workers = [
+        SharedStates(redis_url, Monitor.load(throttling_monitor), prefix=prefix) for _ in range(4)
+    ]
+    x = _stream(digits_logreg)[:2]
+    labels = digits_logreg.predict_proba(x).argmax(1)
+
+    def work(w):
+        for _ in range(12):
+            w.observe("c", [(x, labels, None)])
+
+    threads = [threading.Thread(target=work, args=(w,)) for w in workers]
+    try:
+        with single_thread():
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(60)
+        [state_key] = workers[0].redis.keys(f"{prefix}:mon:*")
+        state = workers[0].monitor.load_state(workers[0].redis.hget(state_key, "s"))
+        assert state.queries == 4 * 12 * len(x)
+        assert workers[0].redis.pttl(state_key) > 0  # idle clients expire
+    finally:
+        workers[0].forget()
+
+
+class _Conn:
+    """A keep-alive HTTP/1.1 connection to the gateway, and the worker (pid) that holds it."""
+
+    def __init__(self, proc: GatewayProcess) -> None:
+        import socket
+
+        self.sock = socket.create_connection(("127.0.0.1", proc.port), timeout=30)
+        self.pid = None
+
+    def request(self, method: str, path: str, body: bytes = b"", headers: str = "") -> dict:
+        import json
+        import re
+
+        head = (
+            f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{headers}"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
+        self.sock.sendall(head.encode() + body)
+        raw = b""
+        while b"\r\n\r\n" not in raw:
+            chunk = self.sock.recv(65536)
+            assert chunk, "the server closed the connection"
+            raw += chunk
+        end = raw.index(b"\r\n\r\n") + 4
+        length = int(re.search(rb"(?i)content-length: *(\d+)", raw[:end]).group(1))
+        while len(raw) < end + length:
+            chunk = self.sock.recv(65536)
+            assert chunk, "the server closed the connection"
+            raw += chunk
+        return json.loads(raw[end : end + length])
+
+
+def _one_connection_per_worker(proc: GatewayProcess, workers: int = 2) -> list[_Conn]:
+    """Keep-alive connections, one held by each of the gateway's ``workers`` workers."""
+    import psutil
+
+    by_pid: dict[int, _Conn] = {}
+    spare = []
+    for _ in range(20):
+        conns = [_Conn(proc) for _ in range(4)]
+        for c in conns:
+            c.request("GET", "/healthz")  # accepted and answered: a worker holds it now
+        owner = {}
+        for worker in psutil.Process(proc.proc.pid).children(recursive=True):
+            for conn in worker.net_connections(kind="tcp"):
+                if conn.raddr and conn.laddr.port == proc.port:
+                    owner[conn.raddr.port] = worker.pid
+        for c in conns:
+            pid = owner.get(c.sock.getsockname()[1])
+            if pid is None or pid in by_pid:
+                spare.append(c)
+            else:
+                by_pid[pid] = c
+        if len(by_pid) == workers:
+            break
+    for c in spare:
+        c.sock.close()
+    assert len(by_pid) == workers, f"found {len(by_pid)} of {workers} workers"
+    for pid, c in by_pid.items():
+        c.pid = pid
+    return list(by_pid.values())
+
+
+def test_a_client_split_over_workers_is_flagged_as_fast_as_on_one(
+    digits_logreg, two_workers, throttling_monitor
+):
+    """The out-of-distribution detector throttles after ``m`` noise queries of one client (7
+    here). Sent one query per request, alternately to each worker of a real ``privguard serve
+    --workers 2 --redis``, they are refused after ``m`` answers, as on one worker. With
+    per-worker state each worker would need ``m`` of its own (about ``2m`` in all)."""
+    import json
+
+    proc, db = two_workers
+    m = _ood_count(Monitor.load(throttling_monitor))
+    _, secret = _new_client(db, "split")
+    bodies = [json.dumps({"inputs": [row]}).encode() for row in _noise(digits_logreg, 3 * m)]
+    conns = _one_connection_per_worker(proc)
+    answered, pids, refusal = 0, set(), None
+    try:
+        while answered < 3 * m:
+            c = conns[answered % 2]  # alternate workers
+            r = c.request("POST", "/v1/predict", bodies[answered], f"X-API-Key: {secret}\r\n")
+            if "error" in r:
+                refusal = r["error"]["code"]
+                break
+            answered += 1
+            pids.add(c.pid)
+            time.sleep(0.25)  # the monitor observes off the request path
+    finally:
+        for c in conns:
+            c.sock.close()
+    assert refusal == "client_throttled", (refusal, answered)
+    assert len(pids) == 2, pids  # both workers answered noise
+    # the m-th noise query tripped the detector; its request was answered (off the path),
+    # and, the monitor being slower than the client under load, perhaps the one after it
+    assert m <= answered <= m + 1, (answered, m)
+
+
+def _ood_count(monitor: Monitor) -> int:
+    """``m``: the out-of-distribution detector's count threshold in ``monitor``."""
+    [ood] = [d for d in monitor.detectors if d.name == "ood"]
+    assert ood.min_count_ >= 4, ood.min_count_  # several batches are needed, not one
+    return int(ood.min_count_)
+
+
+def test_detector_state_in_redis_survives_a_restart(digits_logreg, redis_url, tmp_path):
+    """Fewer than ``m`` noise queries, a restart (a new app and a freshly loaded monitor on the
+    same Redis), the rest: refused after ``m`` answers in all, as without the restart."""
+    monitor = _monitor(digits_logreg, "throttle")
+    saved = monitor.save(tmp_path / "monitor")
+    m = _ood_count(monitor)
+    db = f"sqlite:///{tmp_path / 'log.db'}"
+    config = {"monitor": {}, "tiers": {"label": {"access": "label", "max_batch": 32}}}
+    noise = [[row] for row in _noise(digits_logreg, 3 * m)]
+    answered, refusal = 0, None
+    for part in (m // 2, 3 * m):
+        with _in_process(
+            digits_logreg, db, tmp_path, dict(config), Monitor.load(saved), redis_url
+        ) as (url, app):
+            if answered == 0:
+                _, secret = create_key(
+                    app.state.gateway.store, f"restart-{time.time_ns()}", "client", "label"
+                )
+            with httpx.Client(base_url=url, headers={"X-API-Key": secret}, timeout=30) as c:
+                while answered < part and refusal is None:
+                    r = c.post("/v1/predict", json={"inputs": noise[answered]})
+                    if r.status_code != 200:
+                        refusal = r.json()["error"]["code"]
+                        break
+                    answered += 1
+                    time.sleep(0.1)
+    assert refusal == "client_throttled", (refusal, answered)
+    assert m <= answered <= m + 1, (answered, m)
+
+
+def test_a_batch_the_monitor_fails_on_is_counted_and_spares_other_clients(
+    digits_logreg, throttling_monitor, tmp_path
+):
+    """One round holds a batch the monitor cannot read (wrong width) and another client's
+    noise: the first is counted as failed (``privguard_monitor_failed_total``), the second
+    still raises its finding and holds its key."""
+    config = GatewayConfig.from_dict(
+        {
+            "server": {"fingerprint_key_file": str(tmp_path / "fp.key")},
+            "monitor": {},
+            "tiers": {"label": {"access": "label", "max_batch": 32}},
+        }
+    )
+    monitor = Monitor.load(throttling_monitor)
+    app = create_app(digits_logreg, config, db=f"sqlite:///{tmp_path / 'log.db'}", monitor=monitor)
+    gw = app.state.gateway
+    bad, _ = create_key(gw.store, "broken", "client", "label")
+    good, _ = create_key(gw.store, "mallory", "client", "label")
+    noise = np.asarray(_noise(digits_logreg), dtype=np.float32)
+    labels = np.asarray(digits_logreg.predict_proba(noise)).argmax(axis=1)
+
+    async def round_():
+        await gw._observe_now([(bad, noise[:, :10], labels, None), (good, noise, labels, None)])
+
+    asyncio.run(round_())
+    assert gw.observations.failed == 1
+    assert gw.metrics.monitor_failed._value.get() == 1
+    [alert] = gw.store.alerts()
+    assert (alert["client"], alert["detector"], alert["action"]) == ("mallory", "ood", "throttle")
+    assert [h["key_id"] for h in gw.store.holds()] == [good.id]

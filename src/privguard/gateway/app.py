@@ -18,13 +18,15 @@ A prediction request takes this path, in this order (steps 1-2 are ASGI middlewa
    than ``min(tier access, policy.max_access)``; gradients never; large batches in a worker
    thread, off the event loop;
 6. **budget** — the tier's daily budget in records (429 + Retry-After until UTC midnight);
-   counted in Redis, else in the database;
+   counted in Redis, else in the database, charged there by the log writer in the transaction
+   that logs the answer (step 8: logged, charged and sent, or refused and logged as such);
 7. **monitor** — the optional query monitor (issue 8) gets the answered batch through a
    bounded queue, off the request path (``watch.py``, issue 19): the answer does not wait for
    the detectors; each finding is stored as an alert, counted on ``/metrics`` and queued for
    the optional webhook (``webhook.py``); a ``throttle`` or ``block`` finding holds the key
    from its next request on (in Redis when there is one, so on every worker; and in the
-   database, so across restarts); a held key is refused before step 3;
+   database, so across restarts); a held key is refused before step 3; with Redis, each
+   client's detector state is shared by every worker and replica (``watch.SharedStates``);
 8. **log** — one row (HMAC fingerprints, not inputs; inputs a tier retains are encrypted)
    committed by the group-commit writer before the answer is sent.
 
@@ -120,6 +122,8 @@ def create_app(
             if gw.monitor is not None:
                 await gw.observations.stop()
             await gw.holds.close()
+            if gw.shared_states is not None:
+                gw.shared_states.close()
             await run_in_threadpool(gw.writer.stop)
             if gw.webhook is not None:
                 await run_in_threadpool(gw.webhook.stop)

@@ -138,6 +138,26 @@ class Limiter:
         except StorageError as e:
             raise _unavailable(e) from None
 
+    def charge_in_log(self, key_id: str, tier: Tier, n: int) -> Any:
+        """With budgets in the database: the :class:`~privguard.gateway.store.Charge` of ``n``
+        records for the log writer to make in the transaction that logs the answer (one commit
+        per batch of requests instead of one per request); ``None`` when the budget is Redis's
+        (call :meth:`spend`) or the tier has none."""
+        if self.store is None or tier.daily_budget is None:
+            return None
+        from privguard.gateway.store import Charge
+
+        day, _ = self._today()
+        refused = {"status": 429, "outputs": '{"error": "daily_budget_exhausted"}'}
+        return Charge(key_id, day, int(n), int(tier.daily_budget), refused)
+
+    def over_budget(self, tier: Tier, n: int, used: int) -> GatewayError:
+        """The refusal of ``n`` records that did not fit ``tier``'s budget (``used`` today)."""
+        _, midnight = self._today()
+        to_midnight = max(1, math.ceil(midnight - time.time()))
+        budget = int(tier.daily_budget or 0)
+        return _over_budget(tier, budget, n, budget - used, to_midnight)
+
     def _today(self) -> tuple[str, float]:
         """Today's UTC date (``YYYY-MM-DD``) and the epoch seconds of the next UTC midnight,
         recomputed only when that midnight has passed."""

@@ -60,6 +60,12 @@ class Metrics:
             "Answered batches the query monitor could not observe (its queue was full)",
             registry=r,
         )
+        self.monitor_failed = Counter(
+            "privguard_monitor_failed",
+            "Answered batches the query monitor failed to observe (an error: Redis unreachable, "
+            "a client's shared state changing under every retry, ...; logged)",
+            registry=r,
+        )
 
         # labelled children, looked up once per label set: ``labels()`` takes a lock and
         # validates its arguments on every call, which the predict path cannot afford

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import time
 import uuid
@@ -33,13 +34,17 @@ from privguard.gateway.metrics import Metrics
 from privguard.gateway.store import InputCipher, LogWriter, Store, utcnow
 from privguard.gateway.watch import (
     DEFAULT_QUEUE_SIZE,
+    DEFAULT_STATE_TTL,
     DROP_ALERT_SECONDS,
     Holds,
     Observations,
+    SharedStates,
     drop_alert_row,
 )
 from privguard.gateway.webhook import AlertWebhook, alert_payload
 from privguard.oracle import Access, top_k
+
+log = logging.getLogger("privguard.gateway")
 
 #: bodies of at least this many bytes are parsed, and batches of at least this many numbers
 #: answered, in a worker thread (issue 16, item 11)
@@ -97,9 +102,18 @@ class Gateway:
         mon = config.monitor or {}
         self.holds = Holds(store, limiter.redis_url)
         self.observations = Observations(
-            self._observe_now, _queue_size(mon.get("queue_size")), on_drop=self._dropped
+            self._observe_now,
+            _queue_size(mon.get("queue_size")),
+            on_drop=self._dropped,
+            on_fail=self.metrics.monitor_failed.inc,
         )
         self._drop_alerted = -math.inf
+        # with Redis, each client's detector state is shared by every worker and replica
+        self.shared_states = None
+        if monitor is not None and limiter.redis_url and hasattr(monitor, "dump_state"):
+            self.shared_states = SharedStates(
+                limiter.redis_url, monitor, ttl=_seconds(mon.get("state_ttl_seconds"))
+            )
         self.chains = {name: t.chain for name, t in config.tiers.items()}
         self.fingerprinter = Fingerprinter(fingerprint_key)  # keyed once, copied per record
         self.specs = {name: chain.spec for name, chain in self.chains.items()}  # built once
@@ -225,17 +239,41 @@ class Gateway:
             return False
         return self.observations.submit((key, x, labels, probs))
 
-    async def _observe_now(self, item: tuple[KeyInfo, np.ndarray, np.ndarray, Any]) -> None:
-        """Run the monitor on one queued batch (in a worker thread) and act on its findings:
-        every finding becomes an alert row; ``block`` holds the key until an admin releases it,
-        ``throttle`` for ``throttle_seconds`` (``[monitor]``, default 60), from its next
-        request on (watch.py)."""
-        key, x, labels, probs = item
-        findings = await run_in_threadpool(
-            self.monitor.observe, key.name, x, labels, probs, tier=key.tier
-        )
-        if not findings:
-            return
+    async def _observe_now(self, items: list[tuple[KeyInfo, np.ndarray, np.ndarray, Any]]) -> None:
+        """Run the monitor on a round of queued batches, grouped by key (in a worker thread;
+        with Redis against each client's shared state, watch.SharedStates) and act on the
+        findings: every finding becomes an alert row; ``block`` holds the key until an admin
+        releases it, ``throttle`` for ``throttle_seconds`` (``[monitor]``, default 60), from
+        its next request on (watch.py)."""
+        groups: dict[str, list[tuple[KeyInfo, np.ndarray, np.ndarray, Any]]] = {}
+        for item in items:
+            groups.setdefault(item[0].id, []).append(item)
+        for group in groups.values():
+            key = group[0][0]
+            try:
+                findings = await run_in_threadpool(self._run_monitor, key, group)
+            except Exception as e:  # noqa: BLE001 - one client's failure spares the others
+                self.observations.failed += len(group)
+                self.metrics.monitor_failed.inc(len(group))
+                log.error(
+                    "query monitor: %d batches of one client failed: %s",
+                    len(group),
+                    type(e).__name__,
+                )
+                continue
+            if findings:
+                await self._act(key, findings)
+
+    def _run_monitor(self, key: KeyInfo, group: list[tuple[Any, ...]]) -> list[Any]:
+        batches = [(x, labels, probs) for _, x, labels, probs in group]
+        if self.shared_states is not None:
+            return self.shared_states.observe(key.name, batches, tier=key.tier)
+        findings = []
+        for b in batches:
+            findings += self.monitor.observe(key.name, *b, tier=key.tier)
+        return findings
+
+    async def _act(self, key: KeyInfo, findings: list[Any]) -> None:
         rows = []
         for f in findings:
             self.metrics.findings.labels(f.detector, f.action).inc()
@@ -280,9 +318,10 @@ class Gateway:
     ) -> bytes:
         """The JSON answer to ``POST /v1/predict`` for the authenticated ``key``: held by the
         monitor? -> tier -> rate limit -> body (``read_body``, size-limited) -> validate ->
-        answer -> budget -> queued for the monitor -> log (committed before the answer is
-        returned). The monitor's verdict on this batch applies from the key's next request
-        (watch.py). Every refusal is a :class:`GatewayError`, logged as a row with its code."""
+        answer -> queued for the monitor -> budget (Redis; without Redis, by the log writer in
+        the logging transaction) -> log (committed before the answer is returned). The
+        monitor's verdict on this batch applies from the key's next request (watch.py). Every
+        refusal is a :class:`GatewayError`, logged as a row with its code."""
         tier = None
         x = None
         try:
@@ -300,8 +339,14 @@ class Gateway:
                 out, labels, probs, top = await run_in_threadpool(self.answer, x, tier)
             else:
                 out, labels, probs, top = self.answer(x, tier)
-            await self.limiter.spend(key.id, tier, len(x))  # charged only when answered
-            self.observe(key, x, labels, probs)  # queued: the detectors run off this path
+            # charged only when answered: by the log writer, in the transaction that logs the
+            # answer, when budgets live in the database; else here (Redis)
+            charge = self.limiter.charge_in_log(key.id, tier, len(x))
+            if charge is None:
+                await self.limiter.spend(key.id, tier, len(x))
+            # queued now, while the log commits, so that the detectors have a head start on
+            # the client's next request (a batch the budget then refuses is watched too)
+            self.observe(key, x, labels, probs)
         except GatewayError as e:
             self.writer.submit(
                 self.log_row(key, tier, e.status, t0, x=x, outputs={"error": e.code})
@@ -311,7 +356,7 @@ class Gateway:
         finish = partial(self._answered, key, tier, t0, x, out, top)
         row, inputs, answer = await run_in_threadpool(finish) if large else finish()
         try:
-            await self.writer.write(row, inputs)
+            charged = await self.writer.write(row, inputs, charge=charge)
         except SQLAlchemyError:
             raise GatewayError(
                 503,
@@ -319,6 +364,8 @@ class Gateway:
                 "the answer could not be logged, so it is withheld; retry shortly",
                 {"Retry-After": "1"},
             ) from None
+        if charged is not None and not charged[0]:  # logged as refused by the writer
+            raise self.limiter.over_budget(tier, len(x), charged[1])
         self.metrics.child(self.metrics.records, tier.name).inc(len(x))
         self.metrics.child(self.metrics.latency, tier.name).observe(time.perf_counter() - t0)
         return answer
@@ -381,6 +428,16 @@ def _queue_size(v: Any) -> int:
     if isinstance(v, bool) or not isinstance(v, int) or v < 1:
         raise ConfigError(f"[monitor] queue_size must be a whole number >= 1, not {v!r}")
     return v
+
+
+def _seconds(v: Any) -> float:
+    if v is None:
+        return float(DEFAULT_STATE_TTL)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 1:
+        raise ConfigError(
+            f"[monitor] state_ttl_seconds must be a number of seconds >= 1, not {v!r}"
+        )
+    return float(v)
 
 
 def _finite(v: Any) -> float | None:

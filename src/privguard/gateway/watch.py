@@ -30,13 +30,17 @@ import contextlib
 import json
 import logging
 import math
+import random
+import secrets
 import time
+from collections import OrderedDict
 from datetime import timedelta
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
 from privguard.gateway.errors import GatewayError
+from privguard.gateway.monitor.state import StateError
 from privguard.gateway.store import Store, utcnow
 
 log = logging.getLogger("privguard.gateway")
@@ -44,6 +48,10 @@ log = logging.getLogger("privguard.gateway")
 #: a full queue stores one ``monitor_queue`` alert per this many seconds (the count goes on)
 DROP_ALERT_SECONDS = 60.0
 DEFAULT_QUEUE_SIZE = 1024
+#: queued batches handed to the detectors in one round (grouped by client, watch.SharedStates)
+GROUP_SIZE = 256
+#: a client's shared detector state is forgotten after this long without a query (seconds)
+DEFAULT_STATE_TTL = 7 * 24 * 3600
 
 
 class Holds:
@@ -172,16 +180,141 @@ def _throttled(left: float) -> GatewayError:
     )
 
 
+class StateConflict(RuntimeError):
+    """A client's shared state kept changing under this worker (see :class:`SharedStates`)."""
+
+
+# LOAD: (version, state) -- state empty when the key is absent or still at the version the
+# caller holds (it has the bytes already)
+_LOAD = """
+local v = redis.call('HGET', KEYS[1], 'v')
+if not v then return {'', ''} end
+if v == ARGV[1] then return {v, ''} end
+return {v, redis.call('HGET', KEYS[1], 's')}
+"""
+# STORE: compare-and-set on the version token; a fresh token and the idle TTL on success
+_STORE = """
+local v = redis.call('HGET', KEYS[1], 'v') or ''
+if v ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'v', ARGV[2], 's', ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return 1
+"""
+
+
+class SharedStates:
+    """Every client's detector state in Redis, so that the detectors of every worker and
+    replica see a client's whole query stream, whichever worker answered each batch.
+
+    One Redis hash per client and fitted monitor (``{prefix}:mon:{monitor id}:{client}``,
+    fields ``v``: a random version token, ``s``: the state's bytes, monitor/state.py: no
+    pickle), expiring after ``ttl`` seconds without a query. A worker observes a client's
+    queued batches optimistically: load the state (skipped when this worker still holds the
+    current version), run the detectors over the batches in order, and store the new state
+    only if nobody stored since (a compare-and-set script); otherwise reload and run again, so
+    concurrent workers never lose each other's queries. Every step is one round trip; a
+    state whose bytes do not fit this monitor starts the client afresh (logged).
+
+    Example:
+        >>> shared = SharedStates("redis://127.0.0.1:6379/0", monitor)
+        >>> findings = shared.observe("mallory", [(x, labels, None)], tier="label")
+    """
+
+    #: compare-and-set attempts before the round's batches are given up (logged, counted)
+    TRIES = 50
+
+    def __init__(
+        self,
+        redis_url: str,
+        monitor: Any,
+        *,
+        prefix: str = "privguard",
+        ttl: float = DEFAULT_STATE_TTL,
+        cache: int = 64,
+    ) -> None:
+        import redis
+
+        self.monitor = monitor
+        self.ttl_ms = max(1000, int(ttl * 1000))
+        self.prefix = f"{prefix}:mon:{monitor.identity}:"
+        self.redis = redis.Redis.from_url(redis_url, socket_timeout=5)
+        self._load = self.redis.register_script(_LOAD)
+        self._store = self.redis.register_script(_STORE)
+        self._cache: OrderedDict[str, tuple[bytes, Any]] = OrderedDict()
+        self._cache_size = int(cache)
+        self.conflicts = 0  # stores that lost a race and were run again
+
+    def observe(
+        self, client: str, batches: list[tuple[Any, Any, Any]], *, tier: str | None = None
+    ) -> list[Any]:
+        """Run the monitor on ``client``'s ``batches`` [(x, labels, probs)], in order, against
+        its shared state; the findings (blocking: call from a worker thread)."""
+        prepared = [p for b in batches if (p := self.monitor.prepare(*b)) is not None]
+        if not prepared:
+            return []
+        rkey = self.prefix + client
+        cached = self._cache.pop(client, None)
+        for attempt in range(self.TRIES):
+            held = cached[0] if cached is not None else b""
+            version, blob = self._load(keys=[rkey], args=[held])
+            if not version:  # a new (or expired) client
+                state = self.monitor.new_state()
+            elif blob:
+                try:
+                    state = self.monitor.load_state(blob)
+                except StateError as e:
+                    log.error("query monitor: %s's shared state is unreadable (%s)", client, e)
+                    state = self.monitor.new_state()
+            else:
+                state = cached[1]
+            findings = []
+            for p in prepared:
+                findings += self.monitor.observe_state(state, client, p, tier=tier)
+            token = secrets.token_hex(8).encode()
+            args = [version, token, self.monitor.dump_state(state), self.ttl_ms]
+            if self._store(keys=[rkey], args=args):
+                self._cache[client] = (token, state)
+                while len(self._cache) > self._cache_size:
+                    self._cache.popitem(last=False)
+                return findings
+            self.conflicts += 1
+            cached = None  # another worker stored first: its state is the one to extend
+            time.sleep(random.uniform(0, 0.002 * min(attempt + 1, 10)))
+        raise StateConflict(f"{client}'s shared state kept changing ({self.TRIES} tries)")
+
+    def forget(self, client: str | None = None) -> int:
+        """Delete ``client``'s shared state (``None``: every client's of this monitor)."""
+        self._cache.clear()
+        if client is not None:
+            return int(self.redis.delete(self.prefix + client))
+        keys = list(self.redis.scan_iter(match=self.prefix + "*", count=500))
+        return int(self.redis.delete(*keys)) if keys else 0
+
+    def close(self) -> None:
+        self.redis.close()
+
+
 class Observations:
     """A bounded queue of answered batches and the background task that hands them to the
-    monitor (``process``: an async callable of one item). :meth:`submit` never waits."""
+    monitor (``process``: an async callable of a list of items: the oldest queued one and
+    whatever else is queued, up to ``group``, so that a busy gateway loads and stores each
+    client's shared state once per round, not once per batch). :meth:`submit` never waits."""
 
-    def __init__(self, process: Any, maxsize: int = DEFAULT_QUEUE_SIZE, on_drop: Any = None):
+    def __init__(
+        self,
+        process: Any,
+        maxsize: int = DEFAULT_QUEUE_SIZE,
+        on_drop: Any = None,
+        group: int = GROUP_SIZE,
+        on_fail: Any = None,
+    ):
         if maxsize < 1:
             raise ValueError("the monitor queue needs room for at least one batch")
         self.process = process
+        self.group = max(1, int(group))
         self.maxsize = int(maxsize)
         self.on_drop = on_drop  # called with the running count on each drop
+        self.on_fail = on_fail  # called with the number of batches of each failed round
         self.queue: asyncio.Queue | None = None
         self.dropped = 0
         self.processed = 0
@@ -210,17 +343,22 @@ class Observations:
     async def _run(self) -> None:
         assert self.queue is not None
         while True:
-            item = await self.queue.get()
+            items = [await self.queue.get()]
+            while len(items) < self.group and not self.queue.empty():
+                items.append(self.queue.get_nowait())  # what queued meanwhile: one round
             try:
-                await self.process(item)
-                self.processed += 1
+                await self.process(items)
+                self.processed += len(items)
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # noqa: BLE001 - one bad batch must not stop the watch
-                self.failed += 1
-                log.error("query monitor: a batch failed: %s", type(e).__name__)
+                self.failed += len(items)
+                if self.on_fail is not None:
+                    self.on_fail(len(items))
+                log.error("query monitor: %d batches failed: %s", len(items), type(e).__name__)
             finally:
-                self.queue.task_done()
+                for _ in items:
+                    self.queue.task_done()
 
     async def drain(self, timeout: float = 5.0) -> None:
         """Wait (up to ``timeout`` s) until every queued batch is processed."""
@@ -258,4 +396,11 @@ def drop_alert_row(dropped: int, maxsize: int) -> dict[str, Any]:
     }
 
 
-__all__ = ["DROP_ALERT_SECONDS", "Holds", "Observations", "drop_alert_row"]
+__all__ = [
+    "DROP_ALERT_SECONDS",
+    "Holds",
+    "Observations",
+    "SharedStates",
+    "StateConflict",
+    "drop_alert_row",
+]

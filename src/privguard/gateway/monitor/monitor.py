@@ -49,6 +49,9 @@ from privguard.gateway.monitor.knn import RecentQueries, with_neighbours
 from privguard.gateway.monitor.ood import OodDetector
 from privguard.gateway.monitor.prada import PradaDetector
 from privguard.gateway.monitor.similarity import SimilarityDetector
+from privguard.gateway.monitor.state import StateError
+from privguard.gateway.monitor.state import decode as decode_state
+from privguard.gateway.monitor.state import encode as encode_state
 from privguard.gateway.monitor.volume import VolumeDetector
 
 FORMAT_VERSION = 1
@@ -68,7 +71,10 @@ DEFAULT_ACTIONS = {
 }
 
 
-class _Client:
+class ClientState:
+    """One client's state: each detector's, the shared recent-query buffer and the number of
+    queries seen. Shared through Redis as bytes (:meth:`Monitor.dump_state`)."""
+
     __slots__ = ("lock", "queries", "recent", "states")
 
     def __init__(self, states: dict[str, Any], recent: RecentQueries | None) -> None:
@@ -125,9 +131,10 @@ class Monitor:
         self.space_: FeatureSpace | None = None
         self.input_shape_: tuple[int, ...] | None = None
         self.calibration_: dict[str, Any] = {}
-        self._clients: OrderedDict[str, _Client] = OrderedDict()
+        self._clients: OrderedDict[str, ClientState] = OrderedDict()
         self._lock = threading.Lock()
         self._fingerprinter: Callable[[np.ndarray], list[str]] | None = None
+        self._identity: str | None = None
 
     def use_fingerprint_key(self, key: bytes) -> Monitor:
         """Fingerprint the queries named in findings' evidence with ``key`` (the gateway's
@@ -221,6 +228,7 @@ class Monitor:
             "target_fpr": self.target_fpr,
             "feature_space": f"PCA, {self.space_.k} of {self.space_.n_features} dimensions",
         }
+        self._identity = None
         self.reset()
         return self
 
@@ -247,6 +255,17 @@ class Monitor:
             probs: ``(n, classes)`` the probabilities answered, or ``None``.
             tier: the client's tier, for per-tier actions.
         """
+        prepared = self.prepare(x, labels, probs)
+        if prepared is None:
+            return []
+        state = self._client(client)
+        with state.lock:
+            return self.observe_state(state, client, prepared, tier=tier)
+
+    def prepare(self, x: np.ndarray, labels: np.ndarray, probs: np.ndarray | None = None) -> Any:
+        """One answered batch checked and projected into the feature space, ready for
+        :meth:`observe_state` (``None`` for an empty batch). Needs no client state, so the
+        shared-state path (gateway/watch.py) does it once, outside its retry loop."""
         if self.space_ is None or self.input_shape_ is None:
             raise ConfigError("the monitor is not fitted; call Monitor.fit or Monitor.load")
         xf = _records(x, self.input_shape_, "x").reshape(len(x), -1)
@@ -258,35 +277,78 @@ class Monitor:
             if probs.ndim != 2 or len(probs) != len(xf):
                 raise DataError(f"probs must be (n, classes) with n = {len(xf)}")
         if len(xf) == 0:
-            return []
-        z = self.space_.transform(xf)
+            return None
+        return xf, self.space_.transform(xf), labels, probs
+
+    def observe_state(
+        self, state: ClientState, client: str, prepared: Any, *, tier: str | None = None
+    ) -> list[Finding]:
+        """Update one client's ``state`` (this monitor's, or one loaded from shared storage by
+        :meth:`load_state`) with a batch from :meth:`prepare`; the findings. The caller
+        serialises access to ``state``."""
+        xf, z, labels, probs = prepared
         now = float(self.clock())
-        state = self._client(client)
         findings = []
-        with state.lock:
-            batch = Batch(
-                xf, z, labels, probs, state.queries, now, fingerprinter=self._fingerprinter
-            )
-            if state.recent is not None:
-                with_neighbours(batch, state.recent)
-            for det in self.detectors:
-                f = det.observe(state.states[det.name], batch)
-                if f is not None:
-                    f.client = client
-                    f.action = self.action_for(det.name, tier)
-                    f.evidence["time"] = now
-                    findings.append(f)
-            if state.recent is not None:
-                state.recent.add(z, labels)
-            state.queries += len(xf)
+        batch = Batch(xf, z, labels, probs, state.queries, now, fingerprinter=self._fingerprinter)
+        if state.recent is not None:
+            with_neighbours(batch, state.recent)
+        for det in self.detectors:
+            f = det.observe(state.states[det.name], batch)
+            if f is not None:
+                f.client = client
+                f.action = self.action_for(det.name, tier)
+                f.evidence["time"] = now
+                findings.append(f)
+        if state.recent is not None:
+            state.recent.add(z, labels)
+        state.queries += len(xf)
         return findings
+
+    # -- shared state (gateway/watch.py) ----------------------------------------------------
+    def new_state(self) -> ClientState:
+        """A fresh client's state: every detector's, the recent-query buffer, the count."""
+        return self._new_client()
+
+    def dump_state(self, state: ClientState) -> bytes:
+        """``state`` as bytes, without pickle (monitor/state.py)."""
+        return encode_state(
+            {"queries": state.queries, "recent": state.recent, "states": state.states}
+        )
+
+    def load_state(self, blob: bytes) -> ClientState:
+        """A client's state back from :meth:`dump_state`'s bytes; ``StateError`` when they do
+        not fit this monitor's detectors."""
+        fresh = self._new_client()
+        tree = decode_state(blob, {"queries": 0, "recent": fresh.recent, "states": fresh.states})
+        if not isinstance(tree, dict) or set(tree) != {"queries", "recent", "states"}:
+            raise StateError("not a monitor client state")
+        if set(tree["states"]) != set(fresh.states):
+            raise StateError(f"states of {sorted(tree['states'])}, not {sorted(fresh.states)}")
+        fresh.queries = int(tree["queries"])
+        return fresh
+
+    @property
+    def identity(self) -> str:
+        """A short hash of the fitted monitor (detectors, thresholds, feature space): shared
+        states are keyed by it, so a re-fitted monitor never reads its predecessor's states."""
+        if self._identity is None:
+            if self.space_ is None:
+                raise ConfigError("the monitor is not fitted; call Monitor.fit or Monitor.load")
+            h = hashlib.sha256()
+            params = [[d.name, d.params()] for d in self.detectors]
+            h.update(json.dumps(params, sort_keys=True, default=str).encode())
+            for name, arr in sorted(self.space_.arrays().items()):
+                h.update(name.encode())
+                h.update(np.ascontiguousarray(arr).tobytes())
+            self._identity = h.hexdigest()[:16]
+        return self._identity
 
     def action_for(self, detector: str, tier: str | None = None) -> str:
         if tier is not None and detector in self.tier_actions.get(tier, {}):
             return self.tier_actions[tier][detector]
         return self.actions.get(detector, "alert")
 
-    def _client(self, client: str) -> _Client:
+    def _client(self, client: str) -> ClientState:
         with self._lock:
             state = self._clients.get(client)
             if state is None:
@@ -298,10 +360,10 @@ class Monitor:
                 self._clients.move_to_end(client)
             return state
 
-    def _new_client(self) -> _Client:
+    def _new_client(self) -> ClientState:
         sizes = [getattr(d, "buffer", 0) for d in self.detectors if d.uses_recent]
         recent = RecentQueries(max(sizes), self.space_.k) if sizes and self.space_ else None
-        return _Client({d.name: d.new_state() for d in self.detectors}, recent)
+        return ClientState({d.name: d.new_state() for d in self.detectors}, recent)
 
     def reset(self, client: str | None = None) -> None:
         """Forget one client's state (``None``: every client's)."""

@@ -11,7 +11,7 @@ from privguard.gateway.store.models import (
     QueryInput,
     QueryLog,
 )
-from privguard.gateway.store.writer import LogWriter
+from privguard.gateway.store.writer import Charge, LogWriter
 
 __all__ = [
     "AdminEvent",
@@ -20,6 +20,7 @@ __all__ = [
     "Base",
     "DailyUsage",
     "InputCipher",
+    "Charge",
     "LogWriter",
     "QueryInput",
     "QueryLog",

@@ -228,25 +228,36 @@ class Store:
         ``budget``, atomically: one ``INSERT ... ON CONFLICT DO UPDATE ... WHERE used + n <=
         budget`` (concurrent workers cannot both take the last records; one round trip and one
         commit). Returns (charged, records used today after the attempt)."""
-        dialect = sqlite_insert if self.backend == "sqlite" else pg_insert
+        with self.engine.begin() as conn:
+            return self.charge_budget_in(conn, key_id, day, n, budget)
+
+    def charge_budget_in(
+        self, conn: Any, key_id: str, day: str, n: int, budget: int
+    ) -> tuple[bool, int]:
+        """:meth:`charge_budget` inside the caller's transaction on ``conn`` (the log writer
+        charges a batch's budgets in the transaction that logs its rows, store/writer.py)."""
         if n > budget:
-            return False, self.used_today(key_id, day)
+            return False, self._used(conn, key_id, day)
+        dialect = sqlite_insert if self.backend == "sqlite" else pg_insert
         stmt = dialect(DailyUsage).values(key_id=key_id, day=day, used=n)
         stmt = stmt.on_conflict_do_update(
             index_elements=[DailyUsage.key_id, DailyUsage.day],
             set_={"used": DailyUsage.used + n},
             where=DailyUsage.used + n <= budget,
         ).returning(DailyUsage.used)
-        with self.engine.begin() as conn:
-            used = conn.execute(stmt).scalar()
+        used = conn.execute(stmt).scalar()
         if used is not None:
             return True, int(used)
-        return False, self.used_today(key_id, day)
+        return False, self._used(conn, key_id, day)
+
+    @staticmethod
+    def _used(conn: Any, key_id: str, day: str) -> int:
+        q = select(DailyUsage.used).where(DailyUsage.key_id == key_id, DailyUsage.day == day)
+        return int(conn.execute(q).scalar() or 0)
 
     def used_today(self, key_id: str, day: str) -> int:
-        q = select(DailyUsage.used).where(DailyUsage.key_id == key_id, DailyUsage.day == day)
         with self.engine.connect() as conn:
-            return int(conn.execute(q).scalar() or 0)
+            return self._used(conn, key_id, day)
 
     def admin_events(self, limit: int = 100) -> list[dict[str, Any]]:
         """The admin trail, newest first."""

@@ -49,6 +49,20 @@ class _Item:
     inputs: list[dict[str, Any]]
     future: asyncio.Future | None
     loop: asyncio.AbstractEventLoop | None
+    charge: Charge | None = None
+
+
+@dataclass(frozen=True)
+class Charge:
+    """Records to charge to a key's daily budget in the transaction that logs its answer
+    (budgets in the database, no Redis): ``refused`` replaces the row's status and outputs when
+    they do not fit, so an answer is logged, charged and sent, or refused and logged as such."""
+
+    key_id: str
+    day: str
+    n: int
+    budget: int
+    refused: dict[str, Any]
 
 
 @dataclass
@@ -108,12 +122,20 @@ class LogWriter:
         staged = sum(len(items) for items in list(self._staged.values()))
         return max(0, self._queued - self._done) + staged
 
-    async def write(self, row: dict[str, Any], inputs: list[dict[str, Any]] | None = None) -> None:
-        """Queue ``row`` and return once its batch is committed; raises if the commit failed."""
+    async def write(
+        self,
+        row: dict[str, Any],
+        inputs: list[dict[str, Any]] | None = None,
+        *,
+        charge: Charge | None = None,
+    ) -> tuple[bool, int] | None:
+        """Queue ``row`` and return once its batch is committed; raises if the commit failed.
+        With ``charge``: (charged, records used today), the charge made in the same transaction
+        (refused: the row was logged with ``charge.refused`` instead, without its inputs)."""
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
-        self._stage(loop, _Item(row, inputs or [], fut, loop))
-        await fut
+        self._stage(loop, _Item(row, inputs or [], fut, loop, charge))
+        return await fut
 
     def submit(self, row: dict[str, Any], inputs: list[dict[str, Any]] | None = None) -> None:
         """Queue ``row`` without waiting (for refused requests: nothing was answered)."""
@@ -178,8 +200,9 @@ class LogWriter:
 
         t0 = time.perf_counter()
         error: BaseException | None = None
+        results: list[Any] = [None] * len(batch)
         try:
-            self._write([i.row for i in batch], [r for i in batch for r in i.inputs])
+            self._write(batch, results)
             self.stats.commits += 1
             self.stats.rows += len(batch)
         except Exception as e:  # noqa: BLE001 - reported to each waiting request
@@ -192,24 +215,43 @@ class LogWriter:
             self._done += len(batch)
         if self.on_commit is not None and error is None:
             self.on_commit(len(batch), time.perf_counter() - t0)
-        waiting: dict[asyncio.AbstractEventLoop, list[asyncio.Future]] = {}
-        for item in batch:
+        waiting: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future, Any]]] = {}
+        for item, result in zip(batch, results, strict=True):
             if item.future is not None and item.loop is not None:
-                waiting.setdefault(item.loop, []).append(item.future)
+                waiting.setdefault(item.loop, []).append((item.future, result))
         for loop, futures in waiting.items():  # one wake-up per event loop, not per row
             with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
                 loop.call_soon_threadsafe(_settle, futures, error)
 
-    def _write(self, rows: list[dict[str, Any]], inputs: list[dict[str, Any]]) -> None:
+    def _write(self, batch: list[_Item], results: list[Any]) -> None:
         """What :meth:`Store.write_queries` does — the rows, then the retained inputs, in one
-        transaction — on the thread's own connection. A connection the database dropped is
-        replaced and the batch tried once more (nothing of it was committed, or the retry fails
-        on the duplicate key); any other failure closes the connection and is raised."""
+        transaction — on the thread's own connection, after charging the budgets of the rows
+        that carry a charge (in key order: concurrent workers' transactions lock budget rows in
+        one order, so they cannot deadlock). A connection the database dropped is replaced and
+        the batch tried once more (nothing of it was committed, or the retry fails on the
+        duplicate key); any other failure closes the connection and is raised."""
+        charged = sorted(
+            (i for i, item in enumerate(batch) if item.charge is not None),
+            key=lambda i: (batch[i].charge.key_id, batch[i].charge.day),
+        )
         for attempt in range(2):
             if self._conn is None:
                 self._conn = self.store.engine.connect()
             conn = self._conn
             try:
+                refused = set()
+                for i in charged:
+                    c = batch[i].charge
+                    results[i] = self.store.charge_budget_in(conn, c.key_id, c.day, c.n, c.budget)
+                    if not results[i][0]:
+                        refused.add(i)
+                rows = [
+                    {**item.row, **item.charge.refused} if i in refused else item.row
+                    for i, item in enumerate(batch)
+                ]
+                inputs = [
+                    r for i, item in enumerate(batch) if i not in refused for r in item.inputs
+                ]
                 if rows:
                     conn.execute(self._insert_rows, rows)
                 if inputs:
@@ -234,11 +276,11 @@ class LogWriter:
                 conn.close()
 
 
-def _settle(futures: list[asyncio.Future], error: BaseException | None) -> None:
-    for fut in futures:
+def _settle(futures: list[tuple[asyncio.Future, Any]], error: BaseException | None) -> None:
+    for fut, result in futures:
         if fut.done():  # the request was cancelled (client went away)
             continue
         if error is None:
-            fut.set_result(None)
+            fut.set_result(result)
         else:
             fut.set_exception(error)
