@@ -153,8 +153,8 @@ def finetune_documents(
     log["n_parameters"] = int(sum(p.numel() for p in model.parameters()))
     log["n_trained_parameters"] = int(sum(p.numel() for p in params))
     log["train_windows"] = len(windows)
-    log["member_perplexity"] = round(perplexity(predictor, members[:200], config.max_tokens), 4)
-    log["heldout_perplexity"] = round(perplexity(predictor, nonmembers[:200], config.max_tokens), 4)
+    log["member_perplexity"] = round(perplexity(predictor, members[:100], config.max_tokens), 4)
+    log["heldout_perplexity"] = round(perplexity(predictor, nonmembers[:100], config.max_tokens), 4)
     arch = {"type": "hf-causal-lm", **record, "trained_parameters": trained}
     if lora:
         arch["lora"] = lora
