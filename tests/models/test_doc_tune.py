@@ -5,6 +5,7 @@ bad input of a document audit, each a one-line privguard error."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -252,6 +253,9 @@ def test_train_on_documents_then_audit_them_from_the_cli(capsys, base, tmp_path)
         capsys, "audit", "--model", lm, "--attacks", "text-loss,min-k", "--out", r
     )
     assert code == 0, err
+    # progress lines on stderr from inside the shared scoring pass
+    assert "scoring documents: target model 0/" in err
+    assert re.search(r"scoring documents: target model (\d+)/\1\n", err), err
     report = json.loads((r / "report.json").read_text())
     assert [a["name"] for a in report["attacks"]] == ["text-loss", "min-k"]
     assert report["data"]["members"] == len(DOCS) // 2
