@@ -118,7 +118,8 @@ class TextOracle(QueryMeter):
         self._documents()
         prefixes = [list(p) for p in prefixes]
         self._count(len(prefixes))
-        return list(self.model.greedy(prefixes, n_new, progress=progress))
+        extra = {"progress": progress} if progress is not None else {}  # older text models
+        return list(self.model.greedy(prefixes, n_new, **extra))
 
     def _documents(self) -> None:
         if not hasattr(self.model, "token_stats"):
