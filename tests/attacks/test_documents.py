@@ -83,12 +83,24 @@ def test_long_documents_are_windowed_and_stay_one_record(tuned):
 
 def test_fine_tuned_documents_are_told_apart_and_the_split_is_sound(tuned):
     base, target = tuned
+    steps = []
     report = privguard.audit(
         target,
         reference=str(base),
         settings={"discoverable-extraction": {"prefix": 6, "suffix": 6}},
+        progress=lambda step, done, total: steps.append((step, done, total)),
     )
     m = {a.name: a.metrics for a in report.attacks}
+    # progress inside each scoring pass, per batch of documents, up to all of them
+    for label in (
+        "scoring documents: target model",
+        "scoring documents: target model, lowercased",
+        "scoring documents: reference model",
+        "greedy decoding",
+    ):
+        seen = [(d, t) for s, d, t in steps if s == label]
+        assert len(seen) >= 3 and seen[0][0] == 0 and seen[-1][0] == seen[-1][1], label
+        assert [d for d, _ in seen] == sorted(d for d, _ in seen), label
     assert set(m) >= {
         "text-loss", "text-zlib", "text-lowercase", "min-k", "min-k-plus-plus",
         "text-reference", "blind-baseline", "discoverable-extraction",

@@ -5,6 +5,7 @@ bad input of a document audit, each a one-line privguard error."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -135,6 +136,102 @@ def test_a_reference_or_tokenizer_that_does_not_fit_the_model_is_refused(base, t
         privguard.audit(str(big), members=DOCS[:10], nonmembers=DOCS[10:20])
 
 
+def permuted_tokenizer(tok, seed=0):
+    """``tok`` with the ids of its ordinary tokens shuffled: the same vocabulary size and merges,
+    another token -> id mapping (what a wrong tokenizer of the same size looks like)."""
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    spec = json.loads(tok.backend_tokenizer.to_str())
+    vocab = spec["model"]["vocab"]
+    special = {a["content"] for a in spec.get("added_tokens", [])}
+    names = [k for k in vocab if k not in special]
+    ids = np.random.default_rng(seed).permutation([vocab[k] for k in names])
+    vocab.update({k: int(i) for k, i in zip(names, ids, strict=True)})
+    return PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer.from_str(json.dumps(spec)),
+        bos_token=tok.bos_token,
+        eos_token=tok.eos_token,
+    )
+
+
+def test_a_same_size_tokenizer_with_other_ids_is_refused(base, tmp_path):
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(base)
+    # BOS/EOS swapped: config.json declares other special ids than the tokenizer's
+    swapped = tmp_path / "swapped"
+    shutil.copytree(base, swapped)
+    AutoTokenizer.from_pretrained(base, bos_token="</s>", eos_token="<s>").save_pretrained(swapped)
+    with pytest.raises(ModelError, match="BOS token id 0 but its tokenizer has 1"):
+        privguard.audit(str(swapped), members=DOCS[:10], nonmembers=DOCS[10:20])
+    # a reference with the same vocabulary size but another mapping
+    other = tmp_path / "other"
+    shutil.copytree(base, other)
+    bad = permuted_tokenizer(tok)
+    assert len(bad) == len(tok) and bad(DOCS[0])["input_ids"] != tok(DOCS[0])["input_ids"]
+    bad.save_pretrained(other)
+    with pytest.raises(ConfigError, match=r"another vocabulary .* mapped differently"):
+        privguard.audit(str(base), members=DOCS[:10], nonmembers=DOCS[10:20], reference=str(other))
+    # a privguard fine-tune records its base tokenizer's fingerprint: swapping the base's
+    # tokenizer files afterwards is refused when the fine-tune is loaded
+    copy = tmp_path / "base-copy"
+    shutil.copytree(base, copy)
+    config = DocTuneConfig(epochs=1, lora_rank=2, max_tokens=32)
+    saved = finetune_documents(copy, DOCS[:12], config).save(tmp_path / "tuned")
+    bad.save_pretrained(copy)
+    with pytest.raises(ModelError, match="tokenizer of the base model"):
+        privguard.models.text.load_text_target(saved)
+
+
+def test_a_tokenizer_with_other_ids_is_refused_by_how_surprised_the_model_is(base, tmp_path):
+    from privguard.models.text.tokenizer_fit import GAP_NATS, surprise_gap
+    from privguard.models.threads import single_thread
+
+    model, tok, _ = load_hf(base)  # a model that has learnt something (a random one is uniform)
+    pred = HFPredictor(model, tok)
+    ids, mask = pad_batch(_windows(pred, DOCS[:20], 64), pred.pad)
+    torch.manual_seed(0)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model.train()
+    with single_thread():
+        for _ in range(30):
+            _loss(model, (ids, mask)).backward()
+            opt.step()
+            opt.zero_grad()
+    model.eval()
+    d = tmp_path / "hf"
+    model.save_pretrained(d)
+    tok.save_pretrained(d)
+    privguard.audit(str(d), members=DOCS[20:26], nonmembers=DOCS[26:32], attacks="text-loss")
+    bad = permuted_tokenizer(tok)
+    bad.save_pretrained(d)
+    with pytest.raises(ModelError, match="other ids than the model was trained with"):
+        privguard.audit(str(d), members=DOCS[20:26], nonmembers=DOCS[26:32], attacks="text-loss")
+    own = surprise_gap(pred, DOCS[24:32])[0]
+    wrong = surprise_gap(HFPredictor(model, bad), DOCS[24:32])[0]
+    # measured (40 steps): own tokenizer 1.2 nats on unseen documents, permuted 7.4
+    assert own < GAP_NATS / 2 and wrong > 1.5 * GAP_NATS, (own, wrong)
+
+
+def test_the_reference_attack_scores_zero_when_the_target_is_its_reference(base):
+    from privguard.attacks.membership.documents import DocumentKnowledge
+    from privguard.attacks.membership.text_reference import TextReference
+    from privguard.attacks.memorization.oracle import TextOracle
+
+    # the same weights, tokenization and windowing on both sides: every score is exactly 0
+    model, tok, _ = load_hf(base)
+    ref_model, ref_tok, _ = load_hf(base)
+    long = " ".join(DOCS[:5])  # windowed at 16 tokens on both sides
+    knowledge = DocumentKnowledge(
+        DOCS[:6] + [long], reference=HFPredictor(ref_model, ref_tok), max_tokens=16
+    )
+    scores = TextReference().scores(TextOracle(HFPredictor(model, tok)), knowledge)
+    assert np.array_equal(scores, np.zeros(7))
+
+
 def _cli(capsys, *args):
     from privguard.cli import main
 
@@ -156,6 +253,9 @@ def test_train_on_documents_then_audit_them_from_the_cli(capsys, base, tmp_path)
         capsys, "audit", "--model", lm, "--attacks", "text-loss,min-k", "--out", r
     )
     assert code == 0, err
+    # progress lines on stderr from inside the shared scoring pass
+    assert "scoring documents: target model 0/" in err
+    assert re.search(r"scoring documents: target model (\d+)/\1\n", err), err
     report = json.loads((r / "report.json").read_text())
     assert [a["name"] for a in report["attacks"]] == ["text-loss", "min-k"]
     assert report["data"]["members"] == len(DOCS) // 2

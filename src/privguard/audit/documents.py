@@ -19,7 +19,12 @@ from typing import Any
 
 from privguard.audit import engine
 from privguard.audit.report import Report
-from privguard.errors import ConfigError, DataError, ModelError
+from privguard.errors import ConfigError, DataError
+from privguard.models.text.tokenizer_fit import (
+    PROBE_DOCS,
+    check_same_tokenization,
+    check_tokenizer,
+)
 from privguard.oracle import Access
 
 MAX_TOKENS = 128  # tokens per scored window
@@ -68,7 +73,7 @@ def document_audit(
         target = load_text_target(str(target).removeprefix("hf:"))
     if target.kind != "hf-lm":
         raise ConfigError("document membership needs a Hugging Face causal LM (hf:DIR)")
-    check_tokenizer(target.predictor)
+    check_tokenizer(target.predictor, what="the target model")
     access = Access.parse(access)
     if budget is not None and budget < 1:
         raise ConfigError("--budget must be a positive number of queries")
@@ -91,8 +96,10 @@ def document_audit(
             if any(not d.strip() for d in docs[role]):
                 raise DataError(f"the {role} include empty documents; remove them")
     check_split(docs["members"], docs["nonmembers"])
+    probe = docs["members"][: PROBE_DOCS // 2] + docs["nonmembers"][: PROBE_DOCS // 2]
+    check_tokenizer(target.predictor, probe, what="the target model")
     truth = DocumentTruth.build(docs["members"], docs["nonmembers"], seed)
-    ref_model, ref_record = _reference(reference, target)
+    ref_model, ref_record = _reference(reference, target, probe)
     knowledge = DocumentKnowledge(
         list(truth.candidates), reference=ref_model, max_tokens=max_tokens, seed=seed
     )
@@ -132,29 +139,17 @@ def document_audit(
     )
 
 
-def check_tokenizer(predictor: Any) -> None:
-    """Refuse a tokenizer whose token ids the model has no embedding for."""
-    n_embed = predictor.model.get_input_embeddings().num_embeddings
-    if len(predictor.tok) > n_embed:
-        raise ModelError(
-            f"the tokenizer has {len(predictor.tok)} tokens but the model embeds {n_embed}: it "
-            "is not this model's tokenizer; put the model's own tokenizer files in its directory"
-        )
-
-
-def _reference(reference: str | None, target: Any) -> tuple[Any, dict[str, Any] | None]:
-    """The base model as a text model, refused when its vocabulary is not the target's."""
+def _reference(
+    reference: str | None, target: Any, probe: list[str]
+) -> tuple[Any, dict[str, Any] | None]:
+    """The base model as a text model, refused when it does not tokenize as the target does or
+    its own tokenizer does not fit it."""
     if reference is None:
         return None, None
     from privguard.models.text.hf import HFPredictor, load_hf
 
     model, tok, record = load_hf(reference.removeprefix("hf:"))
-    theirs = target.predictor.tok  # type: ignore[attr-defined]
-    if tok.get_vocab() != theirs.get_vocab():
-        raise ConfigError(
-            f"the reference model {reference} has another vocabulary than the target "
-            f"({len(tok)} vs {len(theirs)} tokens); give the base model it was fine-tuned from"
-        )
+    check_same_tokenization(target.predictor.tok, tok, probe, reference)  # type: ignore[attr-defined]
     ref = HFPredictor(model, tok)
-    check_tokenizer(ref)
+    check_tokenizer(ref, probe, what=f"the reference model {reference}")
     return ref, record

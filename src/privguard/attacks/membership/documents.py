@@ -40,6 +40,7 @@ class DocumentKnowledge(SharedWork):
     seed: int = 0
     kind: str = "documents"
     compute: Compute = field(default_factory=Compute)
+    progress: Any = field(default=None, repr=False)
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
@@ -48,7 +49,13 @@ def target_stats(oracle: Any, knowledge: DocumentKnowledge, *, lower: bool = Fal
     cached pass (``lower``: of the lowercased documents)."""
     docs = [d.lower() for d in knowledge.candidates] if lower else knowledge.candidates
     key = "target-stats-lower" if lower else "target-stats"
-    return knowledge.cached(key, lambda: oracle.token_stats(docs, max_tokens=knowledge.max_tokens))
+    label = "scoring documents: target model" + (", lowercased" if lower else "")
+    return knowledge.cached(
+        key,
+        lambda: oracle.token_stats(
+            docs, max_tokens=knowledge.max_tokens, progress=knowledge.progress, label=label
+        ),
+    )
 
 
 def reference_stats(knowledge: DocumentKnowledge) -> list:
@@ -56,7 +63,12 @@ def reference_stats(knowledge: DocumentKnowledge) -> list:
     ref = knowledge.reference
     return knowledge.cached(
         "reference-stats",
-        lambda: ref.token_stats(knowledge.candidates, max_tokens=knowledge.max_tokens),
+        lambda: ref.token_stats(
+            knowledge.candidates,
+            max_tokens=knowledge.max_tokens,
+            progress=knowledge.progress,
+            label="scoring documents: reference model",
+        ),
     )
 
 
@@ -89,6 +101,7 @@ class DocumentAttack(Attack[Any, DocumentKnowledge]):
 
     def run(self, oracle: Any, knowledge: DocumentKnowledge, progress=None) -> MembershipGuesses:
         self.check_access(oracle)
+        knowledge.progress = progress  # the shared scoring pass reports per batch
         s = np.asarray(self.scores(oracle, knowledge), dtype=np.float64)
         note = (
             "member call: score above the candidates' median (no calibration data); scores "

@@ -77,7 +77,7 @@ class DiscoverableExtraction(Attack[Any, DocumentKnowledge]):
         exact = np.full(n, np.nan)
         run = np.full(n, np.nan)
         texts = [""] * n
-        gen = oracle.greedy([toks[i][:p] for i in usable], s) if usable else []
+        gen = oracle.greedy([toks[i][:p] for i in usable], s, progress=progress) if usable else []
         for i, g in zip(usable, gen, strict=True):
             true = toks[i][p : p + s]
             exact[i] = float(g == true)

@@ -10,7 +10,7 @@ alone would need only ``label`` access, but the attacks here score what they sam
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -85,24 +85,41 @@ class TextOracle(QueryMeter):
         self._documents()
         return str(self.model.tok.decode(list(ids)))
 
-    def token_stats(self, texts: Sequence[str], *, max_tokens: int = 128) -> list[np.ndarray]:
+    def token_stats(
+        self,
+        texts: Sequence[str],
+        *,
+        max_tokens: int = 128,
+        progress: Callable[[str, int, int], None] | None = None,
+        label: str = "scoring documents",
+    ) -> list[np.ndarray]:
         """Per text ``(3, n_tokens)`` float64: token log-probabilities and the mean and standard
         deviation of the next-token log-probability at each position (one query per text;
-        texts longer than ``max_tokens`` are windowed, see ``HFPredictor.token_stats``)."""
+        texts longer than ``max_tokens`` are windowed, see ``HFPredictor.token_stats``).
+        ``progress(label, windows done, windows)`` after each batch."""
         self.require(Access.PROBS)
         self._documents()
         texts = list(texts)
         self._count(len(texts))
-        return list(self.model.token_stats(texts, max_tokens=max_tokens))
+        return list(
+            self.model.token_stats(texts, max_tokens=max_tokens, progress=progress, label=label)
+        )
 
-    def greedy(self, prefixes: Sequence[Sequence[int]], n_new: int) -> list[list[int]]:
+    def greedy(
+        self,
+        prefixes: Sequence[Sequence[int]],
+        n_new: int,
+        *,
+        progress: Callable[[str, int, int], None] | None = None,
+    ) -> list[list[int]]:
         """Greedy continuations (token ids) of ``n_new`` tokens; one query per prefix. Needs
         only ``label`` access: a generation API returns text, not probabilities."""
         self.require(Access.LABEL)
         self._documents()
         prefixes = [list(p) for p in prefixes]
         self._count(len(prefixes))
-        return list(self.model.greedy(prefixes, n_new))
+        extra = {"progress": progress} if progress is not None else {}  # older text models
+        return list(self.model.greedy(prefixes, n_new, **extra))
 
     def _documents(self) -> None:
         if not hasattr(self.model, "token_stats"):

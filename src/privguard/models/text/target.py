@@ -185,6 +185,12 @@ def load_text_target(source: str | Path) -> TextTarget:
                 f"the base model {arch['source']} differs from the one fine-tuned into {d}; "
                 "install the same version or fine-tune again"
             )
+        if arch.get("tokenizer_sha256") and record["tokenizer_sha256"] != arch["tokenizer_sha256"]:
+            raise ModelError(
+                f"the tokenizer of the base model {arch['source']} differs from the one {d} was "
+                "fine-tuned with (another token -> id mapping); restore the base model's own "
+                "tokenizer files or fine-tune again"
+            )
         missing = set(arch.get("trained_parameters", [])) - set(state)
         if missing:
             raise ModelError(f"{d} lacks fine-tuned tensors ({len(missing)}); fine-tune again")
