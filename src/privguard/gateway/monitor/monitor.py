@@ -45,7 +45,9 @@ from privguard.gateway.monitor.base import (
     check_action,
 )
 from privguard.gateway.monitor.boundary import BoundaryDetector
+from privguard.gateway.monitor.copies import CopiesDetector
 from privguard.gateway.monitor.knn import RecentQueries, with_neighbours
+from privguard.gateway.monitor.lowdensity import LowDensityDetector
 from privguard.gateway.monitor.ood import OodDetector
 from privguard.gateway.monitor.prada import PradaDetector
 from privguard.gateway.monitor.similarity import SimilarityDetector
@@ -57,7 +59,15 @@ NPZ_NAME = "monitor.npz"
 
 DETECTORS: dict[str, type[Detector]] = {
     cls.name: cls
-    for cls in (PradaDetector, SimilarityDetector, BoundaryDetector, OodDetector, VolumeDetector)
+    for cls in (
+        PradaDetector,
+        SimilarityDetector,
+        BoundaryDetector,
+        OodDetector,
+        VolumeDetector,
+        CopiesDetector,
+        LowDensityDetector,
+    )
 }
 DEFAULT_ACTIONS = {
     "prada": "alert",
@@ -65,7 +75,10 @@ DEFAULT_ACTIONS = {
     "boundary": "alert",
     "ood": "record",
     "volume": "throttle",
+    "copies": "alert",
+    "lowdensity": "alert",
 }
+ACCOUNT_PREFIX = "account:"  # the monitor's state key for an account (keys sharing an owner)
 
 
 class _Client:
@@ -237,8 +250,14 @@ class Monitor:
         probs: np.ndarray | None = None,
         *,
         tier: str | None = None,
+        account: str | None = None,
     ) -> list[Finding]:
         """Update ``client``'s state with one answered batch; the findings it raises.
+
+        With ``account`` (the owner of the client's key), the batch also updates one state for
+        the whole account, so that an attack split over several keys of one owner (sybil keys)
+        is seen whole; the account's findings name the key that sent the batch and carry
+        ``evidence["account"]``.
 
         Args:
             client: the client (key name) the batch came from.
@@ -246,6 +265,7 @@ class Monitor:
             labels: ``(n,)`` the labels answered (``-1`` where the policy abstained).
             probs: ``(n, classes)`` the probabilities answered, or ``None``.
             tier: the client's tier, for per-tier actions.
+            account: the owner of the client's key, if it has one.
         """
         if self.space_ is None or self.input_shape_ is None:
             raise ConfigError("the monitor is not fitted; call Monitor.fit or Monitor.load")
@@ -261,24 +281,30 @@ class Monitor:
             return []
         z = self.space_.transform(xf)
         now = float(self.clock())
-        state = self._client(client)
         findings = []
-        with state.lock:
-            batch = Batch(
-                xf, z, labels, probs, state.queries, now, fingerprinter=self._fingerprinter
-            )
-            if state.recent is not None:
-                with_neighbours(batch, state.recent)
-            for det in self.detectors:
-                f = det.observe(state.states[det.name], batch)
-                if f is not None:
-                    f.client = client
-                    f.action = self.action_for(det.name, tier)
-                    f.evidence["time"] = now
-                    findings.append(f)
-            if state.recent is not None:
-                state.recent.add(z, labels)
-            state.queries += len(xf)
+        scopes = [(client, None)]
+        if account:
+            scopes.append((ACCOUNT_PREFIX + account, account))
+        for name, acct in scopes:
+            state = self._client(name)
+            with state.lock:
+                batch = Batch(
+                    xf, z, labels, probs, state.queries, now, fingerprinter=self._fingerprinter
+                )
+                if state.recent is not None:
+                    with_neighbours(batch, state.recent)
+                for det in self.detectors:
+                    f = det.observe(state.states[det.name], batch)
+                    if f is not None:
+                        f.client = client
+                        f.action = self.action_for(det.name, tier)
+                        f.evidence["time"] = now
+                        if acct is not None:
+                            f.evidence["account"] = acct
+                        findings.append(f)
+                if state.recent is not None:
+                    state.recent.add(z, labels)
+                state.queries += len(xf)
         return findings
 
     def action_for(self, detector: str, tier: str | None = None) -> str:
