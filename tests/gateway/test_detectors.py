@@ -8,6 +8,7 @@ calibrated on. The margins below come from measured runs on a 2-core machine (se
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -23,13 +24,17 @@ from privguard.attacks.registry import ATTACKS, all_attacks
 from privguard.errors import ConfigError, DataError, ModelError
 from privguard.gateway.monitor import Finding, Monitor, OodDetector, PradaDetector
 from privguard.gateway.monitor.base import count_threshold
+from privguard.gateway.monitor.rate import RateState, tail_pvalues
 from privguard.testing.streams import (
     RecordingPredictor,
     answers,
+    bursty,
+    class_sorted,
     interleave,
     jacobian_queries,
     replay,
     uniform_queries,
+    with_retries,
 )
 
 
@@ -87,25 +92,27 @@ def test_calibrating_on_class_sorted_streams_spares_one_class_at_a_time_clients(
     target, ds, monitor, ev = setup
     s = target.split
     cal = np.sort(np.random.default_rng(0).permutation(s.nonmembers)[: len(s.nonmembers) // 2])
-    sorted_monitor = Monitor().fit(
-        ds.x[s.members], ds.x[cal], target.predict_proba, sorted_orders=2
-    )
+    # the fixture's monitor is calibrated on class-sorted streams too (the default since issue
+    # 19); this one on shuffled streams only
+    shuffled_only = Monitor().fit(ds.x[s.members], ds.x[cal], target.predict_proba, sorted_orders=0)
     labels = target.predict_proba(ds.x[ev]).argmax(axis=1)
     plain, spared = [], []
     for rep in range(6):
         order = ev[np.lexsort((np.random.default_rng(rep).random(len(ev)), labels))]
-        plain.append(_replay(monitor, target, f"sorted-{rep}", ds.x[order]).first)
-        spared.append(_replay(sorted_monitor, target, f"sorted-{rep}", ds.x[order]).first)
+        plain.append(_replay(shuffled_only, target, f"sorted-{rep}", ds.x[order]).first)
+        spared.append(_replay(monitor, target, f"sorted-{rep}", ds.x[order]).first)
     # measured: PRADA flags most class-sorted benign replays when calibrated on shuffles
     # alone (6 of 10 in a wider run, at query ~102); none when calibrated on sorted ones too
     assert sum(bool(f) for f in plain) >= 2, plain
     assert sum(bool(f) for f in spared) == 0, spared
-    # the price: a Jacobian extraction is still flagged early, but by another detector
+    # the price: PRADA no longer fires on a Jacobian extraction, which the copies detector
+    # flags instead (measured: PRADA at query 109 of 1,500 shuffled-only; copies at 26)
     seeds = ds.x[s.aux][:20]
     x = _record(target, "label", lambda o: jacobian_queries(o, seeds, 1500, ds.bounds))
-    got = _replay(sorted_monitor, target, "jacobian", x)
+    assert _replay(shuffled_only, target, "jacobian", x).first["prada"] <= 0.2 * len(x)
+    got = _replay(monitor, target, "jacobian", x)
     print("jacobian with sorted calibration:", got.first)
-    assert got.detected_by() is not None and got.detected_by() <= 0.2 * len(x)
+    assert got.first["copies"] <= 0.05 * len(x)
 
 
 def test_blackbox_inversion_is_flagged_by_similarity_within_a_few_percent(setup):
@@ -145,17 +152,6 @@ def test_label_only_augmentation_is_flagged(setup):
     got = _replay(monitor, target, "augmenter", x)
     # shifted copies of each candidate: off the training distribution (measured: OOD at 23 of 200)
     assert got.detected_by() is not None and got.detected_by() <= 0.2 * len(x)
-
-
-def test_jacobian_extraction_is_flagged_by_prada(setup):
-    target, ds, monitor, _ = setup
-    seeds = ds.x[target.split.aux][:20]
-    x = _record(target, "label", lambda o: jacobian_queries(o, seeds, 1500, ds.bounds))
-    got = _replay(monitor, target, "jacobian", x)
-    # measured: PRADA's W fell below delta at query 109 of 1,500 (7%), similarity at 80
-    assert got.first["prada"] <= 0.2 * len(x)
-    f = next(f for f in got.findings if f.detector == "prada")
-    assert f.statistic < f.threshold and f.evidence["direction"] == "below"
 
 
 def test_uniform_random_extraction_is_flagged_by_the_ood_score(setup):
@@ -342,3 +338,86 @@ def test_bad_inputs_raise_privguard_errors(setup):
         OodDetector(query_rate=0)
     flat = monitor.observe("flat-ok", ds.x[:2].reshape(2, -1), np.zeros(2))
     assert flat == []
+
+
+# -- issue 19: history-wide rate tests, benign kinds, the account view ------------------------
+
+
+def test_benign_clients_of_every_kind_are_not_flagged(setup):
+    target, ds, monitor, ev = setup
+    rng = np.random.default_rng(7)
+    labels = target.predict_proba(ds.x[ev]).argmax(axis=1)
+    order, times = bursty(ev, labels, rng)
+    assert sorted(order.tolist()) == ev.tolist() and np.all(np.diff(times) > 0)
+    retries = with_retries(ds.x[rng.permutation(ev)], rng, ds.bounds)
+    assert len(ev) < len(retries) < 1.3 * len(ev)
+    streams = [
+        ("shuffled", ds.x[rng.permutation(ev)], None),
+        ("class-sorted", ds.x[class_sorted(ev, labels, rng)], None),
+        ("bursty", ds.x[order], times),
+        ("retries", retries, None),
+    ]
+    for kind, x, t in streams:
+        lab, p = answers(target.predictor, x)
+        got = replay(monitor, f"kind-{kind}", x, lab, p, times=t)
+        # measured: no detector fires on any of them (volume is the timed scenario's business:
+        # a burst after a quiet history is what it flags)
+        assert not {d: q for d, q in got.first.items() if d != "volume"}, (kind, got.first)
+
+
+def test_copies_flags_jacobian_steps_hidden_among_three_natural_queries_each(setup):
+    target, ds, monitor, _ = setup
+    aux = ds.x[target.split.aux]
+    x = _record(target, "label", lambda o: jacobian_queries(o, aux[:20], 170, ds.bounds))
+    mixed, is_attack = interleave(x, aux[20:], 3, seed=0)
+    got = _replay(monitor, target, "jacobian-3-to-1", mixed)
+    sent = {d: int(is_attack[:q].sum()) for d, q in got.first.items()}
+    # the window detectors see a quarter of the steps per window; the rate test keeps every
+    # near-copy on the client's account. Measured: copies after 32 attack queries of 170
+    # (20 of them the natural seeds), similarity later or never, PRADA never
+    print("jacobian 3:1:", sent)
+    assert sent["copies"] <= 0.25 * len(x)
+    assert "prada" not in sent and sent.get("similarity", len(x)) > sent["copies"]
+    f = next(f for f in got.findings if f.detector == "copies")
+    assert f.statistic < f.threshold and f.evidence["suspicious"] >= 4
+
+
+def test_the_account_view_sees_an_attack_split_over_sybil_keys(setup):
+    target, ds, monitor, ev = setup
+    rng = np.random.default_rng(0)
+    nat = ds.x[ev]
+    batches = []
+    for _ in range(12):  # twelve keys, each 3 uniform queries among 17 natural ones
+        x = np.concatenate(
+            [
+                rng.uniform(*ds.bounds, (3, *nat.shape[1:])).astype(np.float32),
+                nat[rng.choice(len(nat), 17, replace=False)],
+            ]
+        )[rng.permutation(20)]
+        batches.append((x, *answers(target.predictor, x)))
+
+    def send(account):
+        found = []
+        for k, (x, lab, p) in enumerate(batches):
+            found += monitor.observe(f"sybil-{account}-{k}", x, lab, p, account=account)
+        return found
+
+    alone = send(None)
+    pooled = send("acme")
+    # measured: no key alone is flagged by the density detectors (3 low-density queries of
+    # 20 is within a benign client's luck); the account's 36 of 240 are not
+    assert not [f for f in alone if f.detector in ("ood", "lowdensity")], alone
+    acct = [f for f in pooled if f.evidence.get("account") == "acme"]
+    assert any(f.detector == "lowdensity" for f in acct), pooled
+    assert all(f.client.startswith("sybil-acme-") for f in acct)
+    assert "account:acme" in monitor.clients()
+
+
+def test_rate_test_pvalues_and_plain_state():
+    from scipy.stats import binom
+
+    n, c = np.array([10.0, 50.0, 200.0]), np.array([1.0, 5.0, 9.0])
+    np.testing.assert_allclose(tail_pvalues(n, c, 0.02), binom.sf(c - 1, n, 0.02), rtol=1e-9)
+    assert tail_pvalues(np.array([5.0]), np.array([0.0]), 0.02)[0] == 1.0
+    state = RateState(3.5, 1.25)  # plain floats: shareable without pickle
+    assert RateState.from_dict(json.loads(json.dumps(state.to_dict()))) == state

@@ -158,7 +158,7 @@ class Monitor:
         predict_proba: Callable[[np.ndarray], np.ndarray],
         *,
         shuffles: int = 8,
-        sorted_orders: int = 0,
+        sorted_orders: int = 2,
         seed: int = 0,
         progress: Progress | None = None,
     ) -> Monitor:
@@ -176,8 +176,9 @@ class Monitor:
         random within a class): a benign client that queries one class at a time sends runs
         of near-duplicates that pixel-distance detectors otherwise take for probing (issue 19;
         measured on digits: PRADA flagged 6 of 10 class-sorted benign replays without them,
-        none with 2). Off by default: it lowers PRADA's threshold until PRADA no longer fires on
-        a Jacobian-augmentation extraction (other detectors still flag it; docs/monitoring.md).
+        none with 2). Two by default (issue 19): it lowers PRADA's threshold until PRADA no longer
+        fires on a Jacobian-augmentation extraction, which the ``copies`` detector flags instead
+        (docs/monitoring.md); ``sorted_orders=0`` restores the shuffled-only calibration.
 
         Args:
             x_train: ``(n, *input_shape)`` training inputs.
