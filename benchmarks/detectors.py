@@ -666,7 +666,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--benign", type=int, default=72, help="benign clients per target (of the four kinds)"
     )
     ap.add_argument("--accounts", type=int, default=4, help="benign 4-key accounts per target")
-    ap.add_argument("--summarise", type=Path, help="summarise this partial results file")
+    ap.add_argument(
+        "--seed",
+        type=int,
+        action="append",
+        help="run this seed only (repeatable; for runs "
+        "split over processes, merged by --summarise)",
+    )
+    ap.add_argument(
+        "--summarise", type=Path, nargs="+", help="summarise these (partial) results files"
+    )
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument(
         "--only", nargs="*", help="target names to run (default: digits-mlp, mnist-5k-mlp)"
@@ -686,12 +695,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         return finish_run(res, args.out, start, print_tables=show, markdown=None)
     if args.summarise:
-        part = json.loads(args.summarise.read_text())
-        res = {**part, "command": f"{part['command']} (summarised from its partial results)"}
+        parts = [json.loads(p.read_text()) for p in args.summarise]
+        res = {**parts[0], "results": [r for p in parts for r in p["results"]]}
+        res["command"] = " ; ".join(p["command"] for p in parts) + " (summarised together)"
+        res["machine"]["load_average_at_start"] = [
+            p["machine"]["load_average_at_start"] for p in parts
+        ]
         res["summary"] = summarise(res["results"])
         return finish_run(res, args.out, start, print_tables=print_tables, markdown=markdown)
     targets = TARGETS[:1] if args.quick else TARGETS[:2]
-    seeds = range(1 if args.quick else args.seeds)
+    seeds = args.seed or range(1 if args.quick else args.seeds)
     if args.only:
         targets = [t for t in TARGETS if t[0] in args.only]
     results = []
