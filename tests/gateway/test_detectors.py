@@ -8,6 +8,7 @@ calibrated on. The margins below come from measured runs on a 2-core machine (se
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -22,6 +23,9 @@ from privguard.attacks.membership.label_only_augmentation import LabelOnlyAugmen
 from privguard.attacks.membership.label_only_boundary import LabelOnlyBoundary
 from privguard.attacks.registry import ATTACKS, all_attacks
 from privguard.errors import ConfigError, DataError, ModelError
+from privguard.gateway.app import create_app
+from privguard.gateway.config import GatewayConfig
+from privguard.gateway.keys import create_key, get_key
 from privguard.gateway.monitor import Finding, Monitor, OodDetector, PradaDetector
 from privguard.gateway.monitor.base import count_threshold
 from privguard.gateway.monitor.rate import RateState, tail_pvalues
@@ -382,12 +386,12 @@ def test_copies_flags_jacobian_steps_hidden_among_three_natural_queries_each(set
     assert f.statistic < f.threshold and f.evidence["suspicious"] >= 4
 
 
-def test_the_account_view_sees_an_attack_split_over_sybil_keys(setup):
-    target, ds, monitor, ev = setup
-    rng = np.random.default_rng(0)
+def _sybil_batches(target, ds, ev, seed=0):
+    """Twelve keys' batches, each 3 uniform random queries among 17 natural ones."""
+    rng = np.random.default_rng(seed)
     nat = ds.x[ev]
     batches = []
-    for _ in range(12):  # twelve keys, each 3 uniform queries among 17 natural ones
+    for _ in range(12):
         x = np.concatenate(
             [
                 rng.uniform(*ds.bounds, (3, *nat.shape[1:])).astype(np.float32),
@@ -395,6 +399,12 @@ def test_the_account_view_sees_an_attack_split_over_sybil_keys(setup):
             ]
         )[rng.permutation(20)]
         batches.append((x, *answers(target.predictor, x)))
+    return batches
+
+
+def test_the_account_view_sees_an_attack_split_over_sybil_keys(setup):
+    target, ds, monitor, ev = setup
+    batches = _sybil_batches(target, ds, ev)
 
     def send(account):
         found = []
@@ -411,6 +421,33 @@ def test_the_account_view_sees_an_attack_split_over_sybil_keys(setup):
     assert any(f.detector == "lowdensity" for f in acct), pooled
     assert all(f.client.startswith("sybil-acme-") for f in acct)
     assert "account:acme" in monitor.clients()
+
+
+def test_the_gateway_watches_the_keys_of_one_owner_together(setup, tmp_path):
+    target, ds, monitor, ev = setup
+    config = GatewayConfig.from_dict(
+        {
+            "server": {"fingerprint_key_file": str(tmp_path / "fp.key")},
+            "tiers": {"label": {"access": "label", "max_batch": 32}},
+        }
+    )
+    app = create_app(target, config, db=f"sqlite:///{tmp_path / 'log.db'}", monitor=monitor)
+    gw = app.state.gateway
+    keys = [
+        create_key(gw.store, f"globex-{k}", "client", "label", owner="globex")[0] for k in range(12)
+    ]
+    assert get_key(gw.store, keys[0].id).owner == "globex"
+    assert create_key(gw.store, "loner", "client", "label")[0].owner is None
+
+    async def send():
+        for key, (x, lab, _) in zip(keys, _sybil_batches(target, ds, ev, seed=1), strict=True):
+            await gw._observe_now((key, x, lab, None))
+
+    asyncio.run(send())
+    alerts = gw.store.alerts()
+    acct = [a for a in alerts if a["evidence"].get("account") == "globex"]
+    assert any(a["detector"] == "lowdensity" for a in acct), alerts
+    assert all(a["client"].startswith("globex-") for a in acct)
 
 
 def test_rate_test_pvalues_and_plain_state():

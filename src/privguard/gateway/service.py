@@ -232,7 +232,7 @@ class Gateway:
         request on (watch.py)."""
         key, x, labels, probs = item
         findings = await run_in_threadpool(
-            self.monitor.observe, key.name, x, labels, probs, tier=key.tier
+            self.monitor.observe, key.name, x, labels, probs, tier=key.tier, account=key.owner
         )
         if not findings:
             return
