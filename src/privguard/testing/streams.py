@@ -6,6 +6,11 @@ is asked (:class:`RecordingPredictor`); the recorded stream is then fed to a mon
 batches of at most the gateway's ``max_batch`` (:func:`replay`), and the first query index at
 which each detector fires is the detection point. Benign clients replay held-out records.
 
+Benign clients of four kinds (issue 19): shuffled natural records, class-sorted ones
+(:func:`class_sorted`), bursts of one class sent in timed bursts (:func:`bursty`), and clients
+that resend some requests, exactly or re-encoded (:func:`with_retries`). :func:`replay_keys`
+sends one stream over several keys (sybils), optionally declared as one owner's.
+
 Until the gateway can carry these clients over HTTP, streams are recorded directly through the
 oracle (same queries, same order; the HTTP layer adds nothing the detectors see).
 
