@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 from scipy.special import betainc
+from scipy.stats import beta
 
 from privguard.errors import ConfigError
 from privguard.gateway.monitor.base import Batch, Detector, Finding, Stream
@@ -62,6 +63,15 @@ def tail_pvalues(n: np.ndarray, c: np.ndarray, p: float) -> np.ndarray:
     ok = c > 0
     out[ok] = betainc(c[ok], np.maximum(n[ok] - c[ok] + 1.0, 1e-9), p)
     return out
+
+
+def upper_rate(hits: int, n: int, confidence: float) -> float:
+    """The one-sided Clopper-Pearson upper bound of a rate seen as ``hits`` of ``n``."""
+    if n <= 0:
+        return 1.0
+    if hits >= n:
+        return 1.0
+    return float(beta.ppf(confidence, hits + 1, n - hits))
 
 
 class RateDetector(Detector):
