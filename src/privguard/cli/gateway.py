@@ -32,9 +32,10 @@ def monitor_fit(
     ),
     seed: int = typer.Option(0, help="Seeds the calibration shuffles and the PCA."),
     sorted_orders: int = typer.Option(
-        0,
+        2,
         help="Class-sorted benign streams to calibrate on too: clients that query one class "
-        "at a time are then not flagged, at some cost to PRADA (docs/monitoring.md).",
+        "at a time are then not flagged, at some cost to PRADA (docs/monitoring.md); 0 for "
+        "shuffled streams only.",
     ),
 ) -> None:
     """Calibrate the attack detectors on the model's own data (its members as natural
