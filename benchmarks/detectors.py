@@ -1,36 +1,44 @@
-"""Detection evaluation of the query monitor (issue 8): privguard's own attacks as clients.
+"""Detection evaluation of the query monitor (issues 8 and 19): privguard's own attacks as clients.
 
 For each target (model x training seed):
 
 - the monitor is fitted on the target's training inputs and calibrated on one half of its
-  held-out records (``Monitor.fit``, target 1% flagged benign clients per detector);
-- every attack runs against the target through an oracle that records each query it asks
-  (``RecordingPredictor``); the recorded stream is then fed to the monitor in order, 32 queries
-  per batch (one client per attack run): black-box inversion (NES), label-only membership
-  (boundary search and augmentation), extraction with each query strategy the extraction
-  package registers (plus privguard's own synthetic uniform and Jacobian-augmentation streams);
+  held-out records (``Monitor.fit``, target 1% flagged benign clients per detector, shuffled
+  *and* class-sorted calibration streams);
+- every extraction and inversion attack privguard registers that queries a black box (and the
+  two label-only membership attacks) runs against the target through an oracle that records
+  each query it asks (``RecordingPredictor``); the recorded stream is then fed to the monitor in
+  order, 32 queries per batch (one client per attack run); plus privguard's own synthetic
+  uniform and Jacobian-augmentation streams;
 - benign clients replay natural records the monitor never saw -- the *other* half of the
-  held-out records and the auxiliary pool (never trained on) -- in natural order and in
-  ``--shuffles`` random orders;
-- an evasive extraction client interleaves natural queries (the attacker's auxiliary records)
-  with Jacobian-augmentation queries to evade PRADA, at several ratios;
+  held-out records and the auxiliary pool (never trained on) -- of four kinds: shuffled,
+  class-sorted (one class at a time), bursty (runs of one class sent in timed bursts) and
+  retrying (exact and re-encoded resends); plus benign *accounts* of four keys;
+- interleaved clients mix natural queries (the attacker's auxiliary records, never repeated)
+  with each extraction and inversion stream at 1:1 and 3:1 natural:attack;
+- adaptive attackers who know the detectors: 9:1 interleaving, one attack split over four keys
+  of one owner (with and without the account-level view), Jacobian steps three times larger,
+  and Knockoff Nets on its natural pool alone;
 - a timed scenario for the volume detector: clients with a steady history (Poisson, 20 queries a
   minute), then either more of the same or an attack at 32 queries a second.
 
 Streams are recorded through the oracle directly, not through the HTTP gateway: the queries and
-their order are the same, and the gateway adds nothing the detectors see. Reported per detector:
-detection rate, queries until detection as a fraction of the attack's budget (the queries the
-attack made), and the false-positive rate on benign clients; the goal is >= 90% of attack runs
-flagged before 20% of their budget with <= 1% benign clients flagged. Also the monitor's cost per
-query (CPU time, one BLAS thread). There is no competitor tool to compare with: ART ships no
-stateful query detectors.
+their order are the same, and the gateway adds nothing the detectors see. Reported per detector
+and combined: detection rate, queries until detection as a fraction of the attack's budget (the
+queries the attack made), and the false-positive rate on benign clients. Goals (issue 19): >= 95%
+of extraction and inversion runs flagged before 20% of their budget, <= 0.5% of benign clients
+flagged, >= 80% of interleaved runs (1:1 and 3:1) flagged before 20% of their attack queries.
+Also the monitor's cost per query (CPU time, one BLAS thread). There is no competitor tool to
+compare with: ART ships no stateful query detectors.
 
-Run ``python benchmarks/detectors.py [--quick]``; results in benchmarks/results/detectors.json.
+Run ``python benchmarks/detectors.py [--quick]``; results in benchmarks/results/detectors.json
+(``--summarise PARTIAL`` summarises the partial results of a stopped run).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -51,10 +59,14 @@ from privguard.gateway.monitor import DETECTORS, Monitor
 from privguard.testing.streams import (
     RecordingPredictor,
     answers,
+    bursty,
+    class_sorted,
     interleave,
     jacobian_queries,
     replay,
+    replay_keys,
     uniform_queries,
+    with_retries,
 )
 
 OUT = Path(__file__).parent / "results" / "detectors.json"
@@ -62,26 +74,49 @@ GOAL_FRACTION = 0.2
 MAX_BATCH = 32
 EXTRACTION_QUERIES = 2000
 CANDIDATES = 50  # label-only membership: candidates attacked per run (half members)
-EVASION_RATIOS = (1, 3, 9)
+INTERLEAVE_RATIOS = (1, 3)  # the goal's ratios; 9 is one of the adaptive attackers
+ADAPTIVE_RATIO = 9
+BENIGN_KINDS = ("shuffled", "class-sorted", "bursty", "retries")
+SYBIL_KEYS = 4
+SYBIL_ATTACKS = ("synthetic-jacobian", "jacobian", "active-extraction", "blackbox-inversion")
+GOAL_FAMILIES = ("extraction", "inversion")
 
 # name, dataset, TrainConfig overrides
 TARGETS: list[tuple[str, str, dict[str, Any]]] = [
     ("digits-mlp", "digits", {"model": "mlp", "epochs": 60}),
-    ("digits-logreg", "digits", {"model": "logreg", "epochs": 30, "lr": 1e-2}),
     ("mnist-5k-mlp", "mnist-5k", {"model": "mlp", "epochs": 20}),
+    ("digits-logreg", "digits", {"model": "logreg", "epochs": 30, "lr": 1e-2}),
 ]
-EXTRACTION_NAMES = ("random-queries", "knockoff", "jacobian", "active-extraction")
+EXTRACTION_NAMES = (
+    "random-queries",
+    "knockoff",
+    "jacobian",
+    "active-extraction",
+    "equation-solving",
+)
+# black-box inversion attacks (mi-face needs gradients, the attribute attacks tabular data)
+INVERSION_NAMES = ("label-only-inversion", "prior-inversion-blackbox")
+
+
+def registered(names: tuple[str, ...]) -> list[str]:
+    """The attacks of ``names`` the registry holds."""
+    all_attacks()
+    return [n for n in names if n in ATTACKS]
 
 
 def extraction_strategies() -> list[str]:
-    """The learning-based extraction attacks the registry holds (one per query strategy)."""
-    all_attacks()
-    return [n for n in EXTRACTION_NAMES if n in ATTACKS]
+    """The extraction attacks the registry holds (one per query strategy)."""
+    return registered(EXTRACTION_NAMES)
 
 
 def record(target: privguard.Target, access: str, run) -> np.ndarray:
+    """The queries ``run`` asks through an oracle of ``access``; an attack that stops with a
+    privguard error (equation solving finds the model is not linear) keeps what it asked."""
     rec = RecordingPredictor(target.predictor)
-    run(privguard.Oracle(rec, access))
+    try:
+        run(privguard.Oracle(rec, access))
+    except privguard.PrivguardError as e:
+        print(f"  (attack stopped: {e})", file=sys.stderr)
     return rec.stream()
 
 
@@ -114,6 +149,10 @@ def attack_streams(
             ),
         )
     )
+    for name in registered(INVERSION_NAMES):
+        attack = ATTACKS[name](queries_per_class=500)
+        access = "label" if name == "label-only-inversion" else "probs"
+        out.append((name, "inversion", record(target, access, lambda o, a=attack: a.run(o, know))))
     # fewer shadow calibration records than the default: they cost the target no queries
     for attack in (LabelOnlyBoundary(calibration_records=50), LabelOnlyAugmentation()):
         out.append(
@@ -124,7 +163,10 @@ def attack_streams(
             )
         )
     for name in extraction_strategies():
-        attack = ATTACKS[name](queries=EXTRACTION_QUERIES, epochs=2, final_epochs=2)
+        if name == "equation-solving":
+            attack = ATTACKS[name]()
+        else:
+            attack = ATTACKS[name](queries=EXTRACTION_QUERIES, epochs=2, final_epochs=2)
         out.append(
             (name, "extraction", record(target, "probs", lambda o, a=attack: a.run(o, know)))
         )
@@ -152,6 +194,34 @@ def attack_streams(
     return out
 
 
+def adaptive_streams(target: privguard.Target, ds, seed: int) -> list[tuple[str, np.ndarray]]:
+    """Streams of attackers who know the detectors: Jacobian augmentation with steps three
+    times larger (beyond the copies radius), and Knockoff Nets on its natural pool alone."""
+    s = target.split
+    rng = np.random.default_rng(seed + 1)
+    seeds = ds.x[s.aux][rng.choice(len(s.aux), 20, False)]
+    big = record(
+        target,
+        "label",
+        lambda o: jacobian_queries(o, seeds, EXTRACTION_QUERIES, ds.bounds, lam=0.3, seed=seed),
+    )
+    know = Knowledge(
+        ds.x[s.aux],
+        ds.y[s.aux],
+        None,
+        None,
+        recipe=target.recipe,
+        bounds=ds.bounds,
+        seed=seed,
+        kind=ds.kind,
+    )
+    attack = ATTACKS["knockoff"](
+        queries=EXTRACTION_QUERIES, augment=False, epochs=2, final_epochs=2
+    )
+    pool = record(target, "probs", lambda o: attack.run(o, know))
+    return [("jacobian, 3x steps", big), ("knockoff, natural pool only", pool)]
+
+
 def run_target(name: str, dataset: str, overrides: dict[str, Any], seed: int, args) -> dict:
     t0 = time.perf_counter()
     target = privguard.train(dataset, privguard.TrainConfig(seed=seed, **overrides))
@@ -161,24 +231,58 @@ def run_target(name: str, dataset: str, overrides: dict[str, Any], seed: int, ar
     held = rng.permutation(s.nonmembers)
     cal, ev = np.sort(held[: len(held) // 2]), np.sort(held[len(held) // 2 :])
     pred = target.predictor
-    monitor = Monitor().fit(ds.x[s.members], ds.x[cal], target.predict_proba, seed=seed)
+    monitor = Monitor().fit(
+        ds.x[s.members], ds.x[cal], target.predict_proba, seed=seed, sorted_orders=2
+    )
     # benign clients: natural records neither trained on nor calibrated on
     ev = np.sort(np.r_[ev, s.aux])
     train_s = time.perf_counter() - t0
     runs: list[dict[str, Any]] = []
     cost_cpu, cost_n = 0.0, 0
 
-    def feed(client: str, x: np.ndarray) -> dict[str, int]:
+    def feed(client: str, x: np.ndarray, times: np.ndarray | None = None) -> dict[str, int]:
         nonlocal cost_cpu, cost_n
         labels, p = answers(pred, x)
         c0 = time.process_time()
-        rep = replay(monitor, client, x, labels, p, max_batch=MAX_BATCH)
+        rep = replay(monitor, client, x, labels, p, max_batch=MAX_BATCH, times=times)
         cost_cpu += time.process_time() - c0
         cost_n += len(x)
         return rep.first
 
+    def feed_keys(client: str, x: np.ndarray, account: bool) -> dict[str, int]:
+        labels, p = answers(pred, x)
+        keys = [f"{client}-key{k}" for k in range(SYBIL_KEYS)]
+        owner = client if account else None
+        return replay_keys(monitor, keys, x, labels, p, account=owner, max_batch=MAX_BATCH).first
+
+    def mixed(x: np.ndarray, ratio: int, label: str, adaptive: bool = False) -> dict[str, Any]:
+        # natural queries are never repeated: the attacker's auxiliary records limit how many
+        # attack queries it can hide
+        n_attack = min(len(x), len(s.aux) // ratio)
+        mx, is_attack = interleave(x[:n_attack], ds.x[s.aux], ratio, seed)
+        first = feed(f"{label}-{seed}", mx)
+        # attack queries before 20% of the budget that are records of the natural pool itself
+        # (seed sets, Knockoff's and active extraction's pool phases): no detector can tell them
+        # from the natural queries mixed in
+        early = x[: max(1, int(GOAL_FRACTION * n_attack))].reshape(-1, aux_flat.shape[1])
+        natural = int(np.isin(_row_keys(early), aux_keys).sum())
+        # as a fraction of the attack's own budget: attack queries sent before detection
+        return {
+            "natural_before_20pct": natural,
+            "kind": "adaptive" if adaptive else "interleaved",
+            "attack": label,
+            "ratio": ratio,
+            "budget": int(is_attack.sum()),
+            "total": len(mx),
+            "first": {d: int(is_attack[:q].sum()) for d, q in first.items()},
+            "first_total": first,
+        }
+
+    aux_flat = ds.x[s.aux].reshape(len(s.aux), -1).astype(np.float32)
+    aux_keys = _row_keys(aux_flat)
     streams = attack_streams(target, ds, seed, args.quick)
     for attack, family, x in streams:
+        print(f"  {attack}: {len(x)} queries", file=sys.stderr, flush=True)
         runs.append(
             {
                 "kind": "attack",
@@ -188,39 +292,65 @@ def run_target(name: str, dataset: str, overrides: dict[str, Any], seed: int, ar
                 "first": feed(f"{attack}-{seed}", x),
             }
         )
-    # evasion: Jacobian queries interleaved with natural (auxiliary) ones
+    for attack, family, x in streams:
+        if family not in GOAL_FAMILIES:
+            continue
+        for ratio in INTERLEAVE_RATIOS:
+            runs.append({**mixed(x, ratio, f"{attack} + {ratio} natural"), "family": family})
+    # adaptive attackers
     jac = next(x for a, _, x in streams if a == "synthetic-jacobian")
-    for ratio in EVASION_RATIOS:
-        # natural queries are never repeated (a repeat is a zero distance PRADA notices): the
-        # attacker's auxiliary records limit how many synthetic queries it can hide
-        n_attack = min(len(jac), len(s.aux) // ratio)
-        mixed, is_attack = interleave(jac[:n_attack], ds.x[s.aux], ratio, seed)
-        first = feed(f"evasive-{ratio}-{seed}", mixed)
-        # as a fraction of the attack's own budget: attack queries sent before detection
-        attack_before = {d: int(is_attack[:q].sum()) for d, q in first.items()}
+    runs.append(
+        {
+            **mixed(jac, ADAPTIVE_RATIO, f"jacobian + {ADAPTIVE_RATIO} natural", True),
+            "family": "extraction",
+        }
+    )
+    for attack, x in adaptive_streams(target, ds, seed):
         runs.append(
             {
-                "kind": "evasive",
-                "attack": f"jacobian + {ratio} natural per query",
+                "kind": "adaptive",
+                "attack": attack,
                 "family": "extraction",
-                "budget": int(is_attack.sum()),
-                "total": len(mixed),
-                "first": attack_before,
-                "first_total": first,
+                "budget": len(x),
+                "first": feed(f"{attack}-{seed}", x),
             }
         )
-    orders = [("natural", ev)] + [
-        (f"shuffle-{i}", rng.permutation(ev)) for i in range(args.shuffles)
-    ]
-    for label, idx in orders:
+    for attack, family, x in streams:
+        if attack not in (
+            "synthetic-jacobian",
+            "jacobian",
+            "active-extraction",
+            "blackbox-inversion",
+        ):
+            continue
+        for account in (False, True):
+            view = "account view" if account else "keys only"
+            runs.append(
+                {
+                    "kind": "adaptive",
+                    "attack": f"{attack} over {SYBIL_KEYS} keys ({view})",
+                    "family": family,
+                    "budget": len(x),
+                    "first": feed_keys(f"sybil-{attack}-{account}-{seed}", x, account),
+                }
+            )
+    # benign clients of four kinds, and benign accounts of four keys
+    labels_ev = target.predict_proba(ds.x[ev]).argmax(axis=1)
+    per_kind = max(1, args.benign // len(BENIGN_KINDS))
+    runs.append(benign_run("natural order", feed(f"benign-natural-{seed}", ds.x[ev])))
+    for i in range(per_kind):
+        tag = f"{i}-{seed}"
+        runs.append(benign_run("shuffled", feed(f"shuffled-{tag}", ds.x[rng.permutation(ev)])))
+        order = class_sorted(ev, labels_ev, rng)
+        runs.append(benign_run("class-sorted", feed(f"sorted-{tag}", ds.x[order])))
+        order, times = bursty(ev, labels_ev, rng)
+        runs.append(benign_run("bursty", feed(f"bursty-{tag}", ds.x[order], times)))
+        x = with_retries(ds.x[rng.permutation(ev)], rng, ds.bounds)
+        runs.append(benign_run("retries", feed(f"retries-{tag}", x)))
+    for i in range(args.accounts):
+        x = ds.x[rng.permutation(ev)]
         runs.append(
-            {
-                "kind": "benign",
-                "attack": label,
-                "family": "benign",
-                "budget": len(idx),
-                "first": feed(f"benign-{label}-{seed}", ds.x[idx]),
-            }
+            benign_run(f"account of {SYBIL_KEYS} keys", feed_keys(f"acct-{i}-{seed}", x, True))
         )
     volume = volume_scenario(monitor, pred, ds, s, ev, seed)
     return {
@@ -228,12 +358,24 @@ def run_target(name: str, dataset: str, overrides: dict[str, Any], seed: int, ar
         "seed": seed,
         "train_and_fit_seconds": round(train_s, 1),
         "test_accuracy": target.metrics.get("test_accuracy"),
+        "aux_records": int(len(s.aux)),
+        "benign_records": int(len(ev)),
         "monitor": monitor.describe(),
         "runs": runs,
         "volume": volume,
         "cost_us_per_query_batch32": 1e6 * cost_cpu / max(cost_n, 1),
         "cost_us_per_query_batch1": batch1_cost(monitor, pred, ds.x[ev]),
     }
+
+
+def _row_keys(x: np.ndarray) -> np.ndarray:
+    """One hashable key per row (its float32 bytes), to find pool records in a stream."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    return np.array([hash(r.tobytes()) for r in x])
+
+
+def benign_run(kind: str, first: dict[str, int]) -> dict[str, Any]:
+    return {"kind": "benign", "attack": kind, "family": "benign", "first": first}
 
 
 def batch1_cost(monitor: Monitor, pred, x: np.ndarray) -> float:
@@ -288,48 +430,100 @@ def volume_scenario(monitor: Monitor, pred, ds, s, ev, seed: int) -> dict[str, A
 # -- summary ---------------------------------------------------------------------------------
 
 
+def _first(run: dict[str, Any], det: str) -> int | None:
+    if det == "any":  # every detector but volume, whose benign clients are the timed scenario
+        hits = [q for d, q in run["first"].items() if d != "volume"]
+        return min(hits) if hits else None
+    return run["first"].get(det)
+
+
+def _early(run: dict[str, Any], det: str) -> bool:
+    f = _first(run, det)
+    return f is not None and f <= GOAL_FRACTION * run["budget"]
+
+
+def _all_natural(run: dict[str, Any]) -> bool:
+    return run.get("natural_before_20pct", 0) >= max(1, int(GOAL_FRACTION * run["budget"]))
+
+
 def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
     names = list(DETECTORS) + ["any"]
+    runs = [run for r in results for run in r["runs"]]
+    goal = [r for r in runs if r["kind"] == "attack" and r["family"] in GOAL_FAMILIES]
+    allatt = [r for r in runs if r["kind"] == "attack"]
+    inter = [r for r in runs if r["kind"] == "interleaved"]
+    ben = [r for r in runs if r["kind"] == "benign"]
     table: dict[str, Any] = {}
-    attacks = [(r["target"], r["seed"], run) for r in results for run in r["runs"]]
-
-    def first(run, det):
-        if det == "any":
-            hits = [q for d, q in run["first"].items() if d != "volume"]
-            return min(hits) if hits else None
-        return run["first"].get(det)
-
     for det in names:
-        row: dict[str, Any] = {}
-        att = [run for _, _, run in attacks if run["kind"] == "attack"]
-        ben = [run for _, _, run in attacks if run["kind"] == "benign"]
-        fr = [first(run, det) / run["budget"] for run in att if first(run, det) is not None]
-        row["attack_runs"] = len(att)
-        row["detected"] = len(fr)
-        row["detected_before_20pct"] = sum(f <= GOAL_FRACTION for f in fr)
-        row["median_fraction"] = float(np.median(fr)) if fr else None
-        row["benign_runs"] = len(ben)
-        row["benign_flagged"] = sum(first(run, det) is not None for run in ben)
-        table[det] = row
+        fr = [_first(r, det) / r["budget"] for r in goal if _first(r, det) is not None]
+        table[det] = {
+            "goal_attack_runs": len(goal),
+            "goal_before_20pct": sum(_early(r, det) for r in goal),
+            "all_attack_runs": len(allatt),
+            "all_before_20pct": sum(_early(r, det) for r in allatt),
+            "median_fraction": float(np.median(fr)) if fr else None,
+            "interleaved_runs": len(inter),
+            "interleaved_before_20pct": sum(_early(r, det) for r in inter),
+            "benign_runs": len(ben),
+            "benign_flagged": sum(_first(r, det) is not None for r in ben),
+        }
     per_attack: dict[str, Any] = {}
-    for _, _, run in attacks:
+    for run in runs:
         if run["kind"] == "benign":
             continue
         key = run["attack"]
-        e = per_attack.setdefault(key, {"family": run["family"], "runs": 0, "budget": [], "by": {}})
+        e = per_attack.setdefault(
+            key, {"kind": run["kind"], "family": run["family"], "runs": 0, "budget": [], "by": {}}
+        )
         e["runs"] += 1
         e["budget"].append(run["budget"])
         for det in names:
-            f = first(run, det)
+            f = _first(run, det)
             d = e["by"].setdefault(det, {"detected": 0, "before_20pct": 0, "fractions": []})
             if f is not None:
                 d["detected"] += 1
-                d["before_20pct"] += f / run["budget"] <= GOAL_FRACTION
+                d["before_20pct"] += f <= GOAL_FRACTION * run["budget"]
                 d["fractions"].append(round(f / run["budget"], 4))
+    benign: dict[str, Any] = {}
+    for run in ben:
+        e = benign.setdefault(run["attack"], {"clients": 0, "flagged": 0, "by": {}})
+        e["clients"] += 1
+        e["flagged"] += _first(run, "any") is not None
+        for d in run["first"]:
+            e["by"][d] = e["by"].get(d, 0) + 1
     vol = [r["volume"] for r in results]
+    n_ben = max(len(ben), 1)
+    by_ratio = {ratio: [r for r in inter if r.get("ratio") == ratio] for ratio in INTERLEAVE_RATIOS}
+    goals = {
+        "attack_runs_before_20pct": [table["any"]["goal_before_20pct"], len(goal)],
+        "attack_goal": 0.95,
+        "benign_flagged": [table["any"]["benign_flagged"], len(ben)],
+        "benign_goal": 0.005,
+        "interleaved_before_20pct": {
+            str(k): [sum(_early(r, "any") for r in v), len(v)] for k, v in by_ratio.items()
+        },
+        "interleaved_goal": 0.80,
+        # runs whose first 20% of attack queries are not all natural pool records
+        "interleaved_before_20pct_not_all_natural": {
+            str(k): [
+                sum(_early(r, "any") for r in v if not _all_natural(r)),
+                sum(not _all_natural(r) for r in v),
+            ]
+            for k, v in by_ratio.items()
+        },
+    }
+    goals["met"] = {
+        "attack": table["any"]["goal_before_20pct"] >= 0.95 * max(len(goal), 1),
+        "benign": table["any"]["benign_flagged"] <= 0.005 * n_ben,
+        "interleaved": all(
+            sum(_early(r, "any") for r in v) >= 0.8 * len(v) for v in by_ratio.values() if v
+        ),
+    }
     return {
+        "goals": goals,
         "detectors": table,
         "per_attack": per_attack,
+        "benign": benign,
         "volume": {
             "clients": sum(v["clients"] for v in vol),
             "attack_detected": sum(v["attack_detected"] for v in vol),
@@ -347,19 +541,35 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
 
 def print_tables(res: dict[str, Any]) -> None:
     s = res["summary"]
-    print(f"\n{'detector':<12}{'flagged':>10}{'<=20%':>8}{'median frac':>13}{'benign FP':>12}")
+    g = s["goals"]
+    print(
+        f"\ngoals: extraction+inversion runs flagged before 20%: "
+        f"{g['attack_runs_before_20pct'][0]}/{g['attack_runs_before_20pct'][1]}; benign flagged "
+        f"{g['benign_flagged'][0]}/{g['benign_flagged'][1]}; interleaved before 20%: "
+        + ", ".join(f"{k}:1 {v[0]}/{v[1]}" for k, v in g["interleaved_before_20pct"].items())
+        + f"; met: {g['met']}"
+    )
+    print(
+        f"\n{'detector':<12}{'goal <=20%':>12}{'all <=20%':>12}{'interleaved':>13}"
+        f"{'median frac':>13}{'benign FP':>11}"
+    )
     for det, row in s["detectors"].items():
         med = "-" if row["median_fraction"] is None else f"{row['median_fraction']:.3f}"
         print(
-            f"{det:<12}{row['detected']:>5}/{row['attack_runs']:<4}{row['detected_before_20pct']:>8}"
-            f"{med:>13}{row['benign_flagged']:>7}/{row['benign_runs']}"
+            f"{det:<12}{row['goal_before_20pct']:>7}/{row['goal_attack_runs']:<4}"
+            f"{row['all_before_20pct']:>7}/{row['all_attack_runs']:<4}"
+            f"{row['interleaved_before_20pct']:>8}/{row['interleaved_runs']:<4}"
+            f"{med:>13}{row['benign_flagged']:>6}/{row['benign_runs']}"
         )
-    print(f"\n{'attack':<38}{'runs':>5}  first detector (<=20% of budget / flagged)")
+    print(f"\n{'attack':<52}{'runs':>5}  (<=20% of budget / flagged) by detector")
     for name, e in s["per_attack"].items():
         by = ", ".join(
             f"{d} {v['before_20pct']}/{v['detected']}" for d, v in e["by"].items() if v["detected"]
         )
-        print(f"{name:<38}{e['runs']:>5}  {by or 'never flagged'}")
+        print(f"{name:<52}{e['runs']:>5}  {by or 'never flagged'}")
+    print("\nbenign clients flagged (any detector but volume):")
+    for kind, e in s["benign"].items():
+        print(f"  {kind:<24}{e['flagged']:>4}/{e['clients']:<4} by detector {e['by']}")
     v = s["volume"]
     print(
         f"\nvolume scenario: {v['attack_detected']}/{v['clients']} bursts flagged "
@@ -405,20 +615,22 @@ def markdown(res: dict[str, Any]) -> str:
     """The tables of docs/benchmarks.md."""
     s = res["summary"]
     lines = [
-        "| detector | attack runs flagged | flagged before 20% of budget | median fraction "
-        "of budget at detection | benign clients flagged |",
-        "|---|---|---|---|---|",
+        "| detector | extraction + inversion runs flagged before 20% of budget | all attack "
+        "runs (with membership) | interleaved 1:1 and 3:1 before 20% | median fraction at "
+        "detection | benign clients flagged |",
+        "|---|---|---|---|---|---|",
     ]
     for det, row in s["detectors"].items():
         med = "–" if row["median_fraction"] is None else f"{row['median_fraction']:.3f}"
         lines.append(
-            f"| {det} | {row['detected']}/{row['attack_runs']} | "
-            f"{row['detected_before_20pct']}/{row['attack_runs']} | {med} | "
+            f"| {det} | {row['goal_before_20pct']}/{row['goal_attack_runs']} | "
+            f"{row['all_before_20pct']}/{row['all_attack_runs']} | "
+            f"{row['interleaved_before_20pct']}/{row['interleaved_runs']} | {med} | "
             f"{row['benign_flagged']}/{row['benign_runs']} |"
         )
     lines += [
         "",
-        "| attack | family | runs | median budget | flagged (any) | before 20% | median "
+        "| client | kind | runs | median budget | flagged (any) | before 20% | median "
         "fraction at detection | detectors that fired (before 20% / at all) |",
         "|---|---|---|---|---|---|---|---|",
     ]
@@ -431,10 +643,18 @@ def markdown(res: dict[str, Any]) -> str:
             if v["detected"] and d != "any"
         )
         lines.append(
-            f"| {name} | {e['family']} | {e['runs']} | {int(np.median(e['budget']))} | "
+            f"| {name} | {e['kind']} | {e['runs']} | {int(np.median(e['budget']))} | "
             f"{anyd['detected']}/{e['runs']} | {anyd['before_20pct']}/{e['runs']} | {med} | "
             f"{by or 'none'} |"
         )
+    lines += [
+        "",
+        "| benign kind | clients | flagged (any but volume) | by detector |",
+        "|---|---|---|---|",
+    ]
+    for kind, e in s["benign"].items():
+        by = ", ".join(f"{d} {n}" for d, n in e["by"].items()) or "none"
+        lines.append(f"| {kind} | {e['clients']} | {e['flagged']} | {by} |")
     return "\n".join(lines)
 
 
@@ -442,9 +662,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="digits MLP, one seed")
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--shuffles", type=int, default=30, help="benign shuffled replays per target")
+    ap.add_argument(
+        "--benign", type=int, default=72, help="benign clients per target (of the four kinds)"
+    )
+    ap.add_argument("--accounts", type=int, default=4, help="benign 4-key accounts per target")
+    ap.add_argument(
+        "--seed",
+        type=int,
+        action="append",
+        help="run this seed only (repeatable; for runs "
+        "split over processes, merged by --summarise)",
+    )
+    ap.add_argument(
+        "--summarise", type=Path, nargs="+", help="summarise these (partial) results files"
+    )
     ap.add_argument("--out", type=Path, default=OUT)
-    ap.add_argument("--only", nargs="*", help="target names to run (default: all)")
+    ap.add_argument(
+        "--only", nargs="*", help="target names to run (default: digits-mlp, mnist-5k-mlp)"
+    )
     ap.add_argument("--cost", action="store_true", help="only the cost per query")
     args = ap.parse_args(argv)
     start = time.perf_counter()
@@ -459,8 +694,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 print(ds, {k: round(v, 1) for k, v in row.items()})
 
         return finish_run(res, args.out, start, print_tables=show, markdown=None)
-    targets = TARGETS[:1] if args.quick else TARGETS
-    seeds = range(1 if args.quick else args.seeds)
+    if args.summarise:
+        parts = [json.loads(p.read_text()) for p in args.summarise]
+        res = {**parts[0], "results": [r for p in parts for r in p["results"]]}
+        res["command"] = " ; ".join(p["command"] for p in parts) + " (summarised together)"
+        res["machine"]["load_average_at_start"] = [
+            p["machine"]["load_average_at_start"] for p in parts
+        ]
+        res["summary"] = summarise(res["results"])
+        return finish_run(res, args.out, start, print_tables=print_tables, markdown=markdown)
+    targets = TARGETS[:1] if args.quick else TARGETS[:2]
+    seeds = args.seed or range(1 if args.quick else args.seeds)
     if args.only:
         targets = [t for t in TARGETS if t[0] in args.only]
     results = []
@@ -478,8 +722,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "max_batch": MAX_BATCH,
             "extraction_queries": EXTRACTION_QUERIES,
             "candidates": CANDIDATES,
-            "shuffles": args.shuffles,
+            "benign_per_target": args.benign,
+            "benign_accounts_per_target": args.accounts,
             "extraction_attacks": extraction_strategies(),
+            "inversion_attacks": ["blackbox-inversion", *registered(INVERSION_NAMES)],
         },
         "results": results,
     }

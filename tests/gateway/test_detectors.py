@@ -8,6 +8,8 @@ calibrated on. The margins below come from measured runs on a 2-core machine (se
 
 from __future__ import annotations
 
+import asyncio
+import json
 import threading
 import time
 
@@ -21,15 +23,22 @@ from privguard.attacks.membership.label_only_augmentation import LabelOnlyAugmen
 from privguard.attacks.membership.label_only_boundary import LabelOnlyBoundary
 from privguard.attacks.registry import ATTACKS, all_attacks
 from privguard.errors import ConfigError, DataError, ModelError
+from privguard.gateway.app import create_app
+from privguard.gateway.config import GatewayConfig
+from privguard.gateway.keys import create_key, get_key
 from privguard.gateway.monitor import Finding, Monitor, OodDetector, PradaDetector
 from privguard.gateway.monitor.base import count_threshold
+from privguard.gateway.monitor.rate import RateState, tail_pvalues
 from privguard.testing.streams import (
     RecordingPredictor,
     answers,
+    bursty,
+    class_sorted,
     interleave,
     jacobian_queries,
     replay,
     uniform_queries,
+    with_retries,
 )
 
 
@@ -87,25 +96,27 @@ def test_calibrating_on_class_sorted_streams_spares_one_class_at_a_time_clients(
     target, ds, monitor, ev = setup
     s = target.split
     cal = np.sort(np.random.default_rng(0).permutation(s.nonmembers)[: len(s.nonmembers) // 2])
-    sorted_monitor = Monitor().fit(
-        ds.x[s.members], ds.x[cal], target.predict_proba, sorted_orders=2
-    )
+    # the fixture's monitor is calibrated on class-sorted streams too (the default since issue
+    # 19); this one on shuffled streams only
+    shuffled_only = Monitor().fit(ds.x[s.members], ds.x[cal], target.predict_proba, sorted_orders=0)
     labels = target.predict_proba(ds.x[ev]).argmax(axis=1)
     plain, spared = [], []
     for rep in range(6):
         order = ev[np.lexsort((np.random.default_rng(rep).random(len(ev)), labels))]
-        plain.append(_replay(monitor, target, f"sorted-{rep}", ds.x[order]).first)
-        spared.append(_replay(sorted_monitor, target, f"sorted-{rep}", ds.x[order]).first)
+        plain.append(_replay(shuffled_only, target, f"sorted-{rep}", ds.x[order]).first)
+        spared.append(_replay(monitor, target, f"sorted-{rep}", ds.x[order]).first)
     # measured: PRADA flags most class-sorted benign replays when calibrated on shuffles
     # alone (6 of 10 in a wider run, at query ~102); none when calibrated on sorted ones too
     assert sum(bool(f) for f in plain) >= 2, plain
     assert sum(bool(f) for f in spared) == 0, spared
-    # the price: a Jacobian extraction is still flagged early, but by another detector
+    # the price: PRADA no longer fires on a Jacobian extraction, which the copies detector
+    # flags instead (measured: PRADA at query 109 of 1,500 shuffled-only; copies at 26)
     seeds = ds.x[s.aux][:20]
     x = _record(target, "label", lambda o: jacobian_queries(o, seeds, 1500, ds.bounds))
-    got = _replay(sorted_monitor, target, "jacobian", x)
+    assert _replay(shuffled_only, target, "jacobian", x).first["prada"] <= 0.2 * len(x)
+    got = _replay(monitor, target, "jacobian", x)
     print("jacobian with sorted calibration:", got.first)
-    assert got.detected_by() is not None and got.detected_by() <= 0.2 * len(x)
+    assert got.first["copies"] <= 0.05 * len(x)
 
 
 def test_blackbox_inversion_is_flagged_by_similarity_within_a_few_percent(setup):
@@ -147,17 +158,6 @@ def test_label_only_augmentation_is_flagged(setup):
     assert got.detected_by() is not None and got.detected_by() <= 0.2 * len(x)
 
 
-def test_jacobian_extraction_is_flagged_by_prada(setup):
-    target, ds, monitor, _ = setup
-    seeds = ds.x[target.split.aux][:20]
-    x = _record(target, "label", lambda o: jacobian_queries(o, seeds, 1500, ds.bounds))
-    got = _replay(monitor, target, "jacobian", x)
-    # measured: PRADA's W fell below delta at query 109 of 1,500 (7%), similarity at 80
-    assert got.first["prada"] <= 0.2 * len(x)
-    f = next(f for f in got.findings if f.detector == "prada")
-    assert f.statistic < f.threshold and f.evidence["direction"] == "below"
-
-
 def test_uniform_random_extraction_is_flagged_by_the_ood_score(setup):
     target, ds, monitor, _ = setup
     x = _record(target, "label", lambda o: uniform_queries(o, 1000, ds.bounds))
@@ -196,23 +196,6 @@ def test_natural_data_extraction_is_flagged_once_it_leaves_natural_data(setup, n
     # is least sure of are the natural pool's odd ones).
     assert got.detected_by() is not None
     assert got.detected_by() <= natural + 50
-
-
-def test_interleaving_natural_queries_delays_prada(setup):
-    target, ds, monitor, _ = setup
-    aux = ds.x[target.split.aux]
-    x = _record(target, "label", lambda o: jacobian_queries(o, aux[:20], 250, ds.bounds))
-    plain = _replay(monitor, target, "jacobian-plain", x)
-    mixed, is_attack = interleave(x, aux[20:], 2, seed=0)
-    evasive = _replay(monitor, target, "jacobian-evasive", mixed)
-    assert is_attack.sum() == len(x) and len(mixed) == 3 * len(x)
-    plain_at = plain.first.get("prada")
-    evasive_at = evasive.first.get("prada")
-    attack_sent = None if evasive_at is None else int(is_attack[:evasive_at].sum())
-    # honest: two distinct natural records per synthetic one push PRADA's alarm later in the
-    # attack, or past its end (measured: query 109 plain; missed when interleaved)
-    assert plain_at is not None
-    assert attack_sent is None or attack_sent > plain_at
 
 
 def test_a_burst_against_the_clients_own_history_is_flagged(setup):
@@ -342,3 +325,119 @@ def test_bad_inputs_raise_privguard_errors(setup):
         OodDetector(query_rate=0)
     flat = monitor.observe("flat-ok", ds.x[:2].reshape(2, -1), np.zeros(2))
     assert flat == []
+
+
+# -- issue 19: history-wide rate tests, benign kinds, the account view ------------------------
+
+
+def test_benign_clients_of_every_kind_are_not_flagged(setup):
+    target, ds, monitor, ev = setup
+    rng = np.random.default_rng(7)
+    labels = target.predict_proba(ds.x[ev]).argmax(axis=1)
+    order, times = bursty(ev, labels, rng)
+    assert sorted(order.tolist()) == ev.tolist() and np.all(np.diff(times) > 0)
+    retries = with_retries(ds.x[rng.permutation(ev)], rng, ds.bounds)
+    assert len(ev) < len(retries) < 1.3 * len(ev)
+    streams = [
+        ("shuffled", ds.x[rng.permutation(ev)], None),
+        ("class-sorted", ds.x[class_sorted(ev, labels, rng)], None),
+        ("bursty", ds.x[order], times),
+        ("retries", retries, None),
+    ]
+    for kind, x, t in streams:
+        lab, p = answers(target.predictor, x)
+        got = replay(monitor, f"kind-{kind}", x, lab, p, times=t)
+        # measured: no detector fires on any of them (volume is the timed scenario's business:
+        # a burst after a quiet history is what it flags)
+        assert not {d: q for d, q in got.first.items() if d != "volume"}, (kind, got.first)
+
+
+def test_copies_flags_jacobian_steps_hidden_among_three_natural_queries_each(setup):
+    target, ds, monitor, _ = setup
+    aux = ds.x[target.split.aux]
+    x = _record(target, "label", lambda o: jacobian_queries(o, aux[:20], 170, ds.bounds))
+    mixed, is_attack = interleave(x, aux[20:], 3, seed=0)
+    got = _replay(monitor, target, "jacobian-3-to-1", mixed)
+    sent = {d: int(is_attack[:q].sum()) for d, q in got.first.items()}
+    # the window detectors see a quarter of the steps per window; the rate test keeps every
+    # near-copy on the client's account. Measured: copies after 32 attack queries of 170
+    # (20 of them the natural seeds), similarity later or never, PRADA never
+    print("jacobian 3:1:", sent)
+    assert sent["copies"] <= 0.25 * len(x)
+    assert "prada" not in sent and sent.get("similarity", len(x)) > sent["copies"]
+    f = next(f for f in got.findings if f.detector == "copies")
+    assert f.statistic < f.threshold and f.evidence["suspicious"] >= 4
+
+
+def _sybil_batches(target, ds, ev, seed=0):
+    """Twelve keys' batches, each 3 uniform random queries among 17 natural ones."""
+    rng = np.random.default_rng(seed)
+    nat = ds.x[ev]
+    batches = []
+    for _ in range(12):
+        x = np.concatenate(
+            [
+                rng.uniform(*ds.bounds, (3, *nat.shape[1:])).astype(np.float32),
+                nat[rng.choice(len(nat), 17, replace=False)],
+            ]
+        )[rng.permutation(20)]
+        batches.append((x, *answers(target.predictor, x)))
+    return batches
+
+
+def test_the_account_view_sees_an_attack_split_over_sybil_keys(setup):
+    target, ds, monitor, ev = setup
+    batches = _sybil_batches(target, ds, ev)
+
+    def send(account):
+        found = []
+        for k, (x, lab, p) in enumerate(batches):
+            found += monitor.observe(f"sybil-{account}-{k}", x, lab, p, account=account)
+        return found
+
+    alone = send(None)
+    pooled = send("acme")
+    # measured: no key alone is flagged by the density detectors (3 low-density queries of
+    # 20 is within a benign client's luck); the account's 36 of 240 are not
+    assert not [f for f in alone if f.detector in ("ood", "lowdensity")], alone
+    acct = [f for f in pooled if f.evidence.get("account") == "acme"]
+    assert any(f.detector == "lowdensity" for f in acct), pooled
+    assert all(f.client.startswith("sybil-acme-") for f in acct)
+    assert "account:acme" in monitor.clients()
+
+
+def test_the_gateway_watches_the_keys_of_one_owner_together(setup, tmp_path):
+    target, ds, monitor, ev = setup
+    config = GatewayConfig.from_dict(
+        {
+            "server": {"fingerprint_key_file": str(tmp_path / "fp.key")},
+            "tiers": {"label": {"access": "label", "max_batch": 32}},
+        }
+    )
+    app = create_app(target, config, db=f"sqlite:///{tmp_path / 'log.db'}", monitor=monitor)
+    gw = app.state.gateway
+    keys = [
+        create_key(gw.store, f"globex-{k}", "client", "label", owner="globex")[0] for k in range(12)
+    ]
+    assert get_key(gw.store, keys[0].id).owner == "globex"
+    assert create_key(gw.store, "loner", "client", "label")[0].owner is None
+
+    async def send():
+        for key, (x, lab, _) in zip(keys, _sybil_batches(target, ds, ev, seed=1), strict=True):
+            await gw._observe_now([(key, x, lab, None)])
+
+    asyncio.run(send())
+    alerts = gw.store.alerts()
+    acct = [a for a in alerts if a["evidence"].get("account") == "globex"]
+    assert any(a["detector"] == "lowdensity" for a in acct), alerts
+    assert all(a["client"].startswith("globex-") for a in acct)
+
+
+def test_rate_test_pvalues_and_plain_state():
+    from scipy.stats import binom
+
+    n, c = np.array([10.0, 50.0, 200.0]), np.array([1.0, 5.0, 9.0])
+    np.testing.assert_allclose(tail_pvalues(n, c, 0.02), binom.sf(c - 1, n, 0.02), rtol=1e-9)
+    assert tail_pvalues(np.array([5.0]), np.array([0.0]), 0.02)[0] == 1.0
+    state = RateState(3.5, 1.25)  # plain floats: shareable without pickle
+    assert RateState.from_dict(json.loads(json.dumps(state.to_dict()))) == state

@@ -43,7 +43,7 @@ def _row(client="c", t=None, status=200, fps=("a",)):
 
 def test_migrations_build_exactly_the_models_and_rerun_cleanly(store):
     store.migrate()  # idempotent
-    assert store.revision() == store.head() == "0003"
+    assert store.revision() == store.head() == "0004"
     with store.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     assert diff == []

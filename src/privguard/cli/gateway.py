@@ -32,9 +32,10 @@ def monitor_fit(
     ),
     seed: int = typer.Option(0, help="Seeds the calibration shuffles and the PCA."),
     sorted_orders: int = typer.Option(
-        0,
+        2,
         help="Class-sorted benign streams to calibrate on too: clients that query one class "
-        "at a time are then not flagged, at some cost to PRADA (docs/monitoring.md).",
+        "at a time are then not flagged, at some cost to PRADA (docs/monitoring.md); 0 for "
+        "shuffled streams only.",
     ),
 ) -> None:
     """Calibrate the attack detectors on the model's own data (its members as natural
@@ -134,6 +135,11 @@ def keys_create(
     expires: float | None = typer.Option(None, help="Days until the key expires."),
     db: str | None = typer.Option(None, help=DB_HELP),
     config: Path | None = typer.Option(None, help="gateway.toml, to check --tier against."),
+    owner: str | None = typer.Option(
+        None,
+        help="The account or organisation the key belongs to: the query monitor also "
+        "watches all keys of one owner together.",
+    ),
 ) -> None:
     """Create a key and print its secret (shown this once; only a hash is stored)."""
     from privguard.gateway.keys import create_key
@@ -141,7 +147,7 @@ def keys_create(
     cfg, store = _gateway_db(db, config)
     if config and tier and tier not in cfg.tiers:
         raise ConfigError(f"no tier {tier!r} in {config}; use one of: {', '.join(cfg.tiers)}")
-    info, secret = create_key(store, name, role, tier, expires_days=expires)
+    info, secret = create_key(store, name, role, tier, expires_days=expires, owner=owner)
     store.close()
     err.print(
         f"created {info.role} key {info.id} for {info.name!r} (tier {info.tier}); "

@@ -72,6 +72,7 @@ class KeyInfo:
     expires: datetime | None
     revoked: bool
     secret_hash: str = ""
+    owner: str | None = None  # account / organisation; the monitor watches its keys together
 
     def expired(self, now: datetime | None = None) -> bool:
         return self.expires is not None and (now or utcnow()) >= self.expires
@@ -93,6 +94,7 @@ class KeyInfo:
             "created": _iso(self.created),
             "expires": _iso(self.expires),
             "revoked": self.revoked,
+            "owner": self.owner,
         }
 
 
@@ -116,9 +118,12 @@ def create_key(
     *,
     expires_days: float | None = None,
     actor: Actor | None = None,
+    owner: str | None = None,
 ) -> tuple[KeyInfo, str]:
     """Create a key; returns its record and the secret (shown once, never stored). The
-    ``key.create`` admin event is written in the same transaction."""
+    ``key.create`` admin event is written in the same transaction. ``owner``: the account or
+    organisation the key belongs to; the query monitor watches the keys of one owner together
+    as well as one by one (docs/monitoring.md)."""
     name = check_text((name or "").strip(), "the key name")
     if not name or len(name) > 200:
         raise ConfigError("a key needs a --name of 1 to 200 characters (the client's name)")
@@ -128,6 +133,8 @@ def create_key(
         check_text(tier, "the tier", max_len=100)
     if role == "client" and not tier:
         raise ConfigError("a client key needs a --tier (one of the config's [tiers.NAME])")
+    if owner is not None:
+        owner = check_text(owner.strip(), "the owner", max_len=200) or None
     if expires_days is not None and not expires_days > 0:
         raise ConfigError("--expires takes a positive number of days")
     secret = new_secret()
@@ -141,6 +148,7 @@ def create_key(
         expires=now + timedelta(days=expires_days) if expires_days else None,
         revoked=False,
         secret_hash=hash_secret(secret),
+        owner=owner,
     )
     row = {
         "id": info.id,
@@ -151,6 +159,7 @@ def create_key(
         "created": info.created,
         "expires": info.expires,
         "revoked": False,
+        "owner": info.owner,
     }
     with store.engine.begin() as conn:
         conn.execute(insert(ApiKey), [row])
@@ -160,7 +169,10 @@ def create_key(
 
 def _public(info: KeyInfo) -> dict[str, Any]:
     d = info.to_dict()
-    return {k: d[k] for k in ("name", "role", "tier", "expires", "revoked")}
+    out = {k: d[k] for k in ("name", "role", "tier", "expires", "revoked")}
+    if info.owner is not None:
+        out["owner"] = info.owner
+    return out
 
 
 def _event(
@@ -206,6 +218,7 @@ def _info(r: Any) -> KeyInfo:
         expires=r.expires,
         revoked=bool(r.revoked),
         secret_hash=r.secret_hash,
+        owner=getattr(r, "owner", None),
     )
 
 

@@ -267,10 +267,10 @@ class Gateway:
     def _run_monitor(self, key: KeyInfo, group: list[tuple[Any, ...]]) -> list[Any]:
         batches = [(x, labels, probs) for _, x, labels, probs in group]
         if self.shared_states is not None:
-            return self.shared_states.observe(key.name, batches, tier=key.tier)
+            return self.shared_states.observe(key.name, batches, tier=key.tier, account=key.owner)
         findings = []
         for b in batches:
-            findings += self.monitor.observe(key.name, *b, tier=key.tier)
+            findings += self.monitor.observe(key.name, *b, tier=key.tier, account=key.owner)
         return findings
 
     async def _act(self, key: KeyInfo, findings: list[Any]) -> None:

@@ -40,6 +40,7 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 
 from privguard.gateway.errors import GatewayError
+from privguard.gateway.monitor.monitor import scopes
 from privguard.gateway.monitor.state import StateError
 from privguard.gateway.store import Store, utcnow
 
@@ -245,15 +246,31 @@ class SharedStates:
         self.conflicts = 0  # stores that lost a race and were run again
 
     def observe(
-        self, client: str, batches: list[tuple[Any, Any, Any]], *, tier: str | None = None
+        self,
+        client: str,
+        batches: list[tuple[Any, Any, Any]],
+        *,
+        tier: str | None = None,
+        account: str | None = None,
     ) -> list[Any]:
         """Run the monitor on ``client``'s ``batches`` [(x, labels, probs)], in order, against
-        its shared state; the findings (blocking: call from a worker thread)."""
+        its shared state and, when its key has an owner (``account``), the account's shared
+        state (monitor.scopes); the findings (blocking: call from a worker thread)."""
         prepared = [p for b in batches if (p := self.monitor.prepare(*b)) is not None]
         if not prepared:
             return []
-        rkey = self.prefix + client
-        cached = self._cache.pop(client, None)
+        findings = []
+        for name, acct in scopes(client, account):
+            findings += self._observe_one(name, client, prepared, tier, acct)
+        return findings
+
+    def _observe_one(
+        self, name: str, client: str, prepared: list[Any], tier: str | None, account: str | None
+    ) -> list[Any]:
+        """Extend the shared state ``name`` with ``prepared`` batches: load, observe, store if
+        no other worker stored first, else again from the newer state."""
+        rkey = self.prefix + name
+        cached = self._cache.pop(name, None)
         for attempt in range(self.TRIES):
             held = cached[0] if cached is not None else b""
             version, blob = self._load(keys=[rkey], args=[held])
@@ -263,24 +280,24 @@ class SharedStates:
                 try:
                     state = self.monitor.load_state(blob)
                 except StateError as e:
-                    log.error("query monitor: %s's shared state is unreadable (%s)", client, e)
+                    log.error("query monitor: %s's shared state is unreadable (%s)", name, e)
                     state = self.monitor.new_state()
             else:
                 state = cached[1]
             findings = []
             for p in prepared:
-                findings += self.monitor.observe_state(state, client, p, tier=tier)
+                findings += self.monitor.observe_state(state, client, p, tier=tier, account=account)
             token = secrets.token_hex(8).encode()
             args = [version, token, self.monitor.dump_state(state), self.ttl_ms]
             if self._store(keys=[rkey], args=args):
-                self._cache[client] = (token, state)
+                self._cache[name] = (token, state)
                 while len(self._cache) > self._cache_size:
                     self._cache.popitem(last=False)
                 return findings
             self.conflicts += 1
             cached = None  # another worker stored first: its state is the one to extend
             time.sleep(random.uniform(0, 0.002 * min(attempt + 1, 10)))
-        raise StateConflict(f"{client}'s shared state kept changing ({self.TRIES} tries)")
+        raise StateConflict(f"{name}'s shared state kept changing ({self.TRIES} tries)")
 
     def forget(self, client: str | None = None) -> int:
         """Delete ``client``'s shared state (``None``: every client's of this monitor)."""

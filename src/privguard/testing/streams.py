@@ -6,6 +6,11 @@ is asked (:class:`RecordingPredictor`); the recorded stream is then fed to a mon
 batches of at most the gateway's ``max_batch`` (:func:`replay`), and the first query index at
 which each detector fires is the detection point. Benign clients replay held-out records.
 
+Benign clients of four kinds (issue 19): shuffled natural records, class-sorted ones
+(:func:`class_sorted`), bursts of one class sent in timed bursts (:func:`bursty`), and clients
+that resend some requests, exactly or re-encoded (:func:`with_retries`). :func:`replay_keys`
+sends one stream over several keys (sybils), optionally declared as one owner's.
+
 Until the gateway can carry these clients over HTTP, streams are recorded directly through the
 oracle (same queries, same order; the HTTP layer adds nothing the detectors see).
 
@@ -194,3 +199,107 @@ def interleave(
         np.r_[np.arange(len(attack_x)) + 0.5, rng.uniform(0, len(attack_x), n_nat)], kind="stable"
     )
     return mixed[order], is_attack[order]
+
+
+# -- benign client kinds (issue 19) ---------------------------------------------------------
+
+
+def class_sorted(idx: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``idx`` grouped by ``labels`` (the label each record is answered), random within a class
+    and in a random order of classes: a client asking about one class at a time."""
+    classes = rng.permutation(np.unique(labels))
+    rank = np.empty(int(classes.max()) + 1, dtype=np.int64)
+    rank[classes] = np.arange(len(classes))
+    return idx[np.lexsort((rng.random(len(idx)), rank[labels]))]
+
+
+def bursty(
+    idx: np.ndarray,
+    labels: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    run: tuple[int, int] = (5, 60),
+    rate: float = 20.0,
+    idle_minutes: float = 10.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """A client that works in bursts: runs of ``run`` records of one class (a user uploading a
+    batch of related images), each run sent at ``rate`` queries a second, separated by idle
+    gaps of ``idle_minutes`` on average. Returns the order of ``idx`` and each query's send
+    time (seconds)."""
+    pools = {c: list(rng.permutation(idx[labels == c])) for c in np.unique(labels)}
+    order: list[int] = []
+    times: list[float] = []
+    t = 0.0
+    while any(pools.values()):
+        c = rng.choice([k for k, v in pools.items() if v])
+        n = int(rng.integers(run[0], run[1] + 1))
+        for _ in range(min(n, len(pools[c]))):
+            order.append(int(pools[c].pop()))
+            t += rng.exponential(1.0 / rate)
+            times.append(t)
+        t += rng.exponential(60.0 * idle_minutes)
+    return np.asarray(order, dtype=idx.dtype), np.asarray(times)
+
+
+def with_retries(
+    x: np.ndarray,
+    rng: np.random.Generator,
+    bounds: tuple[float, float],
+    *,
+    exact: float = 0.08,
+    reencoded: float = 0.04,
+    lag: int = 5,
+) -> np.ndarray:
+    """A client whose requests are sometimes sent again: after each query, with probability
+    ``exact`` the same input is resent (a retry after a timeout), with probability ``reencoded``
+    a re-encoded copy (8-bit quantisation, one grey level of jitter on a tenth of the values: a
+    client re-saving the image), each within ``lag`` queries."""
+    lo, hi = bounds
+    out: list[np.ndarray] = []
+    pending: list[tuple[int, np.ndarray]] = []
+    for i, rec in enumerate(x):
+        out.append(rec)
+        u = rng.random()
+        if u < exact:
+            pending.append((i + int(rng.integers(0, lag + 1)), rec))
+        elif u < exact + reencoded:
+            step = (hi - lo) / 255.0
+            q = np.round((rec - lo) / step) * step + lo
+            jitter = (rng.random(rec.shape) < 0.1) * rng.choice([-1.0, 1.0], rec.shape) * step
+            pending.append((i + int(rng.integers(0, lag + 1)), np.clip(q + jitter, lo, hi)))
+        due = [p for p in pending if p[0] <= i]
+        pending = [p for p in pending if p[0] > i]
+        out += [p[1] for p in due]
+    out += [p[1] for p in pending]
+    return np.asarray(out, dtype=np.float32)
+
+
+def replay_keys(
+    monitor: Monitor,
+    keys: list[str],
+    x: np.ndarray,
+    labels: np.ndarray,
+    probs: np.ndarray | None = None,
+    *,
+    account: str | None = None,
+    max_batch: int = 32,
+) -> Replay:
+    """One client's stream sent over several keys (sybils): batch ``i`` of ``max_batch``
+    queries goes to key ``i mod len(keys)``; with ``account``, every key is declared as owned by
+    it. ``first`` counts queries over the whole stream (all keys together)."""
+    out = Replay(queries=len(x))
+    seen = dict.fromkeys(keys, 0)
+    acct_seen = 0
+    for b, i in enumerate(range(0, len(x), max_batch)):
+        key = keys[b % len(keys)]
+        p = None if probs is None else probs[i : i + max_batch]
+        for f in monitor.observe(
+            key, x[i : i + max_batch], labels[i : i + max_batch], p, account=account
+        ):
+            base = acct_seen if "account" in f.evidence else seen[key]
+            out.findings.append(f)
+            out.first.setdefault(f.detector, i + int(f.evidence["query_index"]) - base + 1)
+        n = len(x[i : i + max_batch])
+        seen[key] += n
+        acct_seen += n
+    return out

@@ -12,11 +12,20 @@ Detectors (short name -> paper):
   attack streams;
 - ``boundary``: label flips within tiny steps -- label-only boundary probing;
 - ``ood``: Mahalanobis score under the training data's probabilistic-PCA covariance;
-- ``volume``: query bursts against the client's own EWMA history.
+- ``volume``: query bursts against the client's own EWMA history;
+- ``copies``: near-copies of the client's own earlier queries, under a sequential rate test over
+  its whole history (privguard's own; interleaving-resistant);
+- ``lowdensity``: a budget on low-density (high Mahalanobis score) queries over the client's
+  whole history (privguard's own; interleaving-resistant).
+
+``Monitor.observe(..., account=owner)`` also keeps one state per account, so that keys sharing an
+owner (sybil keys) are watched together.
 """
 
 from privguard.gateway.monitor.base import ACTIONS, Detector, FeatureSpace, Finding
 from privguard.gateway.monitor.boundary import BoundaryDetector
+from privguard.gateway.monitor.copies import CopiesDetector
+from privguard.gateway.monitor.lowdensity import LowDensityDetector
 from privguard.gateway.monitor.monitor import DEFAULT_ACTIONS, DETECTORS, Monitor
 from privguard.gateway.monitor.ood import OodDetector
 from privguard.gateway.monitor.prada import PradaDetector
@@ -28,9 +37,11 @@ __all__ = [
     "DEFAULT_ACTIONS",
     "DETECTORS",
     "BoundaryDetector",
+    "CopiesDetector",
     "Detector",
     "FeatureSpace",
     "Finding",
+    "LowDensityDetector",
     "Monitor",
     "OodDetector",
     "PradaDetector",

@@ -45,7 +45,9 @@ from privguard.gateway.monitor.base import (
     check_action,
 )
 from privguard.gateway.monitor.boundary import BoundaryDetector
+from privguard.gateway.monitor.copies import CopiesDetector
 from privguard.gateway.monitor.knn import RecentQueries, with_neighbours
+from privguard.gateway.monitor.lowdensity import LowDensityDetector
 from privguard.gateway.monitor.ood import OodDetector
 from privguard.gateway.monitor.prada import PradaDetector
 from privguard.gateway.monitor.similarity import SimilarityDetector
@@ -60,7 +62,15 @@ NPZ_NAME = "monitor.npz"
 
 DETECTORS: dict[str, type[Detector]] = {
     cls.name: cls
-    for cls in (PradaDetector, SimilarityDetector, BoundaryDetector, OodDetector, VolumeDetector)
+    for cls in (
+        PradaDetector,
+        SimilarityDetector,
+        BoundaryDetector,
+        OodDetector,
+        VolumeDetector,
+        CopiesDetector,
+        LowDensityDetector,
+    )
 }
 DEFAULT_ACTIONS = {
     "prada": "alert",
@@ -68,7 +78,19 @@ DEFAULT_ACTIONS = {
     "boundary": "alert",
     "ood": "record",
     "volume": "throttle",
+    "copies": "alert",
+    "lowdensity": "alert",
 }
+ACCOUNT_PREFIX = "account:"  # the monitor's state key for an account (keys sharing an owner)
+
+
+def scopes(client: str, account: str | None) -> list[tuple[str, str | None]]:
+    """The states one batch updates: the client's own and, when its key has an owner, the
+    owner's account state (``(state name, account)`` pairs, the client's first)."""
+    out: list[tuple[str, str | None]] = [(client, None)]
+    if account:
+        out.append((ACCOUNT_PREFIX + account, account))
+    return out
 
 
 class ClientState:
@@ -152,7 +174,7 @@ class Monitor:
         predict_proba: Callable[[np.ndarray], np.ndarray],
         *,
         shuffles: int = 8,
-        sorted_orders: int = 0,
+        sorted_orders: int = 2,
         seed: int = 0,
         progress: Progress | None = None,
     ) -> Monitor:
@@ -170,8 +192,9 @@ class Monitor:
         random within a class): a benign client that queries one class at a time sends runs
         of near-duplicates that pixel-distance detectors otherwise take for probing (issue 19;
         measured on digits: PRADA flagged 6 of 10 class-sorted benign replays without them,
-        none with 2). Off by default: it lowers PRADA's threshold until PRADA no longer fires on
-        a Jacobian-augmentation extraction (other detectors still flag it; docs/monitoring.md).
+        none with 2). Two by default (issue 19): it lowers PRADA's threshold until PRADA no longer
+        fires on a Jacobian-augmentation extraction, which the ``copies`` detector flags instead
+        (docs/monitoring.md); ``sorted_orders=0`` restores the shuffled-only calibration.
 
         Args:
             x_train: ``(n, *input_shape)`` training inputs.
@@ -245,8 +268,14 @@ class Monitor:
         probs: np.ndarray | None = None,
         *,
         tier: str | None = None,
+        account: str | None = None,
     ) -> list[Finding]:
         """Update ``client``'s state with one answered batch; the findings it raises.
+
+        With ``account`` (the owner of the client's key), the batch also updates one state for
+        the whole account, so that an attack split over several keys of one owner (sybil keys)
+        is seen whole; the account's findings name the key that sent the batch and carry
+        ``evidence["account"]``.
 
         Args:
             client: the client (key name) the batch came from.
@@ -254,13 +283,17 @@ class Monitor:
             labels: ``(n,)`` the labels answered (``-1`` where the policy abstained).
             probs: ``(n, classes)`` the probabilities answered, or ``None``.
             tier: the client's tier, for per-tier actions.
+            account: the owner of the client's key, if it has one.
         """
         prepared = self.prepare(x, labels, probs)
         if prepared is None:
             return []
-        state = self._client(client)
-        with state.lock:
-            return self.observe_state(state, client, prepared, tier=tier)
+        findings = []
+        for name, acct in scopes(client, account):
+            state = self._client(name)
+            with state.lock:
+                findings += self.observe_state(state, client, prepared, tier=tier, account=acct)
+        return findings
 
     def prepare(self, x: np.ndarray, labels: np.ndarray, probs: np.ndarray | None = None) -> Any:
         """One answered batch checked and projected into the feature space, ready for
@@ -281,11 +314,18 @@ class Monitor:
         return xf, self.space_.transform(xf), labels, probs
 
     def observe_state(
-        self, state: ClientState, client: str, prepared: Any, *, tier: str | None = None
+        self,
+        state: ClientState,
+        client: str,
+        prepared: Any,
+        *,
+        tier: str | None = None,
+        account: str | None = None,
     ) -> list[Finding]:
-        """Update one client's ``state`` (this monitor's, or one loaded from shared storage by
-        :meth:`load_state`) with a batch from :meth:`prepare`; the findings. The caller
-        serialises access to ``state``."""
+        """Update one ``state`` (this monitor's, or one loaded from shared storage by
+        :meth:`load_state`) with a batch from :meth:`prepare`; the findings, which name
+        ``client``. ``account``: the state is that account's (:func:`scopes`), and its findings
+        carry ``evidence["account"]``. The caller serialises access to ``state``."""
         xf, z, labels, probs = prepared
         now = float(self.clock())
         findings = []
@@ -298,6 +338,8 @@ class Monitor:
                 f.client = client
                 f.action = self.action_for(det.name, tier)
                 f.evidence["time"] = now
+                if account is not None:
+                    f.evidence["account"] = account
                 findings.append(f)
         if state.recent is not None:
             state.recent.add(z, labels)

@@ -53,6 +53,8 @@ class ApiKey(Base):
     expires: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    #: the account or organisation the key belongs to (the monitor watches its keys together)
+    owner: Mapped[str | None] = mapped_column(String(200), nullable=True)
 
 
 class QueryLog(Base):
