@@ -11,7 +11,16 @@
   negative log-likelihood, so every quantile is q_alpha = mu + sigma * Phi^-1(1 - alpha) and the
   ROC score is the standardised (s - mu) / sigma. The score s is the paper's hinge score, the
   logit margin phi = log p_y - log sum_{y' != y} p_{y'} (exact from logits or float64 probabilities,
-  :mod:`.reference`). Cost: one query per candidate and aux record, one small regression fit.
+  :mod:`.reference`). The paper's regressor is a large pretrained network fine-tuned on public
+  data, whose learned representation is what makes per-record quantiles predictable; privguard's
+  attacker has a few hundred population records, too few to learn "how hard is this record" from
+  raw pixels or fields. So the regressor also sees a learned difficulty feature: the logit margin
+  of the true label under a generic population classifier (standardised logistic regression,
+  2-fold cross-fitted on the aux pool, so every aux record's feature comes from a model that did
+  not train on it, like every candidate's). It needs no knowledge of the target's recipe and
+  trains no model like the target; on the issue-18 benchmark it lifted TPR@1%FPR over raw
+  features alone (docs/benchmarks.md). Cost: one query per candidate and aux record, two
+  logistic regressions and one small regression fit.
 - ``difficulty-calibration``: Watson, Guo, Cormode, Sablayrolles, "On the Importance of Difficulty
   Calibration in Membership Inference Attacks", ICLR 2022. The target's loss on a record minus
   the average loss of a few *offline* reference models on it (models that never saw the
@@ -30,6 +39,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 from scipy.stats import norm
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 from privguard.attacks.base import Attack, Knowledge, MembershipGuesses, Progress, Setting
@@ -48,12 +60,53 @@ from privguard.oracle import Access, Oracle
 #: share of the auxiliary records held out to stop the regressor's training early
 QMIA_VALIDATION = 0.2
 MIN_AUX = 20
+#: folds of the cross-fitted population classifier behind the difficulty feature
+DIFFICULTY_FOLDS = 2
+LOG_FLOOR = 1e-12
 
 
-def _features(x: np.ndarray, y: np.ndarray, n_classes: int) -> np.ndarray:
+def _features(
+    x: np.ndarray, y: np.ndarray, n_classes: int, difficulty: np.ndarray | None = None
+) -> np.ndarray:
     flat = np.asarray(x, dtype=np.float32).reshape(len(x), -1)
     onehot = np.eye(n_classes, dtype=np.float32)[np.asarray(y, dtype=np.int64)]
-    return np.concatenate([flat, onehot], axis=1)
+    parts = [flat, onehot]
+    if difficulty is not None:
+        parts.append(np.asarray(difficulty, dtype=np.float32)[:, None])
+    return np.concatenate(parts, axis=1)
+
+
+def _margin(model, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """log p_y - log(1 - p_y) under a fitted scikit-learn classifier; a label it never saw
+    counts as p_y = 0 (floored)."""
+    p = model.predict_proba(x)
+    col = {int(c): i for i, c in enumerate(model.classes_)}
+    idx = np.array([col.get(int(c), -1) for c in y])
+    py = np.where(idx >= 0, p[np.arange(len(y)), np.maximum(idx, 0)], 0.0)
+    py = np.clip(py, LOG_FLOOR, 1 - LOG_FLOOR)
+    return np.log(py) - np.log1p(-py)
+
+
+def difficulty_feature(
+    aux_x: np.ndarray, aux_y: np.ndarray, cand_x: np.ndarray, cand_y: np.ndarray, seed: int
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """How hard each record is for a model that never trained on it: the true label's logit
+    margin under a standardised logistic regression fitted on the other fold of the aux pool
+    (aux records) or averaged over the fold models (candidates). ``None`` when a fold holds a
+    single class (nothing to fit)."""
+    xa = np.asarray(aux_x, dtype=np.float64).reshape(len(aux_x), -1)
+    xc = np.asarray(cand_x, dtype=np.float64).reshape(len(cand_x), -1)
+    fold = np.random.default_rng(seed).permutation(len(aux_y)) % DIFFICULTY_FOLDS
+    f_aux, f_cand = np.zeros(len(aux_y)), np.zeros(len(cand_y))
+    for k in range(DIFFICULTY_FOLDS):
+        fit_on = fold != k
+        if len(np.unique(aux_y[fit_on])) < 2:
+            return None
+        model = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=500))
+        model.fit(xa[fit_on], aux_y[fit_on])
+        f_aux[~fit_on] = _margin(model, xa[~fit_on], aux_y[~fit_on])
+        f_cand += _margin(model, xc, cand_y) / DIFFICULTY_FOLDS
+    return f_aux, f_cand
 
 
 class GaussianQuantileRegressor:
@@ -144,11 +197,25 @@ class QMIA(Attack):
     settings = (
         Setting("alpha", float, 0.05, "target false-positive rate of the threshold", 1e-4, 0.5),
         Setting("hidden", int, 64, "hidden units of the quantile regressor", 4, 4096),
+        Setting(
+            "difficulty",
+            bool,
+            True,
+            "also give the regressor a cross-fitted population classifier's margin",
+        ),
     )
 
-    def __init__(self, *, alpha: float = 0.05, hidden: int = 64, seed: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        alpha: float = 0.05,
+        hidden: int = 64,
+        difficulty: bool = True,
+        seed: int | None = None,
+    ) -> None:
         self.alpha = alpha
         self.hidden = hidden
+        self.difficulty = difficulty
         self.seed = seed
 
     def run(
@@ -173,10 +240,14 @@ class QMIA(Attack):
             progress("quantile regression", 0, 1)
         s_aux, _ = target_phi(oracle, knowledge.aux_x, aux_y)
         s_cand, from_probs = target_phi(oracle, knowledge.candidates_x, cand_y)
+        diff = None
+        if self.difficulty:
+            diff = difficulty_feature(knowledge.aux_x, aux_y, knowledge.candidates_x, cand_y, seed)
+        d_aux, d_cand = (None, None) if diff is None else diff
         reg = GaussianQuantileRegressor(hidden=self.hidden, seed=seed).fit(
-            _features(knowledge.aux_x, aux_y, n_classes), s_aux
+            _features(knowledge.aux_x, aux_y, n_classes, d_aux), s_aux
         )
-        mu, sigma = reg.predict(_features(knowledge.candidates_x, cand_y, n_classes))
+        mu, sigma = reg.predict(_features(knowledge.candidates_x, cand_y, n_classes, d_cand))
         scores = (s_cand - mu) / sigma
         decisions = scores > norm.ppf(1 - self.alpha)
         if progress is not None:
@@ -184,6 +255,13 @@ class QMIA(Attack):
         notes = [
             f"quantile regressor (Gaussian, {self.hidden} hidden units) fitted on "
             f"{len(aux_y)} auxiliary records; no reference models",
+            "regressor features: the record and its label"
+            + (
+                f", and its margin under a {DIFFICULTY_FOLDS}-fold cross-fitted logistic "
+                "regression on the auxiliary records"
+                if diff is not None
+                else ""
+            ),
             f"decision: score above the predicted {1 - self.alpha:g} quantile "
             f"(aims at a {self.alpha:g} false-positive rate)",
         ]
