@@ -42,6 +42,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--merge", action="store_true", help="replace only these attacks' rows in --out"
     )
+    ap.add_argument(
+        "--rows-from",
+        type=Path,
+        action="append",
+        default=[],
+        help="results file whose rows replace --out's rows of the same dataset, seed and attack "
+        "(with --merge; --attacks '' then only combines files)",
+    )
     ap.add_argument("--jobs", type=int, default=1, help="reference-model processes (default 1)")
     ap.add_argument(
         "--out", type=Path, default=here / "results" / "cheap_attacks.json", help="JSON path"
@@ -52,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         ap.error(f"unknown attacks {unknown}; choose from {ATTACKS}")
     rows = []
-    for ds in [d.strip() for d in args.datasets.split(",") if d.strip()]:
+    for ds in [d.strip() for d in args.datasets.split(",") if d.strip()] if attacks else []:
         for seed in [int(s) for s in args.seeds.split(",")]:
             target = privguard.train(ds, privguard.TrainConfig(seed=seed, epochs=args.epochs))
             for name in attacks:
@@ -81,6 +89,12 @@ def main(argv: list[str] | None = None) -> int:
         previous = json.loads(args.out.read_text())
         commands = previous.get("commands", [previous.get("command")]) + commands
         old = previous["rows"]
+        for extra in args.rows_from:
+            more = json.loads(extra.read_text())
+            commands += more.get("commands", [])
+            key = {(r["dataset"], r["seed"], r["attack"]) for r in more["rows"]}
+            old = [r for r in old if (r["dataset"], r["seed"], r["attack"]) not in key]
+            old += more["rows"]
         done = {(r["dataset"], r["seed"], r["attack"]) for r in rows}
         rows = [r for r in old if (r["dataset"], r["seed"], r["attack"]) not in done] + rows
     summary = []
