@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
                     "auc": res.metrics.get("auc"),
                     "attack_seconds": round(res.seconds, 2),
                     "audit_wall_seconds": round(wall, 2),
-                    "run_started": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    "recorded_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
                     "load_average_before": load_before,
                     "load_average_after": [round(v, 2) for v in os.getloadavg()],
                 }
@@ -126,8 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     per_dataset = []  # over seeds: mean TPR against lira-online's mean TPR, summed seconds
     for ds in sorted({r["dataset"] for r in rows}):
         lira = [r for r in rows if r["dataset"] == ds and r["attack"] == "lira-online"]
+        seeds = {r["seed"] for r in lira}  # compare on the seeds LiRA was measured on
         for name in ATTACKS[:-1]:
-            mine = [r for r in rows if r["dataset"] == ds and r["attack"] == name]
+            mine = [
+                r for r in rows if r["dataset"] == ds and r["attack"] == name and r["seed"] in seeds
+            ]
             if not lira or not mine:
                 continue
             tpr = sum(r["tpr_at_1pct_fpr"] for r in mine) / len(mine)
