@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
                 row = {
                     "dataset": ds,
                     "seed": seed,
+                    "epochs": args.epochs,
                     "attack": name,
                     "tpr_at_1pct_fpr": res.metrics.get("tpr_at_fpr_0.01"),
                     "auc": res.metrics.get("auc"),
