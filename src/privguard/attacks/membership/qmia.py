@@ -23,9 +23,9 @@
   mixture, moment-matched to one Gaussian (ensembles of small quantile regressors: Zhang, Bertran,
   Roth, "Order of Magnitude Speedups for LLM Membership Inference", EMNLP 2024). On digits and
   heart-disease (3 seeds) the difficulty feature and the 5-model ensemble raised the AUC by about
-  0.01-0.02 over one regressor on raw features; docs/benchmarks.md has the TPR@1%FPR against
-  LiRA. Cost: one query per candidate and aux record, two logistic regressions and a few small
-  regression fits (about a second).
+  0.01-0.03 over one regressor on raw features, but not its TPR@1%FPR (docs/benchmarks.md,
+  against LiRA). Cost: one query per candidate and aux record, two logistic regressions and a few
+  small regression fits (seconds).
 - ``difficulty-calibration``: Watson, Guo, Cormode, Sablayrolles, "On the Importance of Difficulty
   Calibration in Membership Inference Attacks", ICLR 2022. The target's loss on a record minus
   the average loss of a few *offline* reference models on it (models that never saw the
