@@ -14,17 +14,19 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.svm import SVC
 
 import privguard
-from privguard.attacks.base import InversionGuesses, Knowledge
+from privguard.attacks.base import Compute, InversionGuesses, Knowledge
 from privguard.attacks.inversion.generative import PriorConfig, train_prior
 from privguard.attacks.inversion.label_only import LabelOnlyInversion
 from privguard.attacks.inversion.prior import PriorInversion, PriorInversionBlackbox
 from privguard.attacks.registry import ATTACKS
-from privguard.errors import AccessError
+from privguard.errors import AccessError, ConfigError
 from privguard.oracle import Access, CallablePredictor, Oracle
+from privguard.training.device import resolve_device
 
 
 def knowledge_for(target, ds, seed: int = 0) -> Knowledge:
@@ -226,3 +228,32 @@ def test_prior_trains_when_the_last_batch_holds_one_record(digits):
     config = PriorConfig(latent_dim=8, epochs=2, batch_size=64, seed=0)
     prior = train_prior(digits.x[:65], (0.0, 1.0), config)
     assert np.isfinite(prior.chol_.numpy()).all()
+
+
+def _on_device(digits, digits_mlp, device: str) -> tuple[InversionGuesses, Knowledge]:
+    know = knowledge_for(digits_mlp, digits)
+    know.compute = Compute(device=device)
+    know.target_classes = [0, 1]
+    attack = PriorInversion(starts=2, steps=5, prior_epochs=2)
+    return attack.run(digits_mlp.oracle("whitebox"), know), know
+
+
+def test_the_prior_and_its_search_run_on_the_audits_device(digits, digits_mlp):
+    """``--device auto`` reaches the prior through ``knowledge.compute``: the autoencoder and
+    the latent Gaussian live on the resolved device (the CPU here, the GPU on a GPU machine)
+    and the reconstructions equal the CPU's within float rounding."""
+    auto, know = _on_device(digits, digits_mlp, "auto")
+    (key,) = [k for k in know._cache if k.startswith("inversion-prior")]
+    prior = know._cache[key]
+    dev = resolve_device("auto")
+    assert key.endswith(f"/{dev.type}")
+    assert prior.device.type == dev.type
+    assert next(prior.autoencoder.parameters()).device.type == dev.type
+    cpu, _ = _on_device(digits, digits_mlp, "cpu")
+    np.testing.assert_allclose(auto.reconstructions, cpu.reconstructions, atol=1e-3)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is visible here")
+def test_cuda_without_a_gpu_is_a_clear_error(digits, digits_mlp):
+    with pytest.raises(ConfigError, match="no CUDA GPU.*--device cpu or auto"):
+        _on_device(digits, digits_mlp, "cuda")

@@ -33,7 +33,8 @@ class Compute:
             data, split, recipe, seed and index); ``None`` disables the cache.
         stacked: train reference models of small PyTorch recipes as one stacked model per
             worker (:mod:`privguard.models.stacked`); ``False`` trains one at a time.
-        device: ``cpu``, ``cuda`` or ``auto`` for reference-model training.
+        device: ``cpu``, ``cuda`` or ``auto`` for reference-model training and the inversion
+            prior (:mod:`privguard.attacks.inversion.generative`).
     """
 
     n_jobs: int = 1

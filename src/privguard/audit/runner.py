@@ -83,7 +83,8 @@ def audit(
         n_jobs: local processes for shadow / reference model training.
         scheduler: a Dask scheduler address (or ``distributed.Client``) to train them on instead.
         cache_dir: where trained reference models are kept and reused (``None``: no cache).
-        device: ``cpu``, ``cuda`` or ``auto``: where reference models train (stacked).
+        device: ``cpu``, ``cuda`` or ``auto``: where reference models train (stacked) and the
+            prior-based inversion trains its generative prior and searches its latent space.
         progress: ``progress(step, done, total)`` callback, or ``True`` for timestamped lines
             on stderr (one per attack, one per 10% of reference models); every attack is also
             logged at INFO on the ``privguard.audit`` logger.

@@ -114,7 +114,9 @@ def audit(
         None, help="Keep trained reference models here and reuse them on reruns."
     ),
     device: str | None = typer.Option(
-        None, help="cpu, cuda or auto: where reference models train [default: cpu]."
+        None,
+        help="cpu, cuda or auto: where reference models and the inversion prior train "
+        "[default: cpu].",
     ),
     out_dir: Path | None = typer.Option(
         None, "--out", help="Report directory [default: privguard-report]."

@@ -19,6 +19,13 @@ a valid input.
 The model is trained only on the auxiliary inputs, without labels (the realistic threat model of
 GMI: the attacker has unlabelled public data), seeded and on one thread, so the same seed gives
 the same prior. Flattened inputs make the same code serve images and tabular records.
+
+Device. ``train_prior(..., device=)`` (the audit's ``--device cpu|cuda|auto``, via
+``knowledge.compute.device``) trains the autoencoder and keeps the decoder and the latent
+Gaussian on that device; the attacks' latent searches then run there too. Every random draw
+(subsample, batch order, code noise) comes from the same CPU generator on any device, so a GPU
+prior equals the CPU one up to floating-point rounding. Numpy in and out
+(:meth:`GenerativePrior.decode_numpy`, :meth:`~GenerativePrior.encode`) stays on the host.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from privguard.attacks.base import Knowledge
 from privguard.errors import DataError
 from privguard.models.nets import seed_torch
 from privguard.models.threads import single_thread
+from privguard.training.device import resolve_device
 
 Progress = Callable[[str, int, int], None]
 
@@ -130,6 +138,11 @@ class GenerativePrior:
     def latent_dim(self) -> int:
         return int(self.mean_.shape[0])
 
+    @property
+    def device(self) -> torch.device:
+        """Where the decoder and the latent Gaussian live (and latent searches run)."""
+        return self.mean_.device
+
     def decode(self, u: torch.Tensor) -> torch.Tensor:
         """Whitened codes ``(n, latent_dim)`` -> records ``(n, *input_shape)`` within the bounds
         (differentiable; call under :func:`single_thread`)."""
@@ -141,7 +154,8 @@ class GenerativePrior:
     def decode_numpy(self, u: np.ndarray) -> np.ndarray:
         """:meth:`decode` for numpy arrays, float32 ``(n, *input_shape)``."""
         with single_thread(), torch.no_grad():
-            x = self.decode(torch.from_numpy(np.asarray(u, dtype=np.float32)))
+            u_t = torch.from_numpy(np.asarray(u, dtype=np.float32)).to(self.device)
+            x = self.decode(u_t).cpu()
         return self._clip(x.numpy())
 
     def encode(self, x: np.ndarray) -> np.ndarray:
@@ -149,7 +163,7 @@ class GenerativePrior:
         with single_thread(), torch.no_grad():
             z = self.autoencoder.encoder(self._unit(x))
             u = torch.linalg.solve_triangular(self.chol_, (z - self.mean_).T, upper=False).T
-        return u.numpy().astype(np.float32)
+        return u.cpu().numpy().astype(np.float32)
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """``n`` whitened codes drawn from the prior ``N(0, I)``, float32."""
@@ -157,11 +171,12 @@ class GenerativePrior:
 
     def _unit(self, x: np.ndarray) -> torch.Tensor:
         flat = torch.from_numpy(np.asarray(x, dtype=np.float32).reshape(len(x), -1))
+        flat = flat.to(self.device)
         return ((flat - self.low_) / (self.high_ - self.low_)).clamp(0.0, 1.0)
 
     def _clip(self, x: np.ndarray) -> np.ndarray:
-        low = self.low_.numpy().reshape(self.input_shape)
-        high = self.high_.numpy().reshape(self.input_shape)
+        low = self.low_.cpu().numpy().reshape(self.input_shape)
+        high = self.high_.cpu().numpy().reshape(self.input_shape)
         return np.clip(x, low, high).astype(np.float32)
 
 
@@ -179,14 +194,17 @@ def train_prior(
     bounds: tuple = (0.0, 1.0),
     config: PriorConfig | None = None,
     progress: Progress | None = None,
+    device: str | torch.device | None = "cpu",
 ) -> GenerativePrior:
-    """Train the autoencoder prior on auxiliary records ``x`` ``(n, *input_shape)`` (no labels).
+    """Train the autoencoder prior on auxiliary records ``x`` ``(n, *input_shape)`` (no labels)
+    on ``device`` (``cpu``, ``cuda``, ``auto``; ``cuda`` without a GPU is a ConfigError).
 
     Example:
         >>> prior = train_prior(aux_x, (0.0, 1.0), PriorConfig(latent_dim=16, seed=0))
         >>> x = prior.decode_numpy(prior.sample(5, np.random.default_rng(0)))
     """
     config = config or PriorConfig()
+    dev = device if isinstance(device, torch.device) else resolve_device(device)
     x = np.asarray(x, dtype=np.float32)
     if len(x) < 2 * config.latent_dim:
         raise DataError(
@@ -200,11 +218,13 @@ def train_prior(
     input_shape = tuple(x.shape[1:])
     n_in = math.prod(input_shape)
     low, high = _bounds(bounds, input_shape)
+    low, high = low.to(dev), high.to(dev)
     t0 = time.perf_counter()
     with single_thread():
         gen = seed_torch(config.seed)
-        model = _Autoencoder(n_in, tuple(config.hidden), config.latent_dim)
-        data = ((torch.from_numpy(x.reshape(len(x), n_in)) - low) / (high - low)).clamp(0, 1)
+        model = _Autoencoder(n_in, tuple(config.hidden), config.latent_dim).to(dev)
+        data = torch.from_numpy(x.reshape(len(x), n_in)).to(dev)
+        data = ((data - low) / (high - low)).clamp(0, 1)
         opt = torch.optim.Adam(model.parameters(), lr=config.lr)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.epochs)
         bce = nn.BCEWithLogitsLoss()
@@ -212,11 +232,12 @@ def train_prior(
         for epoch in range(config.epochs):
             order = torch.randperm(len(data), generator=gen)
             for i in range(0, len(data), config.batch_size):
-                xb = data[order[i : i + config.batch_size]]
+                xb = data[order[i : i + config.batch_size].to(dev)]
                 z = model.encoder(xb)
                 # correction=0: a last batch of one record has a (zero) spread, not NaN
                 scale = z.detach().std(dim=0, keepdim=True, correction=0) + 1e-6
-                noise = torch.randn(z.shape, generator=gen) * scale * LATENT_NOISE
+                # drawn on the CPU generator on every device: same stream, same prior
+                noise = torch.randn(z.shape, generator=gen).to(dev) * scale * LATENT_NOISE
                 logits = model.decoder(z + noise)
                 loss = bce(logits, xb) + CODE_PENALTY * (z**2).mean()
                 opt.zero_grad()
@@ -232,7 +253,8 @@ def train_prior(
             mse = float((((recon - data) * (high - low)) ** 2).mean())
             mean = z.mean(dim=0)
             cov = torch.cov((z - mean).T).reshape(config.latent_dim, config.latent_dim)
-            cov = cov + RIDGE * torch.trace(cov) / config.latent_dim * torch.eye(config.latent_dim)
+            eye = torch.eye(config.latent_dim, dtype=cov.dtype, device=dev)
+            cov = cov + RIDGE * torch.trace(cov) / config.latent_dim * eye
             chol = torch.linalg.cholesky(cov)
             u = torch.linalg.solve_triangular(chol, (z - mean).T, upper=False).T
             radius = float(torch.quantile(u.norm(dim=1), 0.99))
@@ -254,8 +276,12 @@ def train_prior(
 def shared_prior(
     knowledge: Knowledge, config: PriorConfig, progress: Progress | None = None
 ) -> GenerativePrior:
-    """The prior for this audit, trained once on ``knowledge.aux_x`` and shared by every attack
-    that asks with the same settings."""
+    """The prior for this audit, trained once on ``knowledge.aux_x`` on the audit's device
+    (``knowledge.compute.device``) and shared by every attack that asks with the same
+    settings."""
     aux = np.asarray(knowledge.aux_x)
-    key = config.key(len(aux), tuple(aux.shape[1:]))
-    return knowledge.cached(key, lambda: train_prior(aux, knowledge.bounds, config, progress))
+    dev = resolve_device(getattr(knowledge.compute, "device", None) or "cpu")
+    key = config.key(len(aux), tuple(aux.shape[1:])) + f"/{dev.type}"
+    return knowledge.cached(
+        key, lambda: train_prior(aux, knowledge.bounds, config, progress, device=dev)
+    )

@@ -47,6 +47,11 @@ Two variants:
   recognised by both evaluators for 0.8–1.0 of the classes; the search lifts that to 0.9–1.0
   under 2-decimal rounding and to 1.0 with exact confidences.
 
+Device: the generative prior trains on the audit's ``--device`` (``knowledge.compute.device``;
+:mod:`privguard.attacks.inversion.generative`) and the white-box latent search (codes, Adam, the
+decoder's backward pass) runs there too; only the oracle's queries cross to the host. The
+black-box search is numpy NES around decoder calls, which run on the same device.
+
 Queries: white-box spends ``starts`` queries per step per class (one gradient per record) and
 one final confidence query per start; black-box spends at most ``queries_per_class`` per class,
 including its share of the pool. A spent budget ends the search with the best point so far and a
@@ -159,6 +164,12 @@ def project_ball(u: np.ndarray, radius: float) -> np.ndarray:
     return u * np.minimum(1.0, radius / np.maximum(norms, 1e-12))
 
 
+def project_scale(u: torch.Tensor, radius: float) -> torch.Tensor:
+    """:func:`project_ball`'s per-row factor for a tensor, computed on its own device."""
+    norms = torch.linalg.vector_norm(u, dim=1, keepdim=True)
+    return torch.clamp(radius / torch.clamp(norms, min=1e-12), max=1.0)
+
+
 @register
 class PriorInversion(PriorAttackBase):
     """White-box GMI: gradient descent on the latent code through the decoder."""
@@ -214,26 +225,28 @@ class PriorInversion(PriorAttackBase):
                 )
                 steps = affordable
 
+        dev = prior.device  # the audit's --device: the search runs where the decoder lives
         with single_thread():
-            u = torch.from_numpy(u0.copy()).requires_grad_(True)
+            u = torch.from_numpy(u0.copy()).to(dev).requires_grad_(True)
             opt = torch.optim.Adam([u], lr=self.lr)
             for t in range(steps):
                 x = prior.decode(u)
                 try:
-                    grad = oracle.loss_gradient(x.detach().numpy(), ys)
+                    grad = oracle.loss_gradient(x.detach().cpu().numpy(), ys)
                 except BudgetExhaustedError:
                     notes.append(f"query budget spent after {t} gradient steps")
                     break
                 opt.zero_grad()
-                x.backward(torch.from_numpy(np.ascontiguousarray(grad, dtype=np.float32)))
+                g = torch.from_numpy(np.ascontiguousarray(grad, dtype=np.float32))
+                x.backward(g.to(dev))
                 with torch.no_grad():
                     u.grad += self.prior_weight * u
                 opt.step()
                 with torch.no_grad():
-                    u.copy_(torch.from_numpy(project_ball(u.detach().numpy(), prior.radius_)))
+                    u.mul_(project_scale(u, prior.radius_))
                 if progress is not None:
                     progress(f"{self.name}: gradient steps", t + 1, steps)
-            u_final = u.detach().numpy().copy()
+            u_final = u.detach().cpu().numpy().copy()
 
         x_final = prior.decode_numpy(u_final)
         conf: np.ndarray | None = None
