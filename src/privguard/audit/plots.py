@@ -29,11 +29,26 @@ RISK_COLOURS = {"low": "#1a7f37", "medium": "#bf8700", "high": "#cf222e"}
 _LINESTYLES = ("-", "--", "-.", ":")
 
 
-def new_figure(width: float, height: float) -> Figure:
-    """A blank figure (inches) on the Agg canvas: no display, no global pyplot state."""
-    fig = Figure(figsize=(width, height), layout="constrained")
+def new_figure(width: float, height: float, *, layout: str | None = "constrained") -> Figure:
+    """A blank figure (inches) on the Agg canvas: no display, no global pyplot state.
+
+    ``layout=None`` keeps the figure's fixed subplot margins: the plots below set them by hand,
+    because a constrained layout measures every tick label and then draws the figure twice
+    (once to lay it out, once to render), which took about two thirds of the report's drawing
+    time (docs/benchmarks.md).
+    """
+    fig = Figure(figsize=(width, height), layout=layout)
     FigureCanvasAgg(fig)
     return fig
+
+
+def _fixed_margins(fig: Figure, *, top_in: float, bottom_in: float, left_in: float) -> None:
+    """Fixed subplot margins, in inches from each edge (a one-axes plot with a title, axis
+    labels and tick labels needs about 0.35, 0.5 and 0.65 in at the default font size)."""
+    w, h = fig.get_size_inches()
+    fig.subplots_adjust(
+        left=left_in / w, right=1 - 0.2 / w, bottom=bottom_in / h, top=1 - top_in / h
+    )
 
 
 def to_png(fig: Figure, dpi: int) -> bytes:
@@ -106,7 +121,8 @@ def roc_plot(
         True
     """
     floor = min_fpr if min_fpr and 0 < min_fpr < 1 else DEFAULT_MIN_FPR
-    fig = new_figure(*size)
+    fig = new_figure(*size, layout=None)
+    _fixed_margins(fig, top_in=0.4, bottom_in=0.55, left_in=0.75)
     ax = fig.add_subplot()
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -145,7 +161,8 @@ def line_plot(
 
     Non-finite points are dropped; so are non-positive ones on a log axis.
     """
-    fig = new_figure(*size)
+    fig = new_figure(*size, layout=None)
+    _fixed_margins(fig, top_in=0.4, bottom_in=0.55, left_in=0.8)
     ax = fig.add_subplot()
     for i, (name, (x, y)) in enumerate(series.items()):
         pts = [
@@ -203,7 +220,17 @@ def image_grid(
         raise ValueError("no images to draw")
     cols = max(1, min(columns, len(imgs)))
     rows = math.ceil(len(imgs) / cols)
-    fig = new_figure(1.3 * cols, 1.3 * rows + 0.5)
+    width, height = 1.3 * cols, 1.3 * rows + 0.5
+    fig = new_figure(width, height, layout=None)
+    # fixed margins: 0.5 in above the grid for the title, room above each image for its label
+    fig.subplots_adjust(
+        left=0.05 / width,
+        right=1 - 0.05 / width,
+        bottom=0.05 / height,
+        top=1 - 0.5 / height,
+        wspace=0.1,
+        hspace=0.3 if labels is not None else 0.1,
+    )
     for i, img in enumerate(imgs):
         ax = fig.add_subplot(rows, cols, i + 1)
         ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1)
