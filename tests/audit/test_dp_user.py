@@ -11,10 +11,11 @@ import torch
 from sklearn.linear_model import LogisticRegression
 
 import privguard
-from privguard.audit.dp_user import dp_audit, label_log_odds, load_train_fn
+from privguard.audit.dp_user import derangement, dp_audit, label_log_odds, load_train_fn
 from privguard.cli import main
 from privguard.data import load_dataset
 from privguard.errors import ConfigError
+from privguard.testing.dp_bugs import dp_trainer
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +55,9 @@ def test_non_private_training_violates_a_claim_of_epsilon_1(digits_xy, canary):
     assert res.fdp.epsilon_lower_bound >= res.steinke.epsilon_lower_bound
     assert res.epsilon_lower_bound == res.fdp.epsilon_lower_bound and res.bound == "fdp"
     assert "claimed epsilon is violated" in res.summary_line()
-    assert res.canary == canary and res.n_sentinel == 35  # 2% of 1797
-    assert res.n_train == len(x) - 600 + res.n_included + 35
+    assert res.canary == canary and res.n_train == len(x) - 600 + res.n_included
+    check = res.record_check  # the relabelled run followed its labels
+    assert check["n"] == (len(x) - 600) // 2 and check["accuracy_given_labels"] > 0.9
 
 
 def test_a_torch_module_is_scored_from_its_logits(digits_xy):
@@ -96,7 +98,7 @@ def boom(x, y, seed):
         (boom, "the train function raised ValueError at test_dp_user.py:"),
         (lambda x, y, s: None, "returned None"),
         (lambda x, y, s: "model.pt", "returned str, not a model"),
-        (lambda x, y, s: lambda z: np.ones((len(z), 3)) / 3, "shape (601, 3)"),
+        (lambda x, y, s: lambda z: np.ones((len(z), 3)) / 3, "shape (600, 3)"),
         (lambda x, y, s: lambda z: np.full((len(z), 10), np.nan), "NaN"),
         (lambda x, y, s: lambda z: np.ones((len(z), 10)), "not probabilities"),
     ],
@@ -112,8 +114,32 @@ def test_a_train_function_that_ignores_its_records_is_detected(digits_xy):
     x, y = digits_xy
     own = fit_logreg(x, y, 0)  # trained once on the data it was NOT given
 
-    with pytest.raises(ConfigError, match="seems to ignore the records it is given"):
+    with pytest.raises(ConfigError, match="ignores the records it is given") as info:
         dp_audit(lambda a, b, s: Flat(own), x, y, claimed_epsilon=1.0, delta=1e-5, canaries=600)
+    assert "\n" not in str(info.value)
+
+
+def test_the_record_check_passes_dp_training_that_learns_little_or_nothing(digits_xy):
+    """Correct DP-SGD at epsilon 0.2 for one epoch barely learns, and a model that learns
+    nothing at all predicts one class: neither is evidence of ignoring the records, and
+    neither fires."""
+    x, y = digits_xy
+    for fn in (
+        dp_trainer(epsilon=0.2, delta=1e-5, epochs=1),
+        lambda a, b, s: lambda z: np.eye(10)[np.full(len(z), np.bincount(b).argmax())],
+    ):
+        res = dp_audit(fn, x, y, claimed_epsilon=1.0, delta=1e-5, canaries=600, seed=2)
+        check = res.record_check
+        assert check["accuracy_original_labels"] < check["best_constant_accuracy"] + 0.05
+        assert not res.violated
+
+
+def test_derangement_moves_every_class():
+    rng = np.random.default_rng(0)
+    for k in (2, 3, 10):
+        for _ in range(20):
+            pi = derangement(k, rng)
+            assert sorted(pi) == list(range(k)) and np.all(pi != np.arange(k))
 
 
 def test_the_time_limit_stops_a_slow_run(digits_xy):
