@@ -15,7 +15,7 @@ from privguard.audit.dp_user import derangement, dp_audit, label_log_odds, load_
 from privguard.cli import main
 from privguard.data import load_dataset
 from privguard.errors import ConfigError
-from privguard.testing.dp_bugs import dp_trainer
+from privguard.testing.dp_bugs import dp_trainer, opacus_trainer
 
 
 @pytest.fixture(scope="module")
@@ -191,7 +191,7 @@ def test_bad_arguments(digits_xy):
 
 
 TRAINERS = """
-from privguard.testing.dp_bugs import dp_trainer
+from privguard.testing.dp_bugs import dp_trainer, opacus_trainer
 
 correct = dp_trainer(epsilon=1.0, delta=1e-5)
 buggy = dp_trainer(epsilon=1.0, delta=1e-5, bug="batch-clipping")
@@ -250,3 +250,32 @@ def test_cli_gate_on_a_non_private_function(tmp_path, monkeypatch, capsys):
     assert code == 0 and "no violation of the claimed epsilon found" in cap.out, cap.err
     code = main([*args, "--out", "bad2"])
     assert code == 2 and "--claimed-epsilon and --delta" in capsys.readouterr().err
+
+
+def opacus_weights(bug, x, y, epsilon=1.0, clip=1.0):
+    train = opacus_trainer(
+        epsilon=epsilon, delta=1e-4, bug=bug, epochs=4, batch_size=20, lr=1.0, max_grad_norm=clip
+    )
+    return train(x, y, 0).linear.weight.detach().numpy().astype(np.float64)
+
+
+def test_the_opacus_corpus_plants_what_it_says():
+    """Blank inputs give the weights no gradient, so they end as the summed noise alone:
+    lr / B * sigma * C * sqrt(noisy steps) per weight (40 steps, 4 of them noisy when noise
+    comes once per epoch). A single record of norm 100 moves the weights at most lr * C per
+    step when clipped, about 100 times as far when not."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, size=200)
+    blank = np.zeros((200, 1, 5), dtype=np.float32)
+    sd = {bug: opacus_weights(bug, blank, y).std() for bug in (None, "small-noise")}
+    sd["once"] = opacus_weights("noise-once-per-epoch", blank, y).std()
+    assert 7 < sd[None] / sd["small-noise"] < 14
+    assert 2 < sd[None] / sd["once"] < 5  # sqrt(40 / 4) = 3.2
+    loud = np.zeros((200, 1, 5), dtype=np.float32)
+    loud[:, 0, 0] = 100.0
+    ones = np.ones(200, dtype=np.int64)  # two classes, every record in class 1
+    moved = {
+        bug: np.abs(opacus_weights(bug, loud, ones, epsilon=50.0)[:, 0]).max()
+        for bug in (None, "no-clipping")
+    }
+    assert moved[None] <= 40 * 1.0 * 1.05 and moved["no-clipping"] > 5 * moved[None]
