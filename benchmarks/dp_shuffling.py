@@ -1,5 +1,6 @@
 """Can a one-run audit catch DP-SGD that shuffles its batches while the accountant assumes
-Poisson sampling? White-box Dirac gradient canaries on the exact mechanism.
+Poisson sampling? White-box Dirac gradient canaries on the exact mechanism (and, to compare
+with benchmarks/dp_bugs.py's black-box rows, two planted bugs).
 
 A Dirac gradient canary is a gradient of norm ``C`` along a coordinate no real record touches
 (Nasr, Hayes, Steinke, Balle, Tramer, Jagielski, Carlini, Terzis, "Tight Auditing of
@@ -46,6 +47,9 @@ from privguard.training.dp import noise_for
 DELTA = 1e-5
 N_TRAIN, BATCH, EPOCHS = 4500, 100, 5  # the Opacus corpus of benchmarks/dp_bugs.py
 SAMPLINGS = ("poisson", "shuffled", "fixed-order")
+# planted bugs of benchmarks/dp_bugs.py on the same coordinate, for comparison with its
+# black-box rows: Poisson sampling with noise on one step per epoch, or sigma / 10
+BUG_VARIANTS = ("noise-once-per-epoch", "small-noise")
 OBSERVERS = ("last", "all")
 
 
@@ -60,8 +64,12 @@ def updates(
 ) -> np.ndarray:
     """(m, epochs, k) updates along each canary's coordinate, in units of C."""
     x = sigma * rng.standard_normal((m, epochs, k))
+    if sampling == "noise-once-per-epoch":
+        x[:, :, :-1] = 0.0
+    elif sampling == "small-noise":
+        x /= 10.0
     rows = np.flatnonzero(included)
-    if sampling == "poisson":
+    if sampling in ("poisson", *BUG_VARIANTS):
         x[rows] += rng.random((len(rows), epochs, k)) < 1.0 / k
     elif sampling == "shuffled":
         x[rows, :, :] += np.eye(k)[rng.integers(0, k, size=(len(rows), epochs))]
@@ -105,8 +113,10 @@ def true_epsilon(
     canary): exact for Gaussian cases, Monte Carlo of the privacy loss for the mixtures."""
     t = k * epochs
     if observer == "last":
-        if sampling == "poisson":  # sum of Bin(T, q) C plus noise: Gaussian approximation
-            return gaussian_epsilon(epochs / np.sqrt(sigma**2 * t + epochs * (1 - 1 / k)), DELTA)
+        noise = {"noise-once-per-epoch": sigma**2 * epochs, "small-noise": sigma**2 * t / 100}
+        if sampling in ("poisson", *BUG_VARIANTS):  # Bin(T, q) C plus noise, as a Gaussian
+            var = noise.get(sampling, sigma**2 * t) + epochs * (1 - 1 / k)
+            return gaussian_epsilon(epochs / np.sqrt(var), DELTA)
         return gaussian_epsilon(epochs / (sigma * np.sqrt(t)), DELTA)
     if sampling == "fixed-order":
         return gaussian_epsilon(np.sqrt(epochs) / sigma, DELTA)
@@ -130,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=30)
     parser.add_argument("--canaries", type=int, default=5000)
     parser.add_argument("--epsilons", default="1,4,8")
+    parser.add_argument("--only", default="", help="comma-separated samplings / bugs")
     parser.add_argument(
         "--out", type=Path, default=Path(__file__).parent / "results" / "dp_shuffling.json"
     )
@@ -152,31 +163,35 @@ def main(argv: list[str] | None = None) -> int:
     )
     for eps in [float(e) for e in args.epsilons.split(",")]:
         sigma = noise_for(eps, DELTA, 1.0 / k, k * EPOCHS)
-        for sampling in SAMPLINGS:
-            for observer in OBSERVERS:
-                rng = np.random.default_rng(12345)
-                bounds, flagged = [], 0
-                for _seed in range(args.seeds):
-                    inc = rng.random(args.canaries) < 0.5
-                    x = updates(sampling, args.canaries, k, EPOCHS, sigma, inc, rng)
-                    (s, f), _ = audit_both(score(sampling, observer, x, sigma), inc, delta=DELTA)
-                    best = max(s.epsilon_lower_bound, f.epsilon_lower_bound)
-                    bounds.append(best)
-                    flagged += best > eps
-                true = true_epsilon(sampling, observer, k, EPOCHS, sigma, rng)
-                row = {
-                    "claimed_epsilon": eps,
-                    "sigma": round(sigma, 4),
-                    "sampling": sampling,
-                    "observer": observer,
-                    "seeds": args.seeds,
-                    "flagged": int(flagged),
-                    "mean_bound": round(float(np.mean(bounds)), 4),
-                    "max_bound": round(float(np.max(bounds)), 4),
-                    "true_epsilon": None if true is None else round(true, 3),
-                }
-                results["rows"].append(row)
-                print(row, flush=True)
+        cases = [(sa, ob) for sa in SAMPLINGS for ob in OBSERVERS]
+        if eps == 1.0:
+            cases += [(b, "last") for b in BUG_VARIANTS]
+        if args.only:
+            cases = [c for c in cases if c[0] in args.only.split(",")]
+        for sampling, observer in cases:
+            rng = np.random.default_rng(12345)
+            bounds, flagged = [], 0
+            for _seed in range(args.seeds):
+                inc = rng.random(args.canaries) < 0.5
+                x = updates(sampling, args.canaries, k, EPOCHS, sigma, inc, rng)
+                (s, f), _ = audit_both(score(sampling, observer, x, sigma), inc, delta=DELTA)
+                best = max(s.epsilon_lower_bound, f.epsilon_lower_bound)
+                bounds.append(best)
+                flagged += best > eps
+            true = true_epsilon(sampling, observer, k, EPOCHS, sigma, rng)
+            row = {
+                "claimed_epsilon": eps,
+                "sigma": round(sigma, 4),
+                "sampling": sampling,
+                "observer": observer,
+                "seeds": args.seeds,
+                "flagged": int(flagged),
+                "mean_bound": round(float(np.mean(bounds)), 4),
+                "max_bound": round(float(np.max(bounds)), 4),
+                "true_epsilon": None if true is None else round(true, 3),
+            }
+            results["rows"].append(row)
+            print(row, flush=True)
     finish_run(results, args.out, start, print_tables=print_tables, markdown=markdown)
     return 0
 
