@@ -22,6 +22,7 @@ subset; ``--canary flipped`` for mislabelled real records instead of quiet canar
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 import warnings
@@ -154,6 +155,20 @@ def markdown(results: dict[str, Any]) -> str:
     return markdown_table(HEADER, rows_of(results))
 
 
+def merge(paths: list[Path], out: Path) -> int:
+    """One results file from runs of disjoint rows (run in parallel): the first file's header,
+    every file's rows in CONFIGS order, each run's command, wall time and load kept."""
+    runs = [json.loads(p.read_text()) for p in paths]
+    results = {k: v for k, v in runs[0].items() if k != "rows"}
+    rows = {r["config"]: r for run in runs for r in run["rows"]}
+    results["rows"] = [rows[name] for name, _, _ in CONFIGS if name in rows]
+    results["runs"] = [{k: v for k, v in run.items() if k != "rows"} for run in runs]
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print_tables(results)
+    print(markdown(results))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, default=20, help="audited runs per row (20)")
@@ -166,7 +181,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--out", type=Path, default=Path(__file__).parent / "results" / "dp_bugs.json"
     )
+    parser.add_argument(
+        "--merge", nargs="+", type=Path, help="merge the rows of these results files into --out"
+    )
     args = parser.parse_args(argv)
+    if args.merge:
+        return merge(args.merge, args.out)
     warnings.filterwarnings("ignore", module=r"opacus(\.|$)")
     torch.set_num_threads(1)  # tiny models: one thread each, so parallel runs do not fight
     only = parse_only(args.only) if args.only else set()

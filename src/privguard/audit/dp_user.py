@@ -130,6 +130,12 @@ class TrainFnAuditResult:
             f"{1 - self.p:.0%} confidence ({self.bound}; Steinke {s.epsilon_lower_bound:.3f} "
             f"with {s.v}/{s.r} right, f-DP {f.epsilon_lower_bound:.3f} with {f.v}/{f.r} right, "
             f"on {self.m} {self.canary} canaries, {self.n_included} included)"
+            + (
+                f"; the relabelled check run followed its labels "
+                f"({self.record_check['accuracy_given_labels']:.0%} right)"
+                if self.record_check
+                else ""
+            )
         )
 
 
