@@ -5,11 +5,14 @@ Not product code: nothing outside :mod:`privguard.testing` imports it. Each trai
 DP-SGD (Abadi et al., CCS 2016) on a softmax-regression model: per-record gradients clipped to
 ``C``, Gaussian noise of standard deviation ``sigma * C`` added to their sum, Poisson-sampled
 batches, and ``sigma`` solved for the claimed ``(epsilon, delta)`` over the planned steps by
-the same accountant call as privguard's trainer (:func:`privguard.training.dp.noise_for`, the
-RDP accountant). The steps are written out here rather than run through Opacus, as
-``training/dp.py`` does, because two of the bugs live inside a step that Opacus does not
-expose, and because the benchmark needs hundreds of runs on two small cores (one run here takes
-two to three seconds on mnist-5k).
+the RDP accountant (:func:`privguard.training.dp.noise_for`). Two corpora:
+
+- :func:`opacus_trainer`: privguard's own trainer (``training/dp.py``'s ``make_private``
+  around ``training/loop.py``'s ``fit``, Opacus underneath), each bug planted by wrapping what
+  ``make_private`` returns (an optimiser mixin, a changed noise multiplier, a different
+  loader); ``training/dp.py`` itself is untouched. The benchmark's corpus.
+- :func:`dp_trainer`: the same steps written out in numpy, a fast reference (one run is two to
+  three seconds on mnist-5k at 30 epochs).
 
 Every variant reports the *same* claim (the accountant's epsilon for the correct run) while
 doing something else:
@@ -26,7 +29,7 @@ doing something else:
   record can then move the clipped mean by ``C`` instead of ``C / B``.
 
 Example:
-    >>> train = dp_trainer(epsilon=1.0, delta=1e-5, bug="small-noise")
+    >>> train = opacus_trainer(epsilon=1.0, delta=1e-5, bug="small-noise")
     >>> privguard.dp_audit(train, x, y, claimed_epsilon=1.0, delta=1e-5).violated
     True
 """
