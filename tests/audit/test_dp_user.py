@@ -248,6 +248,10 @@ def test_cli_gate_on_a_non_private_function(tmp_path, monkeypatch, capsys):
     code = main([*args, "--claimed-epsilon", "20", "--canaries", "600", "--out", "loose"])
     cap = capsys.readouterr()
     assert code == 0 and "no violation of the claimed epsilon found" in cap.out, cap.err
+    code = main([*args, "--claimed-epsilon", "1", "--no-record-check", "--out", "nocheck"])
+    assert code == 1 and "relabelled" not in capsys.readouterr().out
+    report = json.loads((tmp_path / "nocheck" / "dp-audit.json").read_text())["dp_audit"]
+    assert report["record_check"] is None
     code = main([*args, "--out", "bad2"])
     assert code == 2 and "--claimed-epsilon and --delta" in capsys.readouterr().err
 

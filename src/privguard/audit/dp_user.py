@@ -37,7 +37,10 @@ initialisation), the second model's accuracy on the original labels is at most t
 of a model trained on the true labels, put on the derangement's pairs of classes, so firing
 would need a model trained on correct labels to do worse on its own training records than a
 constant guess by 0.2 (for two classes) or to have its errors line up with a random derangement
-(more classes): training that follows its labels does not do that, at any epsilon.
+(more classes): training that follows its labels does not do that, at any epsilon. The
+assumption fails for training that starts from a model already fitted to these very labels
+(DP fine-tuning of such a classifier) and may stay there: ``check_records=False``
+(``--no-record-check``) is for that case.
 """
 
 from __future__ import annotations
@@ -498,7 +501,8 @@ def relabelling_check(
             f"the train function ignores the records it is given: trained on {size} records "
             f"whose labels privguard permuted, its model still predicts their original labels "
             f"({original:.0%} right, {given:.0%} on the labels it was given), so it never saw "
-            "the canaries either; train on the x and y passed in"
+            "the canaries either; train on the x and y passed in (training that starts from "
+            "a model already fitted to these labels: --no-record-check)"
         )
     return check
 
