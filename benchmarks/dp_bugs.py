@@ -155,12 +155,43 @@ def markdown(results: dict[str, Any]) -> str:
     return markdown_table(HEADER, rows_of(results))
 
 
+def combine(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """One row from two runs of the same config on different seeds."""
+    seeds = a["seeds"] + b["seeds"]
+    hits = a["flagged"] + b["flagged"]
+    lo, hi = clopper_pearson(np.array([hits]), seeds)
+    steinke, fdp = a["steinke"] + b["steinke"], a["fdp"] + b["fdp"]
+    secs = (a["seconds_per_run"] * a["seeds"] + b["seconds_per_run"] * b["seeds"]) / seeds
+    out = dict(a)
+    out.update(
+        {
+            "seeds": seeds,
+            "flagged": hits,
+            "flag_rate": round(hits / seeds, 4),
+            "flag_rate_ci": [round(float(lo[0]), 4), round(float(hi[0]), 4)],
+            "mean_steinke": round(float(np.mean(steinke)), 4),
+            "mean_fdp": round(float(np.mean(fdp)), 4),
+            "fdp_ge_steinke": a["fdp_ge_steinke"] + b["fdp_ge_steinke"],
+            "steinke": steinke,
+            "fdp": fdp,
+            "seconds_per_run": round(secs, 2),
+            "errors": a["errors"] + b["errors"],
+        }
+    )
+    for key in ("record_check_accuracy_given_labels", "record_check_accuracy_original_labels"):
+        out[key] = a[key] + b[key]
+    return out
+
+
 def merge(paths: list[Path], out: Path) -> int:
     """One results file from runs of disjoint rows (run in parallel): the first file's header,
     every file's rows in CONFIGS order, each run's command, wall time and load kept."""
     runs = [json.loads(p.read_text()) for p in paths]
     results = {k: v for k, v in runs[0].items() if k != "rows"}
-    rows = {r["config"]: r for run in runs for r in run["rows"]}
+    rows: dict[str, dict[str, Any]] = {}
+    for run in runs:
+        for r in run["rows"]:
+            rows[r["config"]] = combine(rows[r["config"]], r) if r["config"] in rows else r
     results["rows"] = [rows[name] for name, _, _ in CONFIGS if name in rows]
     results["runs"] = [{k: v for k, v in run.items() if k != "rows"} for run in runs]
     out.write_text(json.dumps(results, indent=2) + "\n")
