@@ -22,6 +22,7 @@ subset; ``--canary flipped`` for mislabelled real records instead of quiet canar
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 import warnings
@@ -29,26 +30,41 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from _common import finish_run, markdown_table, parse_only, print_table, run_header
 from privguard.audit.dp_user import dp_audit
 from privguard.audit.metrics import clopper_pearson
 from privguard.data import load_dataset
 from privguard.errors import ConfigError
-from privguard.testing.dp_bugs import BUGS, dp_trainer
+from privguard.testing.dp_bugs import BUGS, dp_trainer, opacus_trainer
 
 DELTA = 1e-5
+EPOCHS, BATCH = 5, 100  # the Opacus corpus: 225 steps on mnist-5k
 CONFIGS: list[tuple[str, str | None, float]] = [(bug, bug, 1.0) for bug in BUGS] + [
     (f"correct-{eps:g}", None, eps) for eps in (1.0, 4.0, 8.0)
 ]
 
 
+def trainer(corpus: str, eps: float, bug: str | None) -> Any:
+    if corpus == "opacus":
+        return opacus_trainer(epsilon=eps, delta=DELTA, bug=bug, epochs=EPOCHS, batch_size=BATCH)
+    return dp_trainer(epsilon=eps, delta=DELTA, bug=bug)
+
+
 def measure(
-    name: str, bug: str | None, eps: float, ds: Any, seeds: int, m: int, canary: str
+    name: str,
+    bug: str | None,
+    eps: float,
+    ds: Any,
+    seeds: range,
+    m: int,
+    canary: str,
+    corpus: str,
 ) -> dict[str, Any]:
-    flagged, steinke, fdp, seconds, sentinel = [], [], [], [], []
-    train = dp_trainer(epsilon=eps, delta=DELTA, bug=bug)
-    for seed in range(seeds):
+    flagged, steinke, fdp, seconds, errors, checks = [], [], [], [], [], []
+    train = trainer(corpus, eps, bug)
+    for seed in seeds:
         t0 = time.perf_counter()
         try:
             res = dp_audit(
@@ -62,10 +78,11 @@ def measure(
                 canary=canary,
                 data_name=ds.name,
             )
-        except ConfigError as e:  # the sentinel check firing on this run: counted, not flagged
-            sentinel.append(seed)
+        except ConfigError as e:  # e.g. the record check firing: counted, not flagged
+            errors.append({"seed": seed, "error": str(e)})
             print(f"  {name} seed {seed}: error: {e}", flush=True)
             continue
+        checks.append(res.record_check)
         seconds.append(time.perf_counter() - t0)
         flagged.append(res.violated)
         steinke.append(res.steinke.epsilon_lower_bound)
@@ -92,7 +109,9 @@ def measure(
         "steinke": steinke,
         "fdp": fdp,
         "seconds_per_run": round(float(np.mean(seconds)), 2),
-        "sentinel_errors": sentinel,
+        "errors": errors,
+        "record_check_accuracy_given_labels": [c["accuracy_given_labels"] for c in checks],
+        "record_check_accuracy_original_labels": [c["accuracy_original_labels"] for c in checks],
     }
 
 
@@ -107,6 +126,7 @@ def rows_of(results: dict[str, Any]) -> list[list[str]]:
             f"{r['mean_steinke']:.2f}",
             f"{r['mean_fdp']:.2f}",
             f"{r['fdp_ge_steinke']}/{r['seeds']}",
+            str(len(r["errors"])),
             f"{r['seconds_per_run']:.1f}",
         ]
         for r in results["rows"]
@@ -122,7 +142,8 @@ HEADER = [
     "mean ε_lb Steinke",
     "mean ε_lb f-DP",
     "f-DP ≥ Steinke",
-    "s/run",
+    "errors",
+    "s/audit",
 ]
 
 
@@ -134,9 +155,56 @@ def markdown(results: dict[str, Any]) -> str:
     return markdown_table(HEADER, rows_of(results))
 
 
+def combine(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """One row from two runs of the same config on different seeds."""
+    seeds = a["seeds"] + b["seeds"]
+    hits = a["flagged"] + b["flagged"]
+    lo, hi = clopper_pearson(np.array([hits]), seeds)
+    steinke, fdp = a["steinke"] + b["steinke"], a["fdp"] + b["fdp"]
+    secs = (a["seconds_per_run"] * a["seeds"] + b["seconds_per_run"] * b["seeds"]) / seeds
+    out = dict(a)
+    out.update(
+        {
+            "seeds": seeds,
+            "flagged": hits,
+            "flag_rate": round(hits / seeds, 4),
+            "flag_rate_ci": [round(float(lo[0]), 4), round(float(hi[0]), 4)],
+            "mean_steinke": round(float(np.mean(steinke)), 4),
+            "mean_fdp": round(float(np.mean(fdp)), 4),
+            "fdp_ge_steinke": a["fdp_ge_steinke"] + b["fdp_ge_steinke"],
+            "steinke": steinke,
+            "fdp": fdp,
+            "seconds_per_run": round(secs, 2),
+            "errors": a["errors"] + b["errors"],
+        }
+    )
+    for key in ("record_check_accuracy_given_labels", "record_check_accuracy_original_labels"):
+        out[key] = a[key] + b[key]
+    return out
+
+
+def merge(paths: list[Path], out: Path) -> int:
+    """One results file from runs of disjoint rows (run in parallel): the first file's header,
+    every file's rows in CONFIGS order, each run's command, wall time and load kept."""
+    runs = [json.loads(p.read_text()) for p in paths]
+    results = {k: v for k, v in runs[0].items() if k != "rows"}
+    rows: dict[str, dict[str, Any]] = {}
+    for run in runs:
+        for r in run["rows"]:
+            rows[r["config"]] = combine(rows[r["config"]], r) if r["config"] in rows else r
+    results["rows"] = [rows[name] for name, _, _ in CONFIGS if name in rows]
+    results["runs"] = [{k: v for k, v in run.items() if k != "rows"} for run in runs]
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print_tables(results)
+    print(markdown(results))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, default=20, help="audited runs per row (20)")
+    parser.add_argument("--first-seed", type=int, default=0, help="first seed (0)")
+    parser.add_argument("--corpus", default="opacus", help="opacus (default) or numpy")
     parser.add_argument("--canaries", type=int, default=1000, help="canaries m (1000)")
     parser.add_argument("--canary", default="quiet", help="quiet (default) or flipped")
     parser.add_argument("--data", default="mnist-5k")
@@ -144,8 +212,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--out", type=Path, default=Path(__file__).parent / "results" / "dp_bugs.json"
     )
+    parser.add_argument(
+        "--merge", nargs="+", type=Path, help="merge the rows of these results files into --out"
+    )
     args = parser.parse_args(argv)
+    if args.merge:
+        return merge(args.merge, args.out)
     warnings.filterwarnings("ignore", module=r"opacus(\.|$)")
+    torch.set_num_threads(1)  # tiny models: one thread each, so parallel runs do not fight
     only = parse_only(args.only) if args.only else set()
     start = time.perf_counter()
     results = run_header("dp_bugs", argv)
@@ -154,6 +228,9 @@ def main(argv: list[str] | None = None) -> int:
             "data": args.data,
             "m": args.canaries,
             "canary": args.canary,
+            "corpus": args.corpus,
+            "epochs": EPOCHS if args.corpus == "opacus" else 30,
+            "batch_size": BATCH if args.corpus == "opacus" else 50,
             "delta": DELTA,
             "p": 0.05,
             "rows": [],
@@ -163,7 +240,10 @@ def main(argv: list[str] | None = None) -> int:
     for name, bug, eps in CONFIGS:
         if only and name not in only:
             continue
-        results["rows"].append(measure(name, bug, eps, ds, args.seeds, args.canaries, args.canary))
+        seeds = range(args.first_seed, args.first_seed + args.seeds)
+        results["rows"].append(
+            measure(name, bug, eps, ds, seeds, args.canaries, args.canary, args.corpus)
+        )
     finish_run(results, args.out, start, print_tables=print_tables, markdown=markdown)
     return 0
 

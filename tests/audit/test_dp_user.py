@@ -11,10 +11,11 @@ import torch
 from sklearn.linear_model import LogisticRegression
 
 import privguard
-from privguard.audit.dp_user import dp_audit, label_log_odds, load_train_fn
+from privguard.audit.dp_user import derangement, dp_audit, label_log_odds, load_train_fn
 from privguard.cli import main
 from privguard.data import load_dataset
 from privguard.errors import ConfigError
+from privguard.testing.dp_bugs import dp_trainer, opacus_trainer
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +55,9 @@ def test_non_private_training_violates_a_claim_of_epsilon_1(digits_xy, canary):
     assert res.fdp.epsilon_lower_bound >= res.steinke.epsilon_lower_bound
     assert res.epsilon_lower_bound == res.fdp.epsilon_lower_bound and res.bound == "fdp"
     assert "claimed epsilon is violated" in res.summary_line()
-    assert res.canary == canary and res.n_sentinel == 35  # 2% of 1797
-    assert res.n_train == len(x) - 600 + res.n_included + 35
+    assert res.canary == canary and res.n_train == len(x) - 600 + res.n_included
+    check = res.record_check  # the relabelled run followed its labels
+    assert check["n"] == (len(x) - 600) // 2 and check["accuracy_given_labels"] > 0.9
 
 
 def test_a_torch_module_is_scored_from_its_logits(digits_xy):
@@ -96,7 +98,7 @@ def boom(x, y, seed):
         (boom, "the train function raised ValueError at test_dp_user.py:"),
         (lambda x, y, s: None, "returned None"),
         (lambda x, y, s: "model.pt", "returned str, not a model"),
-        (lambda x, y, s: lambda z: np.ones((len(z), 3)) / 3, "shape (601, 3)"),
+        (lambda x, y, s: lambda z: np.ones((len(z), 3)) / 3, "shape (600, 3)"),
         (lambda x, y, s: lambda z: np.full((len(z), 10), np.nan), "NaN"),
         (lambda x, y, s: lambda z: np.ones((len(z), 10)), "not probabilities"),
     ],
@@ -112,8 +114,32 @@ def test_a_train_function_that_ignores_its_records_is_detected(digits_xy):
     x, y = digits_xy
     own = fit_logreg(x, y, 0)  # trained once on the data it was NOT given
 
-    with pytest.raises(ConfigError, match="seems to ignore the records it is given"):
+    with pytest.raises(ConfigError, match="ignores the records it is given") as info:
         dp_audit(lambda a, b, s: Flat(own), x, y, claimed_epsilon=1.0, delta=1e-5, canaries=600)
+    assert "\n" not in str(info.value)
+
+
+def test_the_record_check_passes_dp_training_that_learns_little_or_nothing(digits_xy):
+    """Correct DP-SGD at epsilon 0.2 for one epoch barely learns, and a model that learns
+    nothing at all predicts one class: neither is evidence of ignoring the records, and
+    neither fires."""
+    x, y = digits_xy
+    for fn in (
+        dp_trainer(epsilon=0.2, delta=1e-5, epochs=1),
+        lambda a, b, s: lambda z: np.eye(10)[np.full(len(z), np.bincount(b).argmax())],
+    ):
+        res = dp_audit(fn, x, y, claimed_epsilon=1.0, delta=1e-5, canaries=600, seed=2)
+        check = res.record_check
+        assert check["accuracy_original_labels"] < check["best_constant_accuracy"] + 0.05
+        assert not res.violated
+
+
+def test_derangement_moves_every_class():
+    rng = np.random.default_rng(0)
+    for k in (2, 3, 10):
+        for _ in range(20):
+            pi = derangement(k, rng)
+            assert sorted(pi) == list(range(k)) and np.all(pi != np.arange(k))
 
 
 def test_the_time_limit_stops_a_slow_run(digits_xy):
@@ -165,7 +191,7 @@ def test_bad_arguments(digits_xy):
 
 
 TRAINERS = """
-from privguard.testing.dp_bugs import dp_trainer
+from privguard.testing.dp_bugs import dp_trainer, opacus_trainer
 
 correct = dp_trainer(epsilon=1.0, delta=1e-5)
 buggy = dp_trainer(epsilon=1.0, delta=1e-5, bug="batch-clipping")
@@ -222,5 +248,38 @@ def test_cli_gate_on_a_non_private_function(tmp_path, monkeypatch, capsys):
     code = main([*args, "--claimed-epsilon", "20", "--canaries", "600", "--out", "loose"])
     cap = capsys.readouterr()
     assert code == 0 and "no violation of the claimed epsilon found" in cap.out, cap.err
+    code = main([*args, "--claimed-epsilon", "1", "--no-record-check", "--out", "nocheck"])
+    assert code == 1 and "relabelled" not in capsys.readouterr().out
+    report = json.loads((tmp_path / "nocheck" / "dp-audit.json").read_text())["dp_audit"]
+    assert report["record_check"] is None
     code = main([*args, "--out", "bad2"])
     assert code == 2 and "--claimed-epsilon and --delta" in capsys.readouterr().err
+
+
+def opacus_weights(bug, x, y, epsilon=1.0, clip=1.0):
+    train = opacus_trainer(
+        epsilon=epsilon, delta=1e-4, bug=bug, epochs=4, batch_size=20, lr=1.0, max_grad_norm=clip
+    )
+    return train(x, y, 0).linear.weight.detach().numpy().astype(np.float64)
+
+
+def test_the_opacus_corpus_plants_what_it_says():
+    """Blank inputs give the weights no gradient, so they end as the summed noise alone:
+    lr / B * sigma * C * sqrt(noisy steps) per weight (40 steps, 4 of them noisy when noise
+    comes once per epoch). A single record of norm 100 moves the weights at most lr * C per
+    step when clipped, about 100 times as far when not."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, size=200)
+    blank = np.zeros((200, 1, 5), dtype=np.float32)
+    sd = {bug: opacus_weights(bug, blank, y).std() for bug in (None, "small-noise")}
+    sd["once"] = opacus_weights("noise-once-per-epoch", blank, y).std()
+    assert 7 < sd[None] / sd["small-noise"] < 14
+    assert 2 < sd[None] / sd["once"] < 5  # sqrt(40 / 4) = 3.2
+    loud = np.zeros((200, 1, 5), dtype=np.float32)
+    loud[:, 0, 0] = 100.0
+    ones = np.ones(200, dtype=np.int64)  # two classes, every record in class 1
+    moved = {
+        bug: np.abs(opacus_weights(bug, loud, ones, epsilon=50.0)[:, 0]).max()
+        for bug in (None, "no-clipping")
+    }
+    assert moved[None] <= 40 * 1.0 * 1.05 and moved["no-clipping"] > 5 * moved[None]

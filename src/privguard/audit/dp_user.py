@@ -22,9 +22,25 @@ always included. The score of a canary is its label's log-odds, log p_c - log su
 in float64 (from the logits when the model is a PyTorch module).
 
 Calling ``train`` is the one place privguard runs code it did not write: the user names it.
-A sentinel group of identical records with one label (2% of the data, at least 20) joins every
-run outside the canaries; a model that does not predict their label on their input never saw
-the records it was given, which is reported as an error rather than as a clean audit.
+
+Does the function train on the records it is given? A second, smaller run checks
+(:func:`relabelling_check`): half of the real records (no canaries), each label c replaced by
+pi(c) for a random derangement pi of the classes, and a fresh seed. A function that learns from
+its records follows the relabelling at population level (DP hides single records, not the
+class structure); one that ignores them (a model trained elsewhere, data read from its own
+files) keeps predicting the original labels. The check fires only on positive evidence of the
+latter: the second model must predict the *original* labels of its own training records
+``RELABEL_MARGIN`` (0.2) above both the best constant guess and its accuracy on the labels it was
+given. For a trainer that treats labels as symbols (its output on relabelled data is the
+relabelled output, in distribution: DP-SGD from a zero or permutation-symmetric
+initialisation), the second model's accuracy on the original labels is at most the error rate
+of a model trained on the true labels, put on the derangement's pairs of classes, so firing
+would need a model trained on correct labels to do worse on its own training records than a
+constant guess by 0.2 (for two classes) or to have its errors line up with a random derangement
+(more classes): training that follows its labels does not do that, at any epsilon. The
+assumption fails for training that starts from a model already fitted to these very labels
+(DP fine-tuning of such a classifier) and may stay there: ``check_records=False``
+(``--no-record-check``) is for that case.
 """
 
 from __future__ import annotations
@@ -54,8 +70,9 @@ from privguard.errors import ConfigError
 CANARY_KINDS = ("flipped", "quiet")
 QUIET_FRACTION = 0.5
 TrainFn = Callable[[np.ndarray, np.ndarray, int], Any]
-SENTINEL_FRACTION = 0.02
-SENTINEL_MIN = 20
+RELABEL_MARGIN = 0.2
+RELABEL_FRACTION = 0.5
+RELABEL_MIN = 200
 
 
 @dataclass
@@ -92,13 +109,13 @@ class TrainFnAuditResult:
     m: int
     n_included: int
     n_train: int
-    n_sentinel: int
     canary: str
     data: str
     seed: int
     seconds: float
     train_seconds: float
     guesses: list[dict[str, Any]] = field(default_factory=list)
+    record_check: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -116,6 +133,12 @@ class TrainFnAuditResult:
             f"{1 - self.p:.0%} confidence ({self.bound}; Steinke {s.epsilon_lower_bound:.3f} "
             f"with {s.v}/{s.r} right, f-DP {f.epsilon_lower_bound:.3f} with {f.v}/{f.r} right, "
             f"on {self.m} {self.canary} canaries, {self.n_included} included)"
+            + (
+                f"; the relabelled check run followed its labels "
+                f"({self.record_check['accuracy_given_labels']:.0%} right)"
+                if self.record_check
+                else ""
+            )
         )
 
 
@@ -312,7 +335,11 @@ def quiet_canaries(flat: np.ndarray, m: int, rng: np.random.Generator) -> np.nda
     """
     mean = flat.mean(axis=0)
     centred = flat - mean
-    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    if len(centred) >= centred.shape[1]:  # the covariance's eigenvectors: cheaper than an SVD
+        _, vecs = np.linalg.eigh(centred.T @ centred)
+        vt = vecs[:, ::-1].T  # by decreasing variance, as the SVD's rows
+    else:
+        _, _, vt = np.linalg.svd(centred, full_matrices=False)
     quiet = vt[int(len(vt) * QUIET_FRACTION) :]
     if len(quiet) == 0:
         quiet = vt[-1:]
@@ -336,9 +363,13 @@ def dp_audit(
     guesses: Sequence[tuple[int, int]] | None = None,
     canary: str = "quiet",
     data_name: str = "data",
+    check_records: bool = True,
 ) -> TrainFnAuditResult:
     """Audit ``train_fn`` (``train(x, y, seed) -> model``) against its claimed
     (``claimed_epsilon``, ``delta``)-DP with ``canaries`` canaries and one training run.
+
+    With ``check_records`` (the default) a second, smaller run checks that the function
+    trains on the records it is given (:func:`relabelling_check`).
 
     Raises:
         ConfigError: bad arguments, or a train function that raises, returns nothing usable,
@@ -372,11 +403,8 @@ def dp_audit(
     k = int(y.max()) + 1 if n else 0
     if k < 2:
         raise ConfigError("a DP audit with mislabelled canaries needs at least 2 classes")
-    n_sentinel = max(SENTINEL_MIN, int(SENTINEL_FRACTION * n))
-    if not 2 <= canaries <= n - n_sentinel:
-        raise ConfigError(
-            f"--canaries must lie between 2 and {max(2, n - n_sentinel)} for {n} records"
-        )
+    if not 2 <= canaries <= n - 2:
+        raise ConfigError(f"--canaries must lie between 2 and {max(2, n - 2)} for {n} records")
     rng = np.random.default_rng(seed)
     pick = rng.permutation(n)
     chosen, rest = pick[:canaries], pick[canaries:]
@@ -391,31 +419,18 @@ def dp_audit(
             quiet_canaries(flat, canaries, rng).astype(x.dtype).reshape((canaries, *x.shape[1:]))
         )
         labels = rng.integers(0, k, size=canaries)
-    # The sentinel group: one input drawn within the data's range, one random label.
-    low, high = flat.min(axis=0), flat.max(axis=0)
-    sentinel_x = (low + rng.random(flat.shape[1]) * (high - low)).astype(x.dtype)
-    sentinel_x = sentinel_x.reshape(x.shape[1:])
-    sentinel_y = int(rng.integers(k))
-    x_train = np.concatenate(
-        [x[rest], canary_x[included], np.repeat(sentinel_x[None], n_sentinel, axis=0)]
-    )
-    y_train = np.concatenate(
-        [y[rest], labels[included], np.full(n_sentinel, sentinel_y, dtype=y.dtype)]
-    )
+    x_train = np.concatenate([x[rest], canary_x[included]])
+    y_train = np.concatenate([y[rest], labels[included]])
     order = rng.permutation(len(x_train))
     x_train, y_train = x_train[order], y_train[order]
-    probe = np.concatenate([canary_x, sentinel_x[None]])
     values, logits, train_seconds = _call_train(
-        train_fn, x_train, y_train, seed, probe, k, time_limit
+        train_fn, x_train, y_train, seed, canary_x, k, time_limit
     )
-    if int(np.argmax(values[-1])) != sentinel_y:
-        raise ConfigError(
-            f"the train function seems to ignore the records it is given: the {n_sentinel} "
-            "identical sentinel records privguard added were not learned (the model does not "
-            "predict their label on them), so it never saw the canaries either; train on the "
-            "x and y passed in"
-        )
-    scores = label_log_odds(values[:-1], labels, logits)
+    check = None
+    if check_records:
+        check = relabelling_check(train_fn, x[rest], y[rest], k, seed, rng, time_limit)
+        train_seconds += check["train_seconds"]
+    scores = label_log_odds(values, labels, logits)
     bounds, table = audit_both(scores, included, delta=delta, p=p, guesses=guesses)
     steinke, fdp = bounds
     best = fdp if fdp.epsilon_lower_bound >= steinke.epsilon_lower_bound else steinke
@@ -432,14 +447,64 @@ def dp_audit(
         m=canaries,
         n_included=int(included.sum()),
         n_train=len(x_train),
-        n_sentinel=n_sentinel,
         canary=canary,
         data=data_name,
         seed=seed,
         seconds=round(time.perf_counter() - t0, 3),
         train_seconds=round(train_seconds, 3),
         guesses=table,
+        record_check=check,
     )
+
+
+def derangement(k: int, rng: np.random.Generator) -> np.ndarray:
+    """A uniformly random permutation of ``range(k)`` with no fixed point (``k >= 2``)."""
+    while True:
+        pi = rng.permutation(k)
+        if not np.any(pi == np.arange(k)):
+            return pi
+
+
+def relabelling_check(
+    train_fn: TrainFn,
+    x: np.ndarray,
+    y: np.ndarray,
+    k: int,
+    seed: int,
+    rng: np.random.Generator,
+    time_limit: float | None,
+) -> dict[str, Any]:
+    """Train once more on a random half (at least ``RELABEL_MIN``) of the real records ``x``
+    with every label c replaced by pi(c) (a random derangement) and seed ``seed + 1``; raise a
+    ConfigError when the model predicts the records' *original* labels ``RELABEL_MARGIN`` above
+    both the best constant guess and the labels it was given (it ignored the records). Returns
+    the accuracies, which the report keeps."""
+    n = len(x)
+    size = min(n, max(RELABEL_MIN, int(RELABEL_FRACTION * n)))
+    pick = rng.permutation(n)[:size]
+    pi = derangement(k, rng)
+    xs, ys = x[pick], y[pick]
+    values, _, seconds = _call_train(train_fn, xs, pi[ys], seed + 1, xs, k, time_limit)
+    predicted = np.argmax(values, axis=1)
+    given = float(np.mean(predicted == pi[ys]))
+    original = float(np.mean(predicted == ys))
+    constant = float(np.bincount(ys, minlength=k).max() / size)
+    check = {
+        "n": int(size),
+        "accuracy_given_labels": round(given, 4),
+        "accuracy_original_labels": round(original, 4),
+        "best_constant_accuracy": round(constant, 4),
+        "train_seconds": round(seconds, 3),
+    }
+    if original >= max(constant, given) + RELABEL_MARGIN:
+        raise ConfigError(
+            f"the train function ignores the records it is given: trained on {size} records "
+            f"whose labels privguard permuted, its model still predicts their original labels "
+            f"({original:.0%} right, {given:.0%} on the labels it was given), so it never saw "
+            "the canaries either; train on the x and y passed in (training that starts from "
+            "a model already fitted to these labels: --no-record-check)"
+        )
+    return check
 
 
 def audit_both(

@@ -86,6 +86,13 @@ def dp_audit(
     time_limit: float | None = typer.Option(
         None, help="With --train-fn: seconds one training run may take [default: no limit]."
     ),
+    record_check: bool = typer.Option(
+        True,
+        "--record-check/--no-record-check",
+        help="With --train-fn: a second, smaller run with permuted labels checks that the "
+        "function trains on the records it is given. Turn it off for training that starts "
+        "from a model already fitted to these labels.",
+    ),
     model: str = typer.Option("mlp", help="logreg, mlp or cnn."),
     label: str | None = typer.Option(None, help="Label column of a CSV/Parquet file."),
     epochs: int = typer.Option(100, help="Training epochs."),
@@ -128,6 +135,7 @@ def dp_audit(
             time_limit,
             canaries,
             canary or "quiet",
+            record_check,
             seed,
             dp_epsilon,
         )
@@ -171,6 +179,7 @@ def _dp_audit_train_fn(
     time_limit: float | None,
     canaries: int,
     canary: str,
+    record_check: bool,
     seed: int,
     dp_epsilon: float | None,
 ) -> None:
@@ -200,6 +209,7 @@ def _dp_audit_train_fn(
         seed=seed,
         time_limit=time_limit,
         data_name=ds.name,
+        check_records=record_check,
     )
     result.train_fn = spec
     path = write_dp_audit(result, out_dir)  # type: ignore[arg-type]
