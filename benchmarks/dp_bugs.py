@@ -93,25 +93,31 @@ def measure(
             flush=True,
         )
     hits = int(sum(flagged))
-    seeds = len(flagged)
-    lo, hi = clopper_pearson(np.array([hits]), seeds)
     return {
         "config": name,
         "bug": bug,
         "claimed_epsilon": eps,
+        **rates(hits, len(flagged), steinke, fdp),
+        "fdp_ge_steinke": int(sum(f >= s for f, s in zip(fdp, steinke, strict=True))),
+        "seconds_per_run": round(float(np.mean(seconds)), 2),
+        "errors": errors,
+        "record_check_accuracy_given_labels": [c["accuracy_given_labels"] for c in checks],
+        "record_check_accuracy_original_labels": [c["accuracy_original_labels"] for c in checks],
+    }
+
+
+def rates(hits: int, seeds: int, steinke: list[float], fdp: list[float]) -> dict[str, Any]:
+    """A row's flag rate with its Clopper-Pearson 95% interval and the mean bounds."""
+    lo, hi = clopper_pearson(np.array([hits]), seeds)
+    return {
         "seeds": seeds,
         "flagged": hits,
         "flag_rate": round(hits / seeds, 4),
         "flag_rate_ci": [round(float(lo[0]), 4), round(float(hi[0]), 4)],
         "mean_steinke": round(float(np.mean(steinke)), 4),
         "mean_fdp": round(float(np.mean(fdp)), 4),
-        "fdp_ge_steinke": int(sum(f >= s for f, s in zip(fdp, steinke, strict=True))),
         "steinke": steinke,
         "fdp": fdp,
-        "seconds_per_run": round(float(np.mean(seconds)), 2),
-        "errors": errors,
-        "record_check_accuracy_given_labels": [c["accuracy_given_labels"] for c in checks],
-        "record_check_accuracy_original_labels": [c["accuracy_original_labels"] for c in checks],
     }
 
 
@@ -158,22 +164,14 @@ def markdown(results: dict[str, Any]) -> str:
 def combine(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     """One row from two runs of the same config on different seeds."""
     seeds = a["seeds"] + b["seeds"]
-    hits = a["flagged"] + b["flagged"]
-    lo, hi = clopper_pearson(np.array([hits]), seeds)
-    steinke, fdp = a["steinke"] + b["steinke"], a["fdp"] + b["fdp"]
     secs = (a["seconds_per_run"] * a["seeds"] + b["seconds_per_run"] * b["seeds"]) / seeds
     out = dict(a)
     out.update(
         {
-            "seeds": seeds,
-            "flagged": hits,
-            "flag_rate": round(hits / seeds, 4),
-            "flag_rate_ci": [round(float(lo[0]), 4), round(float(hi[0]), 4)],
-            "mean_steinke": round(float(np.mean(steinke)), 4),
-            "mean_fdp": round(float(np.mean(fdp)), 4),
+            **rates(
+                a["flagged"] + b["flagged"], seeds, a["steinke"] + b["steinke"], a["fdp"] + b["fdp"]
+            ),
             "fdp_ge_steinke": a["fdp_ge_steinke"] + b["fdp_ge_steinke"],
-            "steinke": steinke,
-            "fdp": fdp,
             "seconds_per_run": round(secs, 2),
             "errors": a["errors"] + b["errors"],
         }
