@@ -118,11 +118,3 @@ class CopiesDetector(RateDetector):
             "radius": self.radius_,
             **self.rate_params(),
         }
-
-    @classmethod
-    def from_params(cls, params: dict[str, Any]) -> CopiesDetector:
-        params = dict(params)
-        low = params.pop("benign_min_pvalue", None)
-        det = cls(**params)
-        det._restore(low)
-        return det

@@ -110,11 +110,3 @@ class LowDensityDetector(RateDetector):
             "score_threshold": self.score_threshold_,
             **self.rate_params(),
         }
-
-    @classmethod
-    def from_params(cls, params: dict[str, Any]) -> LowDensityDetector:
-        params = dict(params)
-        low = params.pop("benign_min_pvalue", None)
-        det = cls(**params)
-        det._restore(low)
-        return det

@@ -203,3 +203,11 @@ class RateDetector(Detector):
     def _restore(self, benign_min_pvalue: float | None) -> RateDetector:
         self.benign_min_pvalue_ = benign_min_pvalue
         return self
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> RateDetector:
+        """The detector back from :meth:`params` (its constructor's arguments and the learned
+        values of :meth:`rate_params`)."""
+        params = dict(params)
+        low = params.pop("benign_min_pvalue", None)
+        return cls(**params)._restore(low)
