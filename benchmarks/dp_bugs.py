@@ -99,7 +99,7 @@ def measure(
         "claimed_epsilon": eps,
         **rates(hits, len(flagged), steinke, fdp),
         "fdp_ge_steinke": int(sum(f >= s for f, s in zip(fdp, steinke, strict=True))),
-        "seconds_per_run": round(float(np.mean(seconds)), 2),
+        "seconds_per_run": round(float(np.mean(seconds)), 2) if seconds else None,
         "errors": errors,
         "record_check_accuracy_given_labels": [c["accuracy_given_labels"] for c in checks],
         "record_check_accuracy_original_labels": [c["accuracy_original_labels"] for c in checks],
@@ -107,7 +107,19 @@ def measure(
 
 
 def rates(hits: int, seeds: int, steinke: list[float], fdp: list[float]) -> dict[str, Any]:
-    """A row's flag rate with its Clopper-Pearson 95% interval and the mean bounds."""
+    """A row's flag rate with its Clopper-Pearson 95% interval and the mean bounds (a row
+    whose every audit stopped with an error has none: its ``errors`` say why)."""
+    if seeds == 0:
+        return {
+            "seeds": 0,
+            "flagged": 0,
+            "flag_rate": None,
+            "flag_rate_ci": None,
+            "mean_steinke": None,
+            "mean_fdp": None,
+            "steinke": [],
+            "fdp": [],
+        }
     lo, hi = clopper_pearson(np.array([hits]), seeds)
     return {
         "seeds": seeds,
@@ -122,20 +134,27 @@ def rates(hits: int, seeds: int, steinke: list[float], fdp: list[float]) -> dict
 
 
 def rows_of(results: dict[str, Any]) -> list[list[str]]:
+    return [_row(r) if r["seeds"] else _failed_row(r) for r in results["rows"]]
+
+
+def _failed_row(r: dict[str, Any]) -> list[str]:
+    """A row whose every audit stopped with an error (the first error says why)."""
+    reason = r["errors"][0]["error"] if r["errors"] else "no audit ran"
+    return [r["config"], f"{r['claimed_epsilon']:g}", "0", reason, "", "", "", "", "", ""]
+
+
+def _row(r: dict[str, Any]) -> list[str]:
     return [
-        [
-            r["config"],
-            f"{r['claimed_epsilon']:g}",
-            str(r["seeds"]),
-            f"{r['flagged']}/{r['seeds']} = {r['flag_rate']:.2f}",
-            f"[{r['flag_rate_ci'][0]:.2f}, {r['flag_rate_ci'][1]:.2f}]",
-            f"{r['mean_steinke']:.2f}",
-            f"{r['mean_fdp']:.2f}",
-            f"{r['fdp_ge_steinke']}/{r['seeds']}",
-            str(len(r["errors"])),
-            f"{r['seconds_per_run']:.1f}",
-        ]
-        for r in results["rows"]
+        r["config"],
+        f"{r['claimed_epsilon']:g}",
+        str(r["seeds"]),
+        f"{r['flagged']}/{r['seeds']} = {r['flag_rate']:.2f}",
+        f"[{r['flag_rate_ci'][0]:.2f}, {r['flag_rate_ci'][1]:.2f}]",
+        f"{r['mean_steinke']:.2f}",
+        f"{r['mean_fdp']:.2f}",
+        f"{r['fdp_ge_steinke']}/{r['seeds']}",
+        str(len(r["errors"])),
+        f"{r['seconds_per_run']:.1f}",
     ]
 
 
