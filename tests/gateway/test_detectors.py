@@ -433,6 +433,59 @@ def test_the_gateway_watches_the_keys_of_one_owner_together(setup, tmp_path):
     assert all(a["client"].startswith("globex-") for a in acct)
 
 
+def test_an_account_finding_holds_every_key_of_the_owner(setup, tmp_path):
+    """With ``lowdensity`` set to throttle, the split attack over twelve keys of one owner
+    holds the *account*: every key of ``globex`` is refused from its next request (a key that
+    never sent a query included), a key of another owner and a key without one are not; the
+    hold is in the database under the account's id, which the admin listing resolves."""
+    from privguard.gateway.errors import GatewayError
+    from privguard.gateway.watch import account_hold_id
+
+    target, ds, monitor, ev = setup
+    config = GatewayConfig.from_dict(
+        {
+            "server": {"fingerprint_key_file": str(tmp_path / "fp.key")},
+            "tiers": {"label": {"access": "label", "max_batch": 32}},
+            "monitor": {"throttle_seconds": 600},
+        }
+    )
+    app = create_app(target, config, db=f"sqlite:///{tmp_path / 'log.db'}", monitor=monitor)
+    gw = app.state.gateway
+    keys = [
+        create_key(gw.store, f"globex-{k}", "client", "label", owner="globex")[0] for k in range(12)
+    ]
+    idle = create_key(gw.store, "globex-idle", "client", "label", owner="globex")[0]
+    other = create_key(gw.store, "initech-0", "client", "label", owner="initech")[0]
+    loner = create_key(gw.store, "loner", "client", "label")[0]
+    saved = dict(monitor.actions)
+    monitor.actions["lowdensity"] = "throttle"
+
+    async def send():
+        for key, (x, lab, _) in zip(keys, _sybil_batches(target, ds, ev, seed=1), strict=True):
+            await gw._observe_now([(key, x, lab, None)])
+
+    async def refusal(key):
+        try:
+            await gw.check_held(key)
+        except GatewayError as e:
+            return e.status
+        return None
+
+    try:
+        asyncio.run(send())
+    finally:
+        monitor.actions.clear()
+        monitor.actions.update(saved)
+    statuses = {k.name: asyncio.run(refusal(k)) for k in [*keys, idle, other, loner]}
+    assert statuses["globex-idle"] == 429, statuses
+    assert all(statuses[k.name] == 429 for k in keys), statuses
+    assert statuses["initech-0"] is None and statuses["loner"] is None, statuses
+    holds = {h["key_id"]: h for h in gw.store.holds()}
+    assert account_hold_id("globex") in holds, holds
+    assert holds[account_hold_id("globex")]["detector"] == "lowdensity"
+    assert len(account_hold_id("o" * 200)) <= 32
+
+
 def test_rate_test_pvalues_and_plain_state():
     from scipy.stats import binom
 

@@ -210,6 +210,19 @@ def test_patching_a_tier_changes_what_the_key_gets(server):
         assert "probs" in c.post("/v1/predict", json=_body(_x(1, 2))).json()
 
 
+def test_the_admin_api_sets_a_keys_owner(server):
+    """A key created through the API with an owner keeps it (the monitor's account view);
+    an owner over 200 characters is refused with a 422, not stored cut."""
+    key = server.new_key("label", owner="acme-bank")
+    assert key["owner"] == "acme-bank"
+    with server.client(server.admin) as admin:
+        listed = {k["id"]: k for k in admin.get("/v1/admin/keys").json()}
+        assert listed[key["id"]]["owner"] == "acme-bank"
+        r = admin.post("/v1/admin/keys", json={"name": "x", "owner": "o" * 201})
+        assert r.status_code == 422, r.text
+    assert server.new_key("label")["owner"] is None
+
+
 def test_rate_limit_holds_under_concurrent_clients(server):
     """Tier 'tight' allows 10 requests a minute per key: 30 concurrent requests from 30
     connections get exactly 10 answers and 20 refusals with Retry-After. On the Redis server

@@ -57,6 +57,7 @@ class KeyOut(BaseModel):
     created: str
     expires: str | None
     revoked: bool
+    owner: str | None = Field(None, description="the account the key belongs to, if any")
 
 
 class KeyCreated(KeyOut):
@@ -69,6 +70,12 @@ class KeyCreate(BaseModel):
     role: Literal["client", "admin"] = "client"
     tier: str | None = Field(None, max_length=100)
     expires_days: float | None = Field(None, gt=0, le=36500)
+    owner: str | None = Field(
+        None,
+        max_length=200,
+        description="the account or organisation the key belongs to: the query monitor "
+        "watches the keys of one owner together and holds them together",
+    )
 
 
 class KeyPatch(BaseModel):
@@ -118,6 +125,7 @@ class HoldOut(BaseModel):
     seconds_left: float | None
     detector: str
     time: str | None
+    account: str | None = Field(None, description="the owner, when the hold is an account's")
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {

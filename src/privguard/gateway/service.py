@@ -39,6 +39,7 @@ from privguard.gateway.watch import (
     Holds,
     Observations,
     SharedStates,
+    account_hold_id,
     drop_alert_row,
 )
 from privguard.gateway.webhook import AlertWebhook, alert_payload
@@ -170,9 +171,12 @@ class Gateway:
         return tier
 
     async def check_held(self, key: KeyInfo) -> None:
-        """Refuse ``key`` while the monitor holds it (throttle: 429, block: 403)."""
+        """Refuse ``key`` while the monitor holds it or its account (the keys of its owner;
+        throttle: 429, block: 403)."""
         if self.monitor is not None:
             await self.holds.check(key.id)
+            if key.owner:
+                await self.holds.check(account_hold_id(key.owner))
 
     # -- answers -------------------------------------------------------------------------
     def answer(
@@ -288,11 +292,20 @@ class Gateway:
                     "evidence": json.dumps(f.evidence, default=_json_default),
                 }
             )
-        held = [f for f in findings if f.action in ("block", "throttle")]
-        if held:
-            f = next((f for f in held if f.action == "block"), held[0])
-            seconds = float((self.config.monitor or {}).get("throttle_seconds", 60))
-            await self.holds.put(key.id, f.action, seconds, f.detector)
+        # a finding on the account's state holds the account (every key of the owner), one on
+        # the key's own state the key; a block wins over a throttle in each
+        strongest: dict[str, Any] = {}
+        for f in findings:
+            if f.action not in ("block", "throttle"):
+                continue
+            account = f.evidence.get("account")
+            scope = account_hold_id(account) if account else key.id
+            if scope not in strongest or strongest[scope].action != "block":
+                if scope not in strongest or f.action == "block":
+                    strongest[scope] = f
+        seconds = float((self.config.monitor or {}).get("throttle_seconds", 60))
+        for scope, f in strongest.items():
+            await self.holds.put(scope, f.action, seconds, f.detector)
         await run_in_threadpool(self.store.add_alerts, rows)
         if self.webhook is not None:
             for row in rows:

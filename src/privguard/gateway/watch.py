@@ -14,6 +14,10 @@ the database (``monitor_holds``), so they survive a restart, and
 At start-up the holds in force are read back from the database (and, with Redis, written
 there again, so that a flushed Redis forgets none).
 
+**Accounts.** A ``throttle`` or ``block`` raised on an account's state (keys sharing an owner,
+``evidence["account"]``) holds the *account* (:func:`account_hold_id`), and every key of that
+owner is refused from its next request, the keys that sent nothing yet included.
+
 **Off the request path.** :class:`Observations` is a bounded queue of answered batches, drained
 by one background task that runs the detectors in a worker thread and acts on their findings.
 The answer never waits for the detectors; a full queue drops the batch unobserved, counts it
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import math
@@ -53,6 +58,14 @@ DEFAULT_QUEUE_SIZE = 1024
 GROUP_SIZE = 256
 #: a client's shared detector state is forgotten after this long without a query (seconds)
 DEFAULT_STATE_TTL = 7 * 24 * 3600
+#: how a hold on an account (every key of one owner) is named among the key ids
+ACCOUNT_HOLD_PREFIX = "acct_"
+
+
+def account_hold_id(owner: str) -> str:
+    """The hold id of the account ``owner``: ``acct_`` and 24 hex digits of its SHA-256 (an
+    owner may be 200 characters; a hold id, like a key id, is at most 32)."""
+    return ACCOUNT_HOLD_PREFIX + hashlib.sha256(owner.encode("utf-8")).hexdigest()[:24]
 
 
 class Holds:

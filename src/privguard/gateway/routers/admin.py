@@ -4,6 +4,7 @@ its admin event (actor: the calling admin key) in the change's own transaction."
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query
@@ -25,6 +26,7 @@ from privguard.gateway.schemas import (
 )
 from privguard.gateway.service import Gateway, no_key, unknown_tier
 from privguard.gateway.text import check_text
+from privguard.gateway.watch import account_hold_id
 
 
 def admin_router(gw: Gateway) -> APIRouter:
@@ -50,6 +52,7 @@ def admin_router(gw: Gateway) -> APIRouter:
                 body.role,
                 body.tier,
                 expires_days=body.expires_days,
+                owner=body.owner,
                 actor=keystore.Actor.of_key(me, "api"),
             )
         except PrivguardError as e:
@@ -103,10 +106,15 @@ def admin_router(gw: Gateway) -> APIRouter:
 
     @router.get("/holds", response_model=list[HoldOut])
     async def holds(_: keystore.KeyInfo = Depends(admin)) -> list[dict[str, Any]]:
-        """The query monitor's throttles and blocks in force (from the database)."""
+        """The query monitor's throttles and blocks in force (from the database); an
+        account's hold (``acct_...``, every key of one owner) names the owner."""
         from starlette.concurrency import run_in_threadpool
 
-        return await run_in_threadpool(store.holds)
+        rows, keys = await asyncio.gather(
+            run_in_threadpool(store.holds), run_in_threadpool(keystore.list_keys, store)
+        )
+        owners = {account_hold_id(k.owner): k.owner for k in keys if k.owner}
+        return [{**r, "account": owners.get(r["key_id"])} for r in rows]
 
     @router.delete("/holds/{key_id}", response_model=dict[str, bool])
     async def release(key_id: str, _: keystore.KeyInfo = Depends(admin)) -> dict[str, bool]:
