@@ -300,9 +300,9 @@ class Gateway:
                 continue
             account = f.evidence.get("account")
             scope = account_hold_id(account) if account else key.id
-            if scope not in strongest or strongest[scope].action != "block":
-                if scope not in strongest or f.action == "block":
-                    strongest[scope] = f
+            current = strongest.get(scope)
+            if current is None or (f.action == "block" and current.action != "block"):
+                strongest[scope] = f
         seconds = float((self.config.monitor or {}).get("throttle_seconds", 60))
         for scope, f in strongest.items():
             await self.holds.put(scope, f.action, seconds, f.detector)
