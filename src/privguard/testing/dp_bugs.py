@@ -38,6 +38,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -208,11 +209,15 @@ def opacus_trainer(
     - ``noise-once-per-epoch``: noise on the last step of each epoch only;
     - ``batch-clipping``: the batch's summed gradient clipped to ``C * batch`` (the mean to
       ``C``) instead of each record's to ``C``, with the usual noise ``sigma * C``.
+
+    ``train(x, y, seed, canaries=c)`` attaches white-box gradient canaries
+    (:class:`privguard.audit.dp_canaries.GradientCanaries`) to the optimiser after the bug is
+    planted: their rows join the per-record gradients before the (bugged) clipping and noise.
     """
     if bug is not None and bug not in OPACUS_BUGS:
         raise ConfigError(f"unknown planted bug {bug!r}; use one of: {', '.join(OPACUS_BUGS)}")
 
-    def train(x: np.ndarray, y: np.ndarray, seed: int) -> nn.Module:
+    def train(x: np.ndarray, y: np.ndarray, seed: int, canaries: Any = None) -> nn.Module:
         from privguard.training.dp import make_private, quiet_opacus
         from privguard.training.loop import fit
 
@@ -249,6 +254,8 @@ def opacus_trainer(
                 opt.__class__ = type(f"Planted{type(opt).__name__}", (_Planted, type(opt)), {})
                 opt.bug, opt.bug_clip, opt.bug_sigma = bug, max_grad_norm, private.noise_multiplier
                 opt.bug_per_epoch, opt.bug_steps = len(private.batches), 0
+            if canaries is not None:  # white-box audit: canary rows go in before clipping
+                canaries.attach(opt)
             loss = nn.CrossEntropyLoss()
             fit(
                 private.module,
