@@ -171,6 +171,19 @@ class _Planted:
         super().add_noise()  # type: ignore[misc]
 
 
+def plant(optimizer: Any, bug: str, clip: float, sigma: float, steps_per_epoch: int) -> Any:
+    """Plant ``bug`` (one handled by :class:`_Planted`: ``no-clipping``,
+    ``noise-once-per-epoch`` or ``batch-clipping``) in an Opacus ``DPOptimizer`` in place, for
+    the claimed clipping norm ``clip`` and noise multiplier ``sigma``; returns it."""
+    if bug not in ("no-clipping", "noise-once-per-epoch", "batch-clipping"):
+        raise ConfigError(f"plant handles the optimiser bugs, not {bug!r}")
+    cls = type(optimizer)
+    optimizer.__class__ = type(f"Planted{cls.__name__}", (_Planted, cls), {})
+    optimizer.bug, optimizer.bug_clip, optimizer.bug_sigma = bug, clip, sigma
+    optimizer.bug_per_epoch, optimizer.bug_steps = steps_per_epoch, 0
+    return optimizer
+
+
 class LinearSoftmax(nn.Module):
     """Softmax regression on flattened inputs (logits out), the corpus' model."""
 
@@ -251,9 +264,7 @@ def opacus_trainer(
                     data, batch_size=batch_size, shuffle=True, generator=gen
                 )
             elif bug is not None:
-                opt.__class__ = type(f"Planted{type(opt).__name__}", (_Planted, type(opt)), {})
-                opt.bug, opt.bug_clip, opt.bug_sigma = bug, max_grad_norm, private.noise_multiplier
-                opt.bug_per_epoch, opt.bug_steps = len(private.batches), 0
+                plant(opt, bug, max_grad_norm, private.noise_multiplier, len(private.batches))
             if canaries is not None:  # white-box audit: canary rows go in before clipping
                 canaries.attach(opt)
             loss = nn.CrossEntropyLoss()
