@@ -53,6 +53,25 @@ def test_no_clipping_is_flagged_and_correct_dp_is_not(digits_xy):
         assert ok.n_included == bug.n_included  # the same coin for the same seed
 
 
+def test_under_a_time_limit_the_scores_come_back_from_the_child(digits_xy):
+    x, y = digits_xy
+    train = opacus_trainer(epochs=5, batch_size=50, bug="no-clipping")
+    res = privguard.dp_audit(
+        train,
+        x,
+        y,
+        claimed_epsilon=1.0,
+        delta=1e-5,
+        canaries=M,
+        seed=0,
+        canary="gradient",
+        time_limit=300,
+    )
+    same = audit(train, x, y, 0)  # in-process: the same seed, the same audit
+    assert res.violated and res.epsilon_lower_bound == same.epsilon_lower_bound
+    assert res.gradient == same.gradient
+
+
 def test_step_rows_are_dirac_rows_on_the_quietest_coordinates(digits_xy):
     x, y = digits_xy
     torch.manual_seed(0)
