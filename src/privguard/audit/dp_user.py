@@ -21,6 +21,14 @@ most); each joins the training set independently with probability 1/2; every oth
 always included. The score of a canary is its label's log-odds, log p_c - log sum_{j != c} p_j,
 in float64 (from the logits when the model is a PyTorch module).
 
+With ``canary="gradient"`` (white-box) there are no canary records: privguard calls
+``train(x, y, seed, canaries=c)`` on all of the records and the function attaches ``c``
+(:class:`privguard.audit.dp_canaries.GradientCanaries`) to its DP optimiser, which then adds m
+Dirac gradient canaries to the per-record gradients before clipping; each is scored by how far
+its parameter coordinate fell (Nasr et al., USENIX Security 2023; Steinke et al. 2023's
+white-box setting). The relabelling check below is not run then; "canaries never seen" is the
+error when no optimiser step drew them.
+
 Calling ``train`` is the one place privguard runs code it did not write: the user names it.
 
 Does the function train on the records it is given? A second, smaller run checks
@@ -377,7 +385,9 @@ def dp_audit(
     (``claimed_epsilon``, ``delta``)-DP with ``canaries`` canaries and one training run.
 
     With ``check_records`` (the default) a second, smaller run checks that the function
-    trains on the records it is given (:func:`relabelling_check`).
+    trains on the records it is given (:func:`relabelling_check`). ``canary`` is ``"quiet"``,
+    ``"flipped"`` (records) or ``"gradient"`` (white-box: ``train(x, y, seed, canaries=c)``
+    must call ``c.attach(optimizer)``; :mod:`privguard.audit.dp_canaries`).
 
     Raises:
         ConfigError: bad arguments, or a train function that raises, returns nothing usable,
