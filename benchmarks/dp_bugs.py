@@ -16,7 +16,9 @@ Rates come with 95% Clopper-Pearson intervals; also recorded: the mean of both b
 often the f-DP bound is at least the Steinke bound, and seconds per run.
 
 Run ``python benchmarks/dp_bugs.py --seeds 20`` (``--only small-noise,correct-1`` for a
-subset; ``--canary flipped`` for mislabelled real records instead of quiet canaries).
+subset; ``--canary flipped`` for mislabelled real records instead of quiet canaries;
+``--canary gradient`` for white-box Dirac gradient canaries put into the Opacus optimiser's
+per-record gradients before clipping, :mod:`privguard.audit.dp_canaries`).
 """
 
 from __future__ import annotations
@@ -63,9 +65,10 @@ def measure(
     corpus: str,
 ) -> dict[str, Any]:
     flagged, steinke, fdp, seconds, errors, checks = [], [], [], [], [], []
+    cpu, rows_added = [], []
     train = trainer(corpus, eps, bug)
     for seed in seeds:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         try:
             res = dp_audit(
                 train,
@@ -82,14 +85,19 @@ def measure(
             errors.append({"seed": seed, "error": str(e)})
             print(f"  {name} seed {seed}: error: {e}", flush=True)
             continue
-        checks.append(res.record_check)
+        if res.record_check is not None:
+            checks.append(res.record_check)
+        if res.gradient is not None:
+            rows_added.append(res.gradient["rows_added"])
         seconds.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
         flagged.append(res.violated)
         steinke.append(res.steinke.epsilon_lower_bound)
         fdp.append(res.fdp.epsilon_lower_bound)
         print(
             f"  {name} seed {seed}: Steinke {steinke[-1]:.3f} f-DP {fdp[-1]:.3f} "
-            f"{'VIOLATED' if res.violated else 'ok'} ({seconds[-1]:.1f}s)",
+            f"{'VIOLATED' if res.violated else 'ok'} ({seconds[-1]:.1f}s wall, "
+            f"{cpu[-1]:.1f}s CPU)",
             flush=True,
         )
     hits = int(sum(flagged))
@@ -100,6 +108,8 @@ def measure(
         **rates(hits, len(flagged), steinke, fdp),
         "fdp_ge_steinke": int(sum(f >= s for f, s in zip(fdp, steinke, strict=True))),
         "seconds_per_run": round(float(np.mean(seconds)), 2) if seconds else None,
+        "cpu_seconds_per_run": round(float(np.mean(cpu)), 2) if cpu else None,
+        "canary_rows_injected": rows_added,
         "errors": errors,
         "record_check_accuracy_given_labels": [c["accuracy_given_labels"] for c in checks],
         "record_check_accuracy_original_labels": [c["accuracy_original_labels"] for c in checks],
@@ -140,7 +150,7 @@ def rows_of(results: dict[str, Any]) -> list[list[str]]:
 def _failed_row(r: dict[str, Any]) -> list[str]:
     """A row whose every audit stopped with an error (the first error says why)."""
     reason = r["errors"][0]["error"] if r["errors"] else "no audit ran"
-    return [r["config"], f"{r['claimed_epsilon']:g}", "0", reason, "", "", "", "", "", ""]
+    return [r["config"], f"{r['claimed_epsilon']:g}", "0", reason, "", "", "", "", "", "", ""]
 
 
 def _row(r: dict[str, Any]) -> list[str]:
@@ -155,6 +165,7 @@ def _row(r: dict[str, Any]) -> list[str]:
         f"{r['fdp_ge_steinke']}/{r['seeds']}",
         str(len(r["errors"])),
         f"{r['seconds_per_run']:.1f}",
+        "" if r.get("cpu_seconds_per_run") is None else f"{r['cpu_seconds_per_run']:.1f}",
     ]
 
 
@@ -169,6 +180,7 @@ HEADER = [
     "f-DP ≥ Steinke",
     "errors",
     "s/audit",
+    "CPU s/audit",
 ]
 
 
@@ -185,6 +197,14 @@ def combine(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     seeds = a["seeds"] + b["seeds"]
     secs = (a["seconds_per_run"] * a["seeds"] + b["seconds_per_run"] * b["seeds"]) / seeds
     out = dict(a)
+    if a.get("cpu_seconds_per_run") is not None and b.get("cpu_seconds_per_run") is not None:
+        out["cpu_seconds_per_run"] = round(
+            (a["cpu_seconds_per_run"] * a["seeds"] + b["cpu_seconds_per_run"] * b["seeds"]) / seeds,
+            2,
+        )
+    out["canary_rows_injected"] = a.get("canary_rows_injected", []) + b.get(
+        "canary_rows_injected", []
+    )
     out.update(
         {
             **rates(
@@ -223,7 +243,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--first-seed", type=int, default=0, help="first seed (0)")
     parser.add_argument("--corpus", default="opacus", help="opacus (default) or numpy")
     parser.add_argument("--canaries", type=int, default=1000, help="canaries m (1000)")
-    parser.add_argument("--canary", default="quiet", help="quiet (default) or flipped")
+    parser.add_argument(
+        "--canary",
+        default="quiet",
+        help="quiet (default), flipped, or gradient (white-box Dirac gradient canaries "
+        "attached to the Opacus optimiser; --corpus opacus only)",
+    )
     parser.add_argument("--data", default="mnist-5k")
     parser.add_argument("--only", default="", help="comma-separated rows, e.g. small-noise")
     parser.add_argument(
@@ -235,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.merge:
         return merge(args.merge, args.out)
+    if args.canary == "gradient" and args.corpus != "opacus":
+        parser.error("--canary gradient needs --corpus opacus (the canaries attach to Opacus)")
     warnings.filterwarnings("ignore", module=r"opacus(\.|$)")
     torch.set_num_threads(1)  # tiny models: one thread each, so parallel runs do not fight
     only = parse_only(args.only) if args.only else set()

@@ -21,6 +21,14 @@ most); each joins the training set independently with probability 1/2; every oth
 always included. The score of a canary is its label's log-odds, log p_c - log sum_{j != c} p_j,
 in float64 (from the logits when the model is a PyTorch module).
 
+With ``canary="gradient"`` (white-box) there are no canary records: privguard calls
+``train(x, y, seed, canaries=c)`` on all of the records and the function attaches ``c``
+(:class:`privguard.audit.dp_canaries.GradientCanaries`) to its DP optimiser, which then adds m
+Dirac gradient canaries to the per-record gradients before clipping; each is scored by how far
+its parameter coordinate fell (Nasr et al., USENIX Security 2023; Steinke et al. 2023's
+white-box setting). The relabelling check below is not run then; "canaries never seen" is the
+error when no optimiser step drew them.
+
 Calling ``train`` is the one place privguard runs code it did not write: the user names it.
 
 Does the function train on the records it is given? A second, smaller run checks
@@ -46,6 +54,7 @@ assumption fails for training that starts from a model already fitted to these v
 from __future__ import annotations
 
 import importlib
+import inspect
 import math
 import os
 import sys
@@ -67,7 +76,7 @@ from privguard.audit.dp_audit import (
 )
 from privguard.errors import ConfigError
 
-CANARY_KINDS = ("flipped", "quiet")
+CANARY_KINDS = ("flipped", "quiet", "gradient")
 QUIET_FRACTION = 0.5
 TrainFn = Callable[[np.ndarray, np.ndarray, int], Any]
 RELABEL_MARGIN = 0.2
@@ -116,6 +125,7 @@ class TrainFnAuditResult:
     train_seconds: float
     guesses: list[dict[str, Any]] = field(default_factory=list)
     record_check: dict[str, Any] | None = None
+    gradient: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -247,8 +257,14 @@ def _call_train(
 ) -> tuple[np.ndarray, bool, float]:
     """Train and return the model's outputs on ``probe``, raising one-line errors. With a
     ``time_limit`` the run happens in a forked child process that is killed at the limit."""
+    return _run_limited(lambda: _train_and_score(train_fn, x, y, seed, probe, k), time_limit)
+
+
+def _run_limited(work: Callable[[], Any], time_limit: float | None) -> Any:
+    """``work()``, in a forked child process killed after ``time_limit`` seconds when one is
+    given; what it raises comes back as a one-line ConfigError."""
     if time_limit is None:
-        return _train_and_score(train_fn, x, y, seed, probe, k)
+        return work()
     if not (math.isfinite(time_limit) and time_limit > 0):
         raise ConfigError(f"--time-limit must be a positive number of seconds, not {time_limit}")
     import multiprocessing as mp
@@ -260,7 +276,7 @@ def _call_train(
 
     def run() -> None:
         try:
-            child.send(("ok", _train_and_score(train_fn, x, y, seed, probe, k)))
+            child.send(("ok", work()))
         except BaseException as e:  # reported to the parent as one line
             child.send(("error", e if isinstance(e, ConfigError) else _describe(e)))
 
@@ -369,7 +385,9 @@ def dp_audit(
     (``claimed_epsilon``, ``delta``)-DP with ``canaries`` canaries and one training run.
 
     With ``check_records`` (the default) a second, smaller run checks that the function
-    trains on the records it is given (:func:`relabelling_check`).
+    trains on the records it is given (:func:`relabelling_check`). ``canary`` is ``"quiet"``,
+    ``"flipped"`` (records) or ``"gradient"`` (white-box: ``train(x, y, seed, canaries=c)``
+    must call ``c.attach(optimizer)``; :mod:`privguard.audit.dp_canaries`).
 
     Raises:
         ConfigError: bad arguments, or a train function that raises, returns nothing usable,
@@ -400,6 +418,23 @@ def dp_audit(
     if not np.issubdtype(y.dtype, np.integer) or (len(y) and y.min() < 0):
         raise ConfigError("y must hold integer class labels 0..k-1")
     n = len(x)
+    if canary not in CANARY_KINDS:
+        raise ConfigError(f"unknown canary kind {canary!r}; use one of: {', '.join(CANARY_KINDS)}")
+    if canary == "gradient":
+        return _gradient_audit(
+            train_fn,
+            x,
+            y,
+            claimed_epsilon=claimed_epsilon,
+            delta=delta,
+            m=canaries,
+            p=p,
+            seed=seed,
+            time_limit=time_limit,
+            guesses=guesses,
+            data_name=data_name,
+            t0=t0,
+        )
     k = int(y.max()) + 1 if n else 0
     if k < 2:
         raise ConfigError("a DP audit with mislabelled canaries needs at least 2 classes")
@@ -408,8 +443,6 @@ def dp_audit(
     rng = np.random.default_rng(seed)
     pick = rng.permutation(n)
     chosen, rest = pick[:canaries], pick[canaries:]
-    if canary not in CANARY_KINDS:
-        raise ConfigError(f"unknown canary kind {canary!r}; use one of: {', '.join(CANARY_KINDS)}")
     labels = (y[chosen] + rng.integers(1, k, size=canaries)) % k
     included = rng.random(canaries) < 0.5
     flat = x.reshape(n, -1).astype(np.float64)
@@ -431,6 +464,42 @@ def dp_audit(
         check = relabelling_check(train_fn, x[rest], y[rest], k, seed, rng, time_limit)
         train_seconds += check["train_seconds"]
     scores = label_log_odds(values, labels, logits)
+    return _result(
+        train_fn,
+        scores,
+        included,
+        claimed_epsilon=claimed_epsilon,
+        delta=delta,
+        p=p,
+        guesses=guesses,
+        n_train=len(x_train),
+        canary=canary,
+        data_name=data_name,
+        seed=seed,
+        t0=t0,
+        train_seconds=train_seconds,
+        record_check=check,
+    )
+
+
+def _result(
+    train_fn: Any,
+    scores: np.ndarray,
+    included: np.ndarray,
+    *,
+    claimed_epsilon: float,
+    delta: float,
+    p: float,
+    guesses: Sequence[tuple[int, int]] | None,
+    n_train: int,
+    canary: str,
+    data_name: str,
+    seed: int,
+    t0: float,
+    train_seconds: float,
+    record_check: dict[str, Any] | None = None,
+    gradient: dict[str, Any] | None = None,
+) -> TrainFnAuditResult:
     bounds, table = audit_both(scores, included, delta=delta, p=p, guesses=guesses)
     steinke, fdp = bounds
     best = fdp if fdp.epsilon_lower_bound >= steinke.epsilon_lower_bound else steinke
@@ -444,16 +513,100 @@ def dp_audit(
         violated=best.epsilon_lower_bound > claimed_epsilon,
         steinke=steinke,
         fdp=fdp,
-        m=canaries,
+        m=len(scores),
         n_included=int(included.sum()),
-        n_train=len(x_train),
+        n_train=n_train,
         canary=canary,
         data=data_name,
         seed=seed,
         seconds=round(time.perf_counter() - t0, 3),
         train_seconds=round(train_seconds, 3),
         guesses=table,
-        record_check=check,
+        record_check=record_check,
+        gradient=gradient,
+    )
+
+
+def takes_canaries(train_fn: Any) -> bool:
+    """Whether ``train_fn`` can be called with a ``canaries=`` keyword."""
+    try:
+        params = inspect.signature(train_fn).parameters.values()
+    except (TypeError, ValueError):  # a builtin or C callable: let the call decide
+        return True
+    return any(
+        (q.name == "canaries" and q.kind is not inspect.Parameter.POSITIONAL_ONLY)
+        or q.kind is inspect.Parameter.VAR_KEYWORD
+        for q in params
+    )
+
+
+def _gradient_audit(
+    train_fn: Any,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    claimed_epsilon: float,
+    delta: float,
+    m: int,
+    p: float,
+    seed: int,
+    time_limit: float | None,
+    guesses: Sequence[tuple[int, int]] | None,
+    data_name: str,
+    t0: float,
+) -> TrainFnAuditResult:
+    """The white-box audit (:mod:`privguard.audit.dp_canaries`): ``train_fn(x, y, seed,
+    canaries=c)`` on all of the records, ``m`` Dirac gradient canaries put in its optimiser
+    steps by ``c``; scores from the parameters' canary coordinates."""
+    from privguard.audit.dp_canaries import GradientCanaries
+
+    if m < 2:
+        raise ConfigError("--canaries must be at least 2")
+    if not takes_canaries(train_fn):
+        raise ConfigError(
+            "--canary gradient calls train(x, y, seed, canaries=c): give the train function a "
+            "canaries parameter and call canaries.attach(optimizer) on its Opacus DPOptimizer"
+        )
+    rng = np.random.default_rng(seed)
+    included = rng.random(m) < 0.5
+    canaries = GradientCanaries(m, included, n_records=len(x), seed=int(rng.integers(2**63 - 1)))
+
+    def work() -> tuple[np.ndarray, dict[str, Any], float]:
+        start = time.perf_counter()
+        try:
+            train_fn(x, y, seed, canaries=canaries)
+        except ConfigError:
+            raise
+        except Exception as e:
+            raise ConfigError(_describe(e)) from None
+        seconds = time.perf_counter() - start
+        if not canaries.seen:
+            raise ConfigError(
+                "canaries never seen: the train function took the canaries but no optimiser "
+                "step used them; call canaries.attach(optimizer) on the DPOptimizer it steps "
+                "(or add canaries.step_rows(...) to each step's per-record gradients)"
+            )
+        scores = canaries.scores()
+        if not np.all(np.isfinite(scores)):
+            raise ConfigError("the trained parameters at the canaries' coordinates are not finite")
+        return scores, canaries.stats(), seconds
+
+    scores, stats, train_seconds = _run_limited(work, time_limit)
+    return _result(
+        train_fn,
+        scores,
+        included,
+        claimed_epsilon=claimed_epsilon,
+        delta=delta,
+        p=p,
+        guesses=guesses,
+        n_train=len(x),
+        canary="gradient",
+        data_name=data_name,
+        seed=seed,
+        t0=t0,
+        train_seconds=train_seconds,
+        gradient=stats,
     )
 
 

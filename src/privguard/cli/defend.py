@@ -104,12 +104,16 @@ def dp_audit(
     ),
     dp_delta: float | None = typer.Option(None, help="Delta, below 1/n [default: 1/(10 n)]."),
     max_grad_norm: float = typer.Option(1.0, help="DP-SGD per-record gradient clipping norm."),
-    canaries: int = typer.Option(1000, help="Canary records m, each included with prob. 1/2."),
+    canaries: int = typer.Option(
+        1000, help="Canaries m (records or gradient canaries), each included with prob. 1/2."
+    ),
     canary: str | None = typer.Option(
         None,
         help="flipped (records with a wrong label; the default for privguard's recipes), "
         "natural, or with --train-fn quiet (inputs along the data's quietest directions; "
-        "its default) or flipped.",
+        "its default), flipped, or gradient (white-box: calls train(x, y, seed, canaries=c); "
+        "c.attach(optimizer) puts m Dirac gradient canaries into the Opacus DPOptimizer's "
+        "per-record gradients before clipping; see docs/dp.md).",
     ),
     seed: int = typer.Option(0, help="Seeds the split, the canaries and the training run."),
 ) -> None:

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -170,6 +171,19 @@ class _Planted:
         super().add_noise()  # type: ignore[misc]
 
 
+def plant(optimizer: Any, bug: str, clip: float, sigma: float, steps_per_epoch: int) -> Any:
+    """Plant ``bug`` (one handled by :class:`_Planted`: ``no-clipping``,
+    ``noise-once-per-epoch`` or ``batch-clipping``) in an Opacus ``DPOptimizer`` in place, for
+    the claimed clipping norm ``clip`` and noise multiplier ``sigma``; returns it."""
+    if bug not in ("no-clipping", "noise-once-per-epoch", "batch-clipping"):
+        raise ConfigError(f"plant handles the optimiser bugs, not {bug!r}")
+    cls = type(optimizer)
+    optimizer.__class__ = type(f"Planted{cls.__name__}", (_Planted, cls), {})
+    optimizer.bug, optimizer.bug_clip, optimizer.bug_sigma = bug, clip, sigma
+    optimizer.bug_per_epoch, optimizer.bug_steps = steps_per_epoch, 0
+    return optimizer
+
+
 class LinearSoftmax(nn.Module):
     """Softmax regression on flattened inputs (logits out), the corpus' model."""
 
@@ -208,11 +222,15 @@ def opacus_trainer(
     - ``noise-once-per-epoch``: noise on the last step of each epoch only;
     - ``batch-clipping``: the batch's summed gradient clipped to ``C * batch`` (the mean to
       ``C``) instead of each record's to ``C``, with the usual noise ``sigma * C``.
+
+    ``train(x, y, seed, canaries=c)`` attaches white-box gradient canaries
+    (:class:`privguard.audit.dp_canaries.GradientCanaries`) to the optimiser after the bug is
+    planted: their rows join the per-record gradients before the (bugged) clipping and noise.
     """
     if bug is not None and bug not in OPACUS_BUGS:
         raise ConfigError(f"unknown planted bug {bug!r}; use one of: {', '.join(OPACUS_BUGS)}")
 
-    def train(x: np.ndarray, y: np.ndarray, seed: int) -> nn.Module:
+    def train(x: np.ndarray, y: np.ndarray, seed: int, canaries: Any = None) -> nn.Module:
         from privguard.training.dp import make_private, quiet_opacus
         from privguard.training.loop import fit
 
@@ -246,9 +264,9 @@ def opacus_trainer(
                     data, batch_size=batch_size, shuffle=True, generator=gen
                 )
             elif bug is not None:
-                opt.__class__ = type(f"Planted{type(opt).__name__}", (_Planted, type(opt)), {})
-                opt.bug, opt.bug_clip, opt.bug_sigma = bug, max_grad_norm, private.noise_multiplier
-                opt.bug_per_epoch, opt.bug_steps = len(private.batches), 0
+                plant(opt, bug, max_grad_norm, private.noise_multiplier, len(private.batches))
+            if canaries is not None:  # white-box audit: canary rows go in before clipping
+                canaries.attach(opt)
             loss = nn.CrossEntropyLoss()
             fit(
                 private.module,
