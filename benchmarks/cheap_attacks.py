@@ -2,10 +2,12 @@
 
 Issue 18's measure: ``qmia`` (Bertran et al., NeurIPS 2023) and ``difficulty-calibration``
 (Watson et al., ICLR 2022) should reach >= 0.8x ``lira-online``'s TPR at 1% FPR at <= 10% of its
-time. For each dataset and seed this trains the default target (privguard's default recipe,
-``--epochs`` epochs), audits it with the three attacks (one audit per attack, so none shares
-another's reference models; the disk cache is off) and records each attack's TPR@1%FPR, AUC and
-seconds from report.json. Run ``python benchmarks/cheap_attacks.py --help``.
+time. ``rmia-2`` (RMIA with two offline reference models; Zarifzadeh et al., ICML 2024) is the
+few-reference attack measured beside them. For each dataset and seed this trains the default
+target (privguard's default recipe, ``--epochs`` epochs), audits it with each attack (one
+audit per attack, so none shares another's reference models; the disk cache is off) and records
+each attack's TPR@1%FPR, AUC and seconds from report.json. Run ``python
+benchmarks/cheap_attacks.py --help``.
 
 ``--attacks`` runs a subset and ``--merge`` replaces those attacks' rows in an existing results
 file (targets are trained deterministically from the seed, so a rerun audits the same model):
@@ -29,7 +31,9 @@ import torch
 
 import privguard
 
-ATTACKS = ("qmia", "difficulty-calibration", "lira-online")
+ATTACKS = ("qmia", "difficulty-calibration", "rmia-2", "lira-online")
+#: benchmark names that are a registered attack with settings: name -> (attack, settings)
+VARIANTS = {"rmia-2": ("rmia", {"n_reference": 2})}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,9 +70,16 @@ def main(argv: list[str] | None = None) -> int:
             for name in attacks:
                 load_before = [round(v, 2) for v in os.getloadavg()]
                 t0 = time.perf_counter()
-                report = privguard.audit(target, attacks=[name], seed=seed, n_jobs=args.jobs)
+                attack, settings = VARIANTS.get(name, (name, {}))
+                report = privguard.audit(
+                    target,
+                    attacks=[attack],
+                    seed=seed,
+                    n_jobs=args.jobs,
+                    settings={attack: settings} if settings else None,
+                )
                 wall = time.perf_counter() - t0
-                (res,) = [a for a in report.attacks if a.name == name]
+                (res,) = [a for a in report.attacks if a.name == attack]
                 row = {
                     "dataset": ds,
                     "seed": seed,
