@@ -76,6 +76,8 @@ class Batch:
         prev_labels: the labels of the columns of ``d``.
         fingerprinter: keyed HMAC of records (the gateway's fingerprint key, so that alert
             evidence matches the query log and cannot be recomputed from a guessed input).
+        z_sq: squared norms of ``z`` (float64), computed once per batch and shared by the
+            detectors that need them (``knn.batch_sq_norms``).
     """
 
     x: np.ndarray
@@ -87,6 +89,7 @@ class Batch:
     d: np.ndarray | None = None
     prev_labels: np.ndarray | None = None
     fingerprinter: Callable[[np.ndarray], list[str]] | None = None
+    z_sq: np.ndarray | None = None
 
     def fingerprints(self, end: int, count: int = 8) -> list[str]:
         """Keyed fingerprints of up to ``count`` queries of this batch ending at index ``end``
