@@ -107,7 +107,7 @@ def measure(
     if profile:
         import cProfile
 
-        prof = cProfile.Profile()
+        prof = cProfile.Profile(time.thread_time)  # the event loop thread's CPU
 
     async def run() -> tuple[float, float]:
         gw.writer.start()
@@ -164,6 +164,9 @@ def measure(
     }
     if monitor is not None:
         row["monitor_dropped"] = gw.observations.dropped
+        row["monitor_batches_per_round"] = round(
+            gw.observations.processed / max(gw.observations.rounds, 1), 2
+        )
         row["monitor_us_per_request"] = {k: round(v * 1e6 / n, 1) for k, v in stages.cpu.items()}
     return row
 
@@ -232,7 +235,10 @@ def main(argv: list[str] | None = None) -> None:
             )
         for r in res["rows"]:
             if r.get("monitor_us_per_request"):
-                print(f"batch {r['batch']} monitor us CPU/request: {r['monitor_us_per_request']}")
+                print(
+                    f"batch {r['batch']} monitor us CPU/request: {r['monitor_us_per_request']} "
+                    f"({r['monitor_batches_per_round']} batches per round)"
+                )
 
     finish_run(results, Path(out), start, print_tables=table, markdown=None)
 

@@ -78,6 +78,9 @@ class Batch:
             evidence matches the query log and cannot be recomputed from a guessed input).
         z_sq: squared norms of ``z`` (float64), computed once per batch and shared by the
             detectors that need them (``knn.batch_sq_norms``).
+        scores: the batch's Mahalanobis scores (:meth:`FeatureSpace.mahalanobis2`), computed
+            once per batch for the detectors that use them (``ood``, ``lowdensity``;
+            :func:`batch_scores`).
     """
 
     x: np.ndarray
@@ -90,6 +93,7 @@ class Batch:
     prev_labels: np.ndarray | None = None
     fingerprinter: Callable[[np.ndarray], list[str]] | None = None
     z_sq: np.ndarray | None = None
+    scores: tuple[Any, np.ndarray] | None = None
 
     def fingerprints(self, end: int, count: int = 8) -> list[str]:
         """Keyed fingerprints of up to ``count`` queries of this batch ending at index ``end``
@@ -97,6 +101,14 @@ class Batch:
         lo = max(0, end + 1 - count)
         fp = self.fingerprinter or _process_fingerprinter()
         return fp(self.x[lo : end + 1])
+
+
+def batch_scores(batch: Batch, space: FeatureSpace) -> np.ndarray:
+    """``space.mahalanobis2(batch.x, batch.z)``, computed once per batch and feature space."""
+    cached = batch.scores
+    if cached is None or cached[0] is not space:
+        cached = batch.scores = (space, space.mahalanobis2(batch.x, batch.z))
+    return cached[1]
 
 
 def _process_fingerprinter() -> Callable[[np.ndarray], list[str]]:
