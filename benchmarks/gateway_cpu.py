@@ -164,8 +164,9 @@ def measure(
     }
     if monitor is not None:
         row["monitor_dropped"] = gw.observations.dropped
-        row["monitor_batches_per_round"] = round(
-            gw.observations.processed / max(gw.observations.rounds, 1), 2
+        rounds = getattr(gw.observations, "rounds", 0)  # older trees do not count them
+        row["monitor_batches_per_round"] = (
+            round(gw.observations.processed / rounds, 2) if rounds else None
         )
         row["monitor_us_per_request"] = {k: round(v * 1e6 / n, 1) for k, v in stages.cpu.items()}
     return row

@@ -176,11 +176,12 @@ class FeatureSpace:
     def mahalanobis2(self, x: np.ndarray, z: np.ndarray) -> np.ndarray:
         """Squared Mahalanobis distance of flattened inputs ``x`` (features ``z``) under the
         probabilistic-PCA covariance of the training data."""
-        centred = x.astype(np.float64) - self.mean
-        inside = (z.astype(np.float64) ** 2 / np.maximum(self.variances, 1e-12)).sum(axis=1)
+        z2 = z.astype(np.float64) ** 2
+        inside = (z2 / np.maximum(self.variances, 1e-12)).sum(axis=1)
         if self.k >= self.n_features:
-            return inside
-        residual = (centred**2).sum(axis=1) - (z.astype(np.float64) ** 2).sum(axis=1)
+            return inside  # a rotation: nothing outside the principal subspace
+        centred = x.astype(np.float64) - self.mean
+        residual = (centred**2).sum(axis=1) - z2.sum(axis=1)
         return inside + np.maximum(residual, 0.0) / max(self.noise_variance, 1e-12)
 
     def arrays(self) -> dict[str, np.ndarray]:
