@@ -338,3 +338,61 @@ def test_openapi_documents_the_contract(server):
     body = paths["/v1/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert body["additionalProperties"] is False and body["properties"]["inputs"]["maxItems"] == 32
     assert {"HTTPBearer", "APIKeyHeader"} <= set(doc["components"]["securitySchemes"])
+
+
+def test_in_memory_moving_windows_decide_as_the_limits_library():
+    """Without Redis the gateway counts moving windows itself (issue 19: the library's
+    in-memory storage schedules an expiry task with a thread hop on every hit). On one fixed
+    sequence of hits of two keys against "3/second" and "5/10 seconds", every decision and every
+    Retry-After equals the library's moving-window limiter on its in-memory storage."""
+    import asyncio as aio
+
+    import limits.aio.storage as lstorage
+    import limits.aio.strategies as lstrategies
+    from limits import parse_many
+
+    from privguard.gateway.limits import MovingWindows
+
+    rng = np.random.default_rng(0)
+    times = np.cumsum(rng.exponential(0.15, 400))
+    keys = rng.choice(["a", "b"], 400, p=[0.7, 0.3])
+    clock = [0.0]
+
+    async def library() -> list[tuple[bool, float | None]]:
+        import limits.aio.storage.memory as memory
+
+        memory.time = type("T", (), {"time": staticmethod(lambda: clock[0])})
+        try:
+            lib = lstrategies.MovingWindowRateLimiter(lstorage.MemoryStorage())
+            out = []
+            for t, k in zip(times, keys, strict=True):
+                clock[0] = float(t)
+                ok = True
+                for item in parse_many("3/second;5/10 seconds"):
+                    if not await lib.hit(item, "rate", str(k)):
+                        stats = await lib.get_window_stats(item, "rate", str(k))
+                        out.append((False, round(stats.reset_time - clock[0], 9)))
+                        ok = False
+                        break
+                if ok:
+                    out.append((True, None))
+            return out
+        finally:
+            import time as real_time
+
+            memory.time = real_time
+
+    expected = aio.run(library())
+    windows = MovingWindows(clock=lambda: clock[0])
+    got = []
+    for t, k in zip(times, keys, strict=True):
+        clock[0] = float(t)
+        res = None
+        for item in parse_many("3/second;5/10 seconds"):
+            res = windows.hit(item, str(k))
+            if res is not None:
+                break
+        got.append((True, None) if res is None else (False, round(res, 9)))
+    assert got == expected
+    refused = sum(not ok for ok, _ in got)
+    assert 50 < refused < 350  # both windows refuse some hits on this sequence

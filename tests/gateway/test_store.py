@@ -132,6 +132,45 @@ def test_log_writer_charges_budgets_in_the_logging_transaction(store):
     assert sorted(statuses) == [200] * 20 + [429] * 10
 
 
+def test_log_writer_charges_each_keys_rows_of_a_batch_as_one_by_one(store):
+    """The writer charges the rows of one key in one transaction with one update of their total
+    when it fits (issue 19: one statement per key, not per request); every row's outcome and
+    reported usage are those of charging the rows one at a time, in order -- also when the
+    total does not fit and the last records go to the first rows."""
+    from privguard.gateway.store import Charge
+
+    refused = {"status": 429, "outputs": json.dumps({"error": "daily_budget_exhausted"})}
+    store.charge_budget("k1", "d", 5, 20)  # 5 already used today
+    asks = [("k1", 3, 20), ("k2", 6, 20), ("k3", 5, 100), ("k1", 4, 20), ("k2", 6, 20)]
+    asks += [("k1", 2, 20), ("k2", 6, 20), ("k3", 5, 100), ("k1", 7, 20), ("k2", 6, 20)]
+    used = {"k1": 5, "k2": 0, "k3": 0}
+    expected = []
+    for key, n, budget in asks:  # one conditional update per row
+        ok = used[key] + n <= budget
+        used[key] += n if ok else 0
+        expected.append((ok, used[key]))
+    writer = LogWriter(store)
+
+    async def batch():
+        tasks = [
+            asyncio.ensure_future(writer.write(_row(), charge=Charge(k, "d", n, b, refused)))
+            for k, n, b in asks
+        ]
+        await asyncio.sleep(0.05)  # every row staged and queued before the thread starts
+        writer.start()
+        return await asyncio.gather(*tasks)
+
+    results = asyncio.run(batch())
+    writer.stop()
+    assert writer.stats.commits == 1  # one transaction for the ten rows
+    assert [tuple(r) for r in results] == expected
+    # k1: 8, 12, 14, then 7 more do not fit; k2: three of four; k3: both in one update
+    assert [ok for ok, _ in expected] == [True] * 8 + [False, False]
+    assert {k: store.used_today(k, "d") for k in used} == {"k1": 14, "k2": 18, "k3": 10}
+    statuses = sorted(r["status"] for r in store.queries(limit=100))
+    assert statuses == [200] * 8 + [429] * 2
+
+
 def test_log_writer_reports_a_failed_commit_to_the_request(store):
     writer = LogWriter(store)
     writer.start()

@@ -349,6 +349,7 @@ class Observations:
         self.dropped = 0
         self.processed = 0
         self.failed = 0
+        self.rounds = 0  # calls of ``process`` (batches per round: processed / rounds)
         self._task: asyncio.Task | None = None
 
     def start(self) -> None:
@@ -377,6 +378,7 @@ class Observations:
             while len(items) < self.group and not self.queue.empty():
                 items.append(self.queue.get_nowait())  # what queued meanwhile: one round
             try:
+                self.rounds += 1
                 await self.process(items)
                 self.processed += len(items)
             except asyncio.CancelledError:

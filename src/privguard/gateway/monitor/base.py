@@ -76,6 +76,11 @@ class Batch:
         prev_labels: the labels of the columns of ``d``.
         fingerprinter: keyed HMAC of records (the gateway's fingerprint key, so that alert
             evidence matches the query log and cannot be recomputed from a guessed input).
+        z_sq: squared norms of ``z`` (float64), computed once per batch and shared by the
+            detectors that need them (``knn.batch_sq_norms``).
+        scores: the batch's Mahalanobis scores (:meth:`FeatureSpace.mahalanobis2`), computed
+            once per batch for the detectors that use them (``ood``, ``lowdensity``;
+            :func:`batch_scores`).
     """
 
     x: np.ndarray
@@ -87,6 +92,8 @@ class Batch:
     d: np.ndarray | None = None
     prev_labels: np.ndarray | None = None
     fingerprinter: Callable[[np.ndarray], list[str]] | None = None
+    z_sq: np.ndarray | None = None
+    scores: tuple[Any, np.ndarray] | None = None
 
     def fingerprints(self, end: int, count: int = 8) -> list[str]:
         """Keyed fingerprints of up to ``count`` queries of this batch ending at index ``end``
@@ -94,6 +101,14 @@ class Batch:
         lo = max(0, end + 1 - count)
         fp = self.fingerprinter or _process_fingerprinter()
         return fp(self.x[lo : end + 1])
+
+
+def batch_scores(batch: Batch, space: FeatureSpace) -> np.ndarray:
+    """``space.mahalanobis2(batch.x, batch.z)``, computed once per batch and feature space."""
+    cached = batch.scores
+    if cached is None or cached[0] is not space:
+        cached = batch.scores = (space, space.mahalanobis2(batch.x, batch.z))
+    return cached[1]
 
 
 def _process_fingerprinter() -> Callable[[np.ndarray], list[str]]:
@@ -161,11 +176,12 @@ class FeatureSpace:
     def mahalanobis2(self, x: np.ndarray, z: np.ndarray) -> np.ndarray:
         """Squared Mahalanobis distance of flattened inputs ``x`` (features ``z``) under the
         probabilistic-PCA covariance of the training data."""
-        centred = x.astype(np.float64) - self.mean
-        inside = (z.astype(np.float64) ** 2 / np.maximum(self.variances, 1e-12)).sum(axis=1)
+        z2 = z.astype(np.float64) ** 2
+        inside = (z2 / np.maximum(self.variances, 1e-12)).sum(axis=1)
         if self.k >= self.n_features:
-            return inside
-        residual = (centred**2).sum(axis=1) - (z.astype(np.float64) ** 2).sum(axis=1)
+            return inside  # a rotation: nothing outside the principal subspace
+        centred = x.astype(np.float64) - self.mean
+        residual = (centred**2).sum(axis=1) - z2.sum(axis=1)
         return inside + np.maximum(residual, 0.0) / max(self.noise_variance, 1e-12)
 
     def arrays(self) -> dict[str, np.ndarray]:

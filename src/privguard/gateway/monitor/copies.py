@@ -93,7 +93,7 @@ class CopiesDetector(RateDetector):
             out = []
             for batch in s.batches(CALIBRATION_BATCH):
                 out.append(self.nearest(with_neighbours(batch, recent)))
-                recent.add(batch.z, batch.labels)
+                recent.add(batch.z, batch.labels, batch.z_sq)
             values.append(np.concatenate(out))
         late = np.concatenate([v[len(v) // 2 :] for v in values])
         late = late[np.isfinite(late)]

@@ -47,13 +47,16 @@ class RecentQueries:
     def recent(self) -> tuple[np.ndarray, np.ndarray]:
         return self.z[: self.filled], self.labels[: self.filled]
 
-    def add(self, z: np.ndarray, labels: np.ndarray) -> None:
+    def add(self, z: np.ndarray, labels: np.ndarray, sq: np.ndarray | None = None) -> None:
+        """Append a batch (``sq``: its squared norms, when already computed)."""
         cap = len(self.z)
+        if sq is None:
+            sq = sq_norms(z)
         if len(z) >= cap:
-            z, labels = z[-cap:], labels[-cap:]
+            z, labels, sq = z[-cap:], labels[-cap:], sq[-cap:]
         idx = (self.pos + np.arange(len(z))) % cap
         self.z[idx] = z
-        self.sq[idx] = sq_norms(z)
+        self.sq[idx] = sq
         self.labels[idx] = labels
         self.pos = int((self.pos + len(z)) % cap)
         self.filled = min(cap, self.filled + len(z))
@@ -68,31 +71,71 @@ def sq_norms(z: np.ndarray) -> np.ndarray:
     return np.einsum("ij,ij->i", z64, z64)
 
 
-def pairwise(q: np.ndarray, q_sq: np.ndarray, b: np.ndarray, b_sq: np.ndarray) -> np.ndarray:
+def batch_sq_norms(batch: Batch) -> np.ndarray:
+    """``sq_norms(batch.z)``, computed once per batch (``Batch.z_sq``)."""
+    if batch.z_sq is None:
+        batch.z_sq = sq_norms(batch.z)
+    return batch.z_sq
+
+
+_LATER: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _later(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the self-and-later pairs of an ``n``-query batch (upper triangle), cached."""
+    t = _LATER.get(n)
+    if t is None:
+        t = np.triu_indices(n)
+        if len(_LATER) < 1024:
+            _LATER[n] = t
+    return t
+
+
+def pairwise(
+    q: np.ndarray,
+    q_sq: np.ndarray,
+    b: np.ndarray,
+    b_sq: np.ndarray,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
     """Squared L2 distances ``(len(q), len(b))`` from cached squared norms and a float32 product.
 
     The product's rounding (about 1e-7 of ``|q| |b|``) bounds the error of a distance near zero
-    to a few thousandths of the data's scale: far below every radius the detectors use."""
-    return np.maximum(q_sq[:, None] + b_sq[None, :] - 2.0 * (q @ b.T), 0.0)
+    to a few thousandths of the data's scale: far below every radius the detectors use.
+    ``out``: a float64 array to write into (no temporaries; the same values as without)."""
+    if out is None:
+        out = np.empty((len(q), len(b)))
+    np.add(q_sq[:, None], b_sq[None, :], out=out)
+    prod = q @ b.T  # float32, as the detectors' thresholds were calibrated
+    prod *= 2.0  # exact in float32 (a power of two)
+    np.subtract(out, prod, out=out)
+    return np.maximum(out, 0.0, out=out)
 
 
 def distances(z: np.ndarray, recent: RecentQueries) -> np.ndarray:
     """L2 distances from each query of a batch to every earlier query: the buffer's rows, then
     the batch's own rows (``inf`` for the query itself and later ones), ``(n, filled + n)``."""
+    return _distances(z, sq_norms(z), recent)
+
+
+def _distances(z: np.ndarray, q_sq: np.ndarray, recent: RecentQueries) -> np.ndarray:
     n, b = len(z), recent.filled
-    q_sq = sq_norms(z)
     d = np.empty((n, b + n))
-    d[:, :b] = pairwise(z, q_sq, recent.z[:b], recent.sq[:b])
-    d[:, b:] = pairwise(z, q_sq, z, q_sq)
-    np.sqrt(d, out=d)
-    later = np.arange(n)[None, :] >= np.arange(n)[:, None]  # self and later rows of the batch
-    d[:, b:][later] = np.inf
+    pairwise(z, q_sq, recent.z[:b], recent.sq[:b], out=d[:, :b])
+    if n > 1:
+        pairwise(z, q_sq, z, q_sq, out=d[:, b:])
+    np.sqrt(d[:, :b], out=d[:, :b])
+    if n > 1:
+        np.sqrt(d[:, b:], out=d[:, b:])
+        d[:, b:][_later(n)] = np.inf  # self and later rows of the batch
+    else:
+        d[0, b] = np.inf  # the query itself
     return d
 
 
 def with_neighbours(batch: Batch, recent: RecentQueries) -> Batch:
     """``batch`` with its distances to the client's earlier queries and their labels filled."""
-    batch.d = distances(batch.z, recent)
+    batch.d = _distances(batch.z, batch_sq_norms(batch), recent)
     batch.prev_labels = np.concatenate([recent.recent()[1], batch.labels])
     return batch
 
@@ -182,7 +225,7 @@ class KnnDetector(Detector):
         out = []
         for batch in stream.batches(CALIBRATION_BATCH):
             out.append(self._values(with_neighbours(batch, recent)))
-            recent.add(batch.z, batch.labels)
+            recent.add(batch.z, batch.labels, batch.z_sq)
         return np.concatenate(out)
 
     # -- serving -------------------------------------------------------------------------

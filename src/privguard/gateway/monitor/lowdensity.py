@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from privguard.errors import ConfigError
-from privguard.gateway.monitor.base import Batch, FeatureSpace, Stream
+from privguard.gateway.monitor.base import Batch, FeatureSpace, Stream, batch_scores
 from privguard.gateway.monitor.rate import RateDetector, upper_rate
 
 CALIBRATION_ORDERS = 8
@@ -75,7 +75,9 @@ class LowDensityDetector(RateDetector):
     def hits(self, batch: Batch) -> np.ndarray:
         if self.score_threshold_ is None:
             raise ConfigError("lowdensity is not calibrated; call Monitor.fit first")
-        return self.scores(batch.x, batch.z) > self.score_threshold_
+        if self.space is None:
+            raise ConfigError("lowdensity is not bound to a feature space; call Monitor.fit")
+        return batch_scores(batch, self.space) > self.score_threshold_  # shared with ood
 
     def benign_rate(self, per_stream: list[np.ndarray]) -> float:
         """The upper ``confidence`` bound (Clopper-Pearson) of the rate on the held-out records.

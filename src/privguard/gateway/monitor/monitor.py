@@ -342,7 +342,7 @@ class Monitor:
                     f.evidence["account"] = account
                 findings.append(f)
         if state.recent is not None:
-            state.recent.add(z, labels)
+            state.recent.add(z, labels, batch.z_sq)
         state.queries += len(xf)
         return findings
 

@@ -36,6 +36,7 @@ from privguard.gateway.monitor.base import (
     Finding,
     Stream,
     WindowState,
+    batch_scores,
     count_threshold,
 )
 from privguard.gateway.monitor.rate import upper_rate
@@ -110,7 +111,9 @@ class OodDetector(Detector):
     def observe(self, state: OodState, batch: Batch) -> Finding | None:
         if self.score_threshold_ is None or self.min_count_ is None:
             raise ConfigError("ood is not calibrated; call Monitor.fit first")
-        s = self.scores(batch.x, batch.z)
+        if self.space is None:
+            raise ConfigError("ood is not bound to a feature space; call Monitor.fit first")
+        s = batch_scores(batch, self.space)  # shared with lowdensity
         first = state.window.push(s > self.score_threshold_, self.min_count_)
         if first is None:
             return None

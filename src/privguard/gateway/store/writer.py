@@ -239,12 +239,7 @@ class LogWriter:
                 self._conn = self.store.engine.connect()
             conn = self._conn
             try:
-                refused = set()
-                for i in charged:
-                    c = batch[i].charge
-                    results[i] = self.store.charge_budget_in(conn, c.key_id, c.day, c.n, c.budget)
-                    if not results[i][0]:
-                        refused.add(i)
+                refused = self._charge(conn, batch, charged, results)
                 rows = [
                     {**item.row, **item.charge.refused} if i in refused else item.row
                     for i, item in enumerate(batch)
@@ -266,6 +261,48 @@ class LogWriter:
             except BaseException:
                 self._close_connection()
                 raise
+
+    def _charge(
+        self, conn: Connection, batch: list[_Item], charged: list[int], results: list[Any]
+    ) -> set[int]:
+        """Charge the budgets of ``charged`` rows (in that order) on ``conn``; the rows refused.
+
+        The rows of one key and day are charged with **one** conditional update of their total
+        when it fits the budget: every row of a sequence whose total fits also fits one by one,
+        so the outcome and the usage each row reports (``used`` before the group plus the
+        records up to and including it) are those of one update per row, for a statement per
+        key instead of per request. When the total does not fit, nothing was charged and the
+        rows are charged one by one, in order (the budget's last records go to the first)."""
+        refused: set[int] = set()
+        j = 0
+        while j < len(charged):
+            c = batch[charged[j]].charge
+            k = j + 1
+            while k < len(charged):
+                ck = batch[charged[k]].charge
+                if (ck.key_id, ck.day, ck.budget) != (c.key_id, c.day, c.budget):
+                    break
+                k += 1
+            group = charged[j:k]
+            total = sum(batch[i].charge.n for i in group)
+            ok = False
+            if len(group) > 1 and total <= c.budget:
+                ok, used = self.store.charge_budget_in(conn, c.key_id, c.day, total, c.budget)
+                if ok:
+                    before = used - total
+                    for i in group:
+                        before += batch[i].charge.n
+                        results[i] = (True, before)
+            if not ok:
+                for i in group:
+                    ci = batch[i].charge
+                    results[i] = self.store.charge_budget_in(
+                        conn, ci.key_id, ci.day, ci.n, ci.budget
+                    )
+                    if not results[i][0]:
+                        refused.add(i)
+            j = k
+        return refused
 
     def _close_connection(self) -> None:
         conn, self._conn = self._conn, None
