@@ -89,7 +89,8 @@ def test_dask_ships_a_large_array_once_and_finds_workers_warm():
         # the workers were warmed when the client connected, before any job
         warm = client.run(lambda: ("privguard.models.stacked" in sys.modules, _threads()))
         assert set(warm.values()) == {(True, 1)}
-        out = list(fan_out(_pool_is_shared, [(big, i) for i in range(6)], scheduler=client))
+        for _ in range(3):  # back to back, the same array: each call ships and releases it
+            out = list(fan_out(_pool_is_shared, [(big, i) for i in range(6)], scheduler=client))
         inline = list(fan_out(_pool_is_shared, [(small, i) for i in range(2)], scheduler=client))
     assert [i for i, _, _ in out] == list(range(6))  # job order
     assert all(shared for _, shared, _ in out)

@@ -102,8 +102,10 @@ def _dask_map(client: Any, fn: Callable[..., Any], jobs: list[tuple]) -> Iterato
         if not isinstance(a, np.ndarray) or a.nbytes < SCATTER_BYTES:
             return a
         if id(a) not in scattered:
-            # hash=True: the key is the content's hash, so equal arrays share one copy
-            scattered[id(a)] = client.scatter(a, broadcast=True, hash=True)
+            # hash=False: a fresh key per call. A content-hash key (hash=True) makes the next
+            # call's scatter of the same pool race with this call's release of it, and the
+            # tasks are cancelled ("lost dependencies")
+            scattered[id(a)] = client.scatter(a, broadcast=True, hash=False)
         return scattered[id(a)]
 
     futures = [
