@@ -6,18 +6,24 @@ in <= 30 s on 2 cores. Times
 inclusion matrix LiRA online builds (candidates + auxiliary records, every record IN the
 target's training share of the models, one-pixel image shifts evaluated) with
 
-- ``n_jobs=2``: two local worker processes (joblib / loky), privguard's default fan-out, timed
-  cold (the workers spawn and import torch inside the timing) and again warm (loky reuses them);
-- ``n_jobs=1``: in this process, one model after another;
-- Dask: a ``distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True)``,
-  passed as ``Compute.scheduler`` (the ``--scheduler`` path); the cluster's start-up is timed
-  separately from the training.
+- ``n_jobs=1``: in this process, one model after another, and stacked
+  (:mod:`privguard.models.stacked`), alternating ``--repeat`` times;
+- two local worker processes (joblib / loky, privguard's ``--jobs 2``) against a Dask
+  ``distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True)`` passed as
+  ``Compute.scheduler`` (the ``--scheduler`` path): the same two processes, the same grouping
+  (one model per job, or one stacked group per worker), both warm. Each side's first call is
+  timed on its own (loky spawns its workers inside it; the cluster's start-up and its workers'
+  warm-up, :mod:`privguard.dask_worker`, are timed separately), then ``--dask-repeat`` rounds
+  alternate loky and Dask so a change in load hits both, and each round's Dask / loky ratio is
+  reported, in wall seconds and in CPU seconds of all processes (this one and its workers);
+- for scale, the first call on a fresh cluster whose workers were *not* warmed (they import
+  privguard and set up PyTorch inside it), one model per job and stacked.
 
-and checks the three runs return bit-identical logits. The in-process runs, one model after
-another and stacked (:mod:`privguard.models.stacked`), alternate ``--repeat`` times and record
-this process's CPU seconds beside the wall seconds (on a loaded machine the fair measure), the
-work in FLOPs (torch's FLOP counter on one model) and the GFLOP/s achieved. Every model runs
-with one torch thread (privguard's worker sets it).
+Every run's logits are checked: bit-identical within each way of training (sequential,
+stacked), wherever it ran. Each run records this process's CPU seconds beside the wall seconds
+(on a loaded machine the fair measure of in-process work), the work in FLOPs (torch's FLOP
+counter on one model) and the GFLOP/s achieved. Every model runs with one torch thread
+(privguard's worker sets it).
 Run ``python benchmarks/reference_speed.py --help``.
 """
 
@@ -34,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 import torch
 
 import privguard
@@ -97,16 +104,33 @@ def matmul_peak() -> float:
     return round(2 * 1024**3 * 10 / (time.perf_counter() - t0) / 1e9, 1)
 
 
+def tree_cpu() -> float:
+    """CPU seconds (user + system) of this process and every live descendant: its loky
+    workers, the LocalCluster's nannies and workers."""
+    me = psutil.Process()
+    total = 0.0
+    for p in [me, *me.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+        except psutil.Error:
+            continue
+        total += t.user + t.system
+    return total
+
+
 def timed(know, pool_x, pool_y, inclusion, seed: int, compute: Compute):
     know.compute = compute
+    all0 = tree_cpu()
     c0, t0 = time.process_time(), time.perf_counter()
     refs = train_reference_models(
         know, pool_x, pool_y, inclusion, seed=seed, shifts=image_shifts(know)
     )
     # this process's CPU seconds: on a loaded machine the fair measure of in-process work
     # (wall time then counts the other processes' turns); worker processes' CPU is not in it
+    secs = time.perf_counter() - t0
     timed.cpu = time.process_time() - c0
-    return refs, time.perf_counter() - t0
+    timed.cpu_all = tree_cpu() - all0
+    return refs, secs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,13 +148,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--skip",
         default="",
-        help="comma-separated runs to skip: loky,inprocess,stacked,dask,dask-stacked",
+        help="comma-separated runs to skip: inprocess,stacked,loky-dask (the two-process "
+        "comparison), dask-stacked (its stacked half), dask-cold (a cluster not warmed)",
+    )
+    ap.add_argument(
+        "--dask-repeat",
+        type=int,
+        default=3,
+        help="interleaved rounds of loky and Dask, warm (default 3)",
     )
     ap.add_argument(
         "--out", type=Path, default=here / "results" / "reference_speed.json", help="JSON path"
     )
     args = ap.parse_args(argv)
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    if skip & {"loky", "dask"}:  # the names before loky and Dask ran as one comparison
+        skip |= {"loky-dask", "dask-cold"}
     torch.set_num_threads(1)
     load_before = [round(v, 2) for v in os.getloadavg()]
 
@@ -154,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
             "how": how,
             "seconds": round(secs, 2),
             "cpu_seconds_this_process": round(timed.cpu, 2),
+            "cpu_seconds_all_processes": round(timed.cpu_all, 2),
             "seconds_per_model": round(secs / args.models, 3),
             "ratio_to_target": round(secs / TARGET_SECONDS, 2),
             "load_average_after": load,
@@ -191,24 +225,49 @@ def main(argv: list[str] | None = None) -> int:
                     runs["stacked in-process" + tag]["cpu_seconds_this_process"],
                 )
             )
-    if "loky" not in skip:
-        refs, secs = timed(know, pool_x, pool_y, inclusion, args.seed, Compute(n_jobs=2, **seq))
-        record("loky n_jobs=2", "joblib loky, 2 worker processes, cold (spawned here)", refs, secs)
-        # loky keeps its workers between calls: the second call is what a later audit step pays.
-        refs, secs = timed(know, pool_x, pool_y, inclusion, args.seed, Compute(n_jobs=2, **seq))
-        record("loky n_jobs=2, warm", "joblib loky, 2 worker processes, reused", refs, secs)
-        refs, secs = timed(know, pool_x, pool_y, inclusion, args.seed, Compute(n_jobs=2, **stk))
-        record(
-            "loky n_jobs=2, warm, stacked",
-            "joblib loky, 2 workers, one stacked group of models each",
-            refs,
-            secs,
-        )
-    for dname, extra in (("dask", seq), ("dask-stacked", stk)):
-        if dname in skip:
-            continue
+    if "dask-cold" not in skip:
+        # before this change's warm-up: a fresh cluster whose workers meet privguard in the
+        # first call (what the morning's quiet run timed against a warm loky)
         from distributed import Client, LocalCluster
 
+        import privguard.compute as pc
+
+        warm, pc._warm = pc._warm, lambda client: None
+        try:
+            for suffix, extra in (("", seq), (", stacked", stk)):
+                t0 = time.perf_counter()
+                with (
+                    LocalCluster(
+                        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+                    ) as cluster,
+                    Client(cluster) as client,
+                ):
+                    startup = time.perf_counter() - t0
+                    refs, secs = timed(
+                        know,
+                        pool_x,
+                        pool_y,
+                        inclusion,
+                        args.seed,
+                        Compute(scheduler=client, **extra),
+                    )
+                record(
+                    f"dask cold workers{suffix}",
+                    "a fresh LocalCluster 2x1, not warmed: imports and set-up in the first call",
+                    refs,
+                    secs,
+                    cluster_startup_seconds=round(startup, 2),
+                    worker_warmup_seconds=0.0,
+                )
+        finally:
+            pc._warm = warm
+    dask_pairs: dict[str, list[dict[str, float]]] = {}
+    if "loky-dask" not in skip:
+        from distributed import Client, LocalCluster
+
+        from privguard.compute import dask_client
+
+        ways = [("", seq)] + ([] if "dask-stacked" in skip else [(", stacked", stk)])
         t0 = time.perf_counter()
         with (
             LocalCluster(
@@ -217,22 +276,56 @@ def main(argv: list[str] | None = None) -> int:
             Client(cluster) as client,
         ):
             startup = time.perf_counter() - t0
-            refs, secs = timed(
-                know,
-                pool_x,
-                pool_y,
-                inclusion,
-                args.seed,
-                Compute(n_jobs=1, scheduler=client, **extra),
+            t0 = time.perf_counter()
+            dask_client(client)  # what fan_out does first: warm the workers (once per client)
+            warmup = time.perf_counter() - t0
+            print(f"  cluster start-up {startup:.1f} s, warm-up {warmup:.1f} s", file=sys.stderr)
+            # first calls: loky spawns its two workers inside the timing; the cluster's
+            # workers were started and warmed above
+            refs, secs = timed(know, pool_x, pool_y, inclusion, args.seed, Compute(n_jobs=2, **seq))
+            record(
+                "loky n_jobs=2, first call",
+                "joblib loky, 2 worker processes spawned here",
+                refs,
+                secs,
             )
-        record(
-            "dask LocalCluster 2x1" + (", stacked" if extra["stacked"] else ""),
-            "distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True)"
-            + (", one stacked group per worker" if extra["stacked"] else ", one model per task"),
-            refs,
-            secs,
-            cluster_startup_seconds=round(startup, 2),
-        )
+            refs, secs = timed(
+                know, pool_x, pool_y, inclusion, args.seed, Compute(scheduler=client, **seq)
+            )
+            record(
+                "dask LocalCluster 2x1, first call",
+                "distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True), "
+                "workers warmed when the client connected",
+                refs,
+                secs,
+                cluster_startup_seconds=round(startup, 2),
+                worker_warmup_seconds=round(warmup, 2),
+            )
+            for rep in range(args.dask_repeat):
+                for suffix, extra in ways:
+                    tag = f"{suffix} #{rep + 1}"
+                    refs, secs = timed(
+                        know, pool_x, pool_y, inclusion, args.seed, Compute(n_jobs=2, **extra)
+                    )
+                    record(f"loky warm{tag}", "joblib loky, 2 workers, reused", refs, secs)
+                    loky = (secs, timed.cpu_all)
+                    refs, secs = timed(
+                        know,
+                        pool_x,
+                        pool_y,
+                        inclusion,
+                        args.seed,
+                        Compute(scheduler=client, **extra),
+                    )
+                    record(f"dask warm{tag}", "the LocalCluster above, reused", refs, secs)
+                    dask_pairs.setdefault("stacked" if suffix else "one model per job", []).append(
+                        {
+                            "loky_seconds": round(loky[0], 2),
+                            "dask_seconds": round(secs, 2),
+                            "wall_ratio": round(secs / loky[0], 3),
+                            "cpu_ratio_all_processes": round(timed.cpu_all / loky[1], 3),
+                        }
+                    )
 
     names = list(logits)
     plain = [n for n in names if "stacked" not in n]
@@ -257,16 +350,16 @@ def main(argv: list[str] | None = None) -> int:
         if "this process" in r["how"]:
             cpu = r["cpu_seconds_this_process"]
             r["achieved_gflop_per_cpu_s"] = round(work["total"] / cpu / 1e9, 1)
-    if "loky n_jobs=2, warm" in runs and "loky n_jobs=2, warm, stacked" in runs:
-        ratio = (
-            runs["loky n_jobs=2, warm"]["seconds"] / runs["loky n_jobs=2, warm, stacked"]["seconds"]
-        )
-        runs["loky n_jobs=2, warm, stacked"]["speedup_vs_loky_warm_sequential"] = round(ratio, 2)
-    if "loky n_jobs=2, warm" in runs:
-        for n in ("dask LocalCluster 2x1", "dask LocalCluster 2x1, stacked"):
-            if n in runs:
-                ratio = runs[n]["seconds"] / runs["loky n_jobs=2, warm"]["seconds"]
-                runs[n]["ratio_to_loky_warm_sequential"] = round(ratio, 2)
+    dask_vs_loky = {
+        way: {
+            "pairs": pairs_,
+            "median_wall_ratio": round(float(np.median([p["wall_ratio"] for p in pairs_])), 3),
+            "median_cpu_ratio_all_processes": round(
+                float(np.median([p["cpu_ratio_all_processes"] for p in pairs_])), 3
+            ),
+        }
+        for way, pairs_ in dask_pairs.items()
+    }
     results = {
         "benchmark": "reference_speed",
         "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -299,6 +392,8 @@ def main(argv: list[str] | None = None) -> int:
         "flops": work,
         "matmul_peak_gflop_per_s": matmul_peak(),
         "load_average_after": [round(v, 2) for v in os.getloadavg()],
+        "dask_vs_loky_warm": dask_vs_loky,
+        "dask_goal_ratio": 1.2,
         "logits_identical": identical,
         "stacked_vs_sequential": agreement,
     }
@@ -307,12 +402,13 @@ def main(argv: list[str] | None = None) -> int:
     tmp.write_text(json.dumps(results, indent=1) + "\n")
     os.replace(tmp, args.out)
 
-    header = ["run", "seconds", "CPU s", "GFLOP/s (wall)", "load after"]
+    header = ["run", "seconds", "CPU s (this)", "CPU s (all)", "GFLOP/s (wall)", "load after"]
     table = [header] + [
         [
             n,
             f"{r['seconds']:.1f}",
             f"{r['cpu_seconds_this_process']:.1f}",
+            f"{r['cpu_seconds_all_processes']:.1f}",
             f"{r['achieved_gflop_per_s']:.1f}",
             " ".join(f"{v:.2f}" for v in r["load_average_after"]),
         ]
@@ -323,7 +419,17 @@ def main(argv: list[str] | None = None) -> int:
         print("| " + " | ".join(row) + " |")
     for n, r in runs.items():
         if "cluster_startup_seconds" in r:
-            print(f"\n{n}: cluster start-up {r['cluster_startup_seconds']} s, not included above")
+            print(
+                f"\n{n}: cluster start-up {r['cluster_startup_seconds']} s and worker warm-up "
+                f"{r['worker_warmup_seconds']} s, not included above"
+            )
+    for way, d in dask_vs_loky.items():
+        print(
+            f"Dask / loky, warm, {way}: wall {[p['wall_ratio'] for p in d['pairs']]} "
+            f"(median {d['median_wall_ratio']}), CPU of all processes "
+            f"{[p['cpu_ratio_all_processes'] for p in d['pairs']]} "
+            f"(median {d['median_cpu_ratio_all_processes']}); goal <= 1.2"
+        )
     print(f"stacked vs sequential: {agreement}")
     print(
         f"work: {work['total'] / 1e9:.0f} GFLOP ({work['train'] / 1e9:.0f} training); one-thread "
@@ -333,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"stacked speed-up per interleaved pair: {results['stacked_speedup_per_pair']}")
         print(f"  in CPU seconds of this process: {results['stacked_cpu_speedup_per_pair']}")
     for n, r in runs.items():
-        for key in ("speedup_vs_in_process_sequential", "ratio_to_loky_warm_sequential"):
+        for key in ("speedup_vs_in_process_sequential",):
             if key in r:
                 print(f"{n}: {key} = {r[key]}")
     print(f"logits identical within each way: {identical}; results in {args.out}")

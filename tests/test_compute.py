@@ -10,7 +10,7 @@ import cloudpickle
 import numpy as np
 import pytest
 
-from privguard.compute import dask_client, fan_out
+from privguard.compute import SCATTER_BYTES, dask_client, fan_out
 from privguard.errors import ConfigError
 
 # Workers cannot import this test module: send its functions by value.
@@ -64,6 +64,44 @@ def test_a_dask_local_cluster_gives_the_in_process_results():
     np.testing.assert_array_equal(_weights(here), _weights(by_address))
     np.testing.assert_array_equal(_weights(here), _weights(by_client))
     assert os.getpid() not in {pid for pid, _ in by_address}
+
+
+def _pool_is_shared(x: np.ndarray, i: int) -> tuple[int, bool, int]:
+    """On a Dask worker: is ``x`` the worker's stored copy (scattered once) rather than one
+    unpickled from this job's own message? And how many torch threads, is torch imported?"""
+    from distributed import get_worker
+
+    shared = any(v is x for v in get_worker().data.values())
+    torch = sys.modules.get("torch")
+    return i, shared, torch.get_num_threads() if torch is not None else -1
+
+
+def test_dask_ships_a_large_array_once_and_finds_workers_warm():
+    from distributed import LocalCluster
+
+    big = np.arange(SCATTER_BYTES // 8 + 1, dtype=np.float64)  # just over the threshold
+    small = np.arange(10, dtype=np.float64)
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster:
+        client, _ = dask_client(cluster.scheduler_address)
+        assert dask_client(cluster.scheduler_address)[0] is client  # one client per address
+        # the workers were warmed when the client connected, before any job
+        warm = client.run(lambda: ("privguard.models.stacked" in sys.modules, _threads()))
+        assert set(warm.values()) == {(True, 1)}
+        for _ in range(3):  # back to back, the same array: each call ships and releases it
+            out = list(fan_out(_pool_is_shared, [(big, i) for i in range(6)], scheduler=client))
+        inline = list(fan_out(_pool_is_shared, [(small, i) for i in range(2)], scheduler=client))
+    assert [i for i, _, _ in out] == list(range(6))  # job order
+    assert all(shared for _, shared, _ in out)
+    assert {threads for _, _, threads in out} == {1}
+    assert not any(shared for _, shared, _ in inline)  # small arrays travel with their job
+
+
+def _threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def test_no_jobs_gives_nothing_and_starts_nothing():

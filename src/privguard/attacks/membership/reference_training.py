@@ -268,9 +268,11 @@ def _groups(todo: list[int], compute: Any, per_group: int = MAX_STACK) -> list[l
 
 
 def _dask_workers(scheduler: Any) -> int:
+    """The cluster's worker threads (tasks it runs at once)."""
     client, owned = dask_client(scheduler)
     try:
-        return max(1, len(client.scheduler_info().get("workers", {})))
+        workers = client.scheduler_info().get("workers", {}).values()
+        return max(1, sum(int(w.get("nthreads", 1)) for w in workers))
     finally:
         if owned:
             client.close()
