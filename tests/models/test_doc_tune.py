@@ -274,3 +274,47 @@ def test_train_on_documents_then_audit_them_from_the_cli(capsys, base, tmp_path)
         assert code == 2 and message in err, (args, err)
         assert err.count("\n") == 1 and "Traceback" not in err
         assert not (tmp_path / "x").exists()
+
+
+def test_scoring_threads_run_the_forward_passes_on_n_threads_with_the_same_scores(base):
+    from privguard.models.text.hf import scoring_threads
+
+    model, tok, _ = load_hf(base)
+    pred = HFPredictor(model, tok)
+    seen: list[int] = []
+    model.register_forward_hook(lambda *_: seen.append(torch.get_num_threads()))
+    before = torch.get_num_threads()
+    one = pred.token_stats(DOCS[:10], max_tokens=16)
+    assert set(seen) == {1}  # privguard's default on a shared machine
+    seen.clear()
+    with scoring_threads(2):
+        two = pred.token_stats(DOCS[:10], max_tokens=16)
+        pred.greedy([pred.tokens(DOCS[0])[:4]], 3)
+    assert set(seen) == {2}
+    assert torch.get_num_threads() == before
+    for a, b in zip(one, two, strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-9)
+    with pytest.raises(ValueError, match="at least 1"), scoring_threads(0):
+        pass
+
+
+def test_token_stats_equal_the_log_softmax_formulas_and_moments_false_keeps_the_first_row(base):
+    model, tok, _ = load_hf(base)
+    pred = HFPredictor(model, tok)
+    docs = DOCS[:6] + [" ".join(DOCS[:5])]  # the last one windowed at 16 tokens
+    full = pred.token_stats(docs, max_tokens=16)
+    lp_only = pred.token_stats(docs, max_tokens=16, moments=False)
+    for d, s, one in zip(docs, full, lp_only, strict=True):
+        ids = pred.tokens(d)
+        rows = []
+        for w in range(0, len(ids), 16):
+            seq = torch.tensor([[pred.start, *ids[w : w + 16]]])
+            with torch.no_grad():
+                lp = torch.log_softmax(model(input_ids=seq).logits.double()[0, :-1], dim=-1)
+            p = lp.exp()
+            mu = (p * lp).sum(-1)
+            sigma = (p * (lp - mu[:, None]) ** 2).sum(-1).sqrt()
+            rows.append(torch.stack([lp.gather(1, seq[0, 1:, None])[:, 0], mu, sigma]).numpy())
+        np.testing.assert_allclose(s, np.concatenate(rows, axis=1), rtol=0, atol=1e-6)
+        assert one.shape == (1, len(ids))
+        np.testing.assert_allclose(one[0], s[0], rtol=0, atol=1e-12)

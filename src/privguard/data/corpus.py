@@ -348,6 +348,87 @@ def attacker_text(*, n_records: int = 600, seed: int = 10_000) -> list[str]:
     return synthetic_records(n_records, seed) + public_text()
 
 
+# -- a real public text corpus for document membership ------------------------------------------
+
+PYTHON_REFERENCE_SOURCE = (
+    "the prose of the Python Language Reference as the standard library ships it "
+    "(pydoc_data/topics.py, the text `help()` shows); Python Software Foundation License "
+    "Version 2 (Python's documentation licence; nothing is downloaded)"
+)
+_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"“(])")
+_HEADING_RULE = re.compile(r"^[*=~^-]{3,}$")
+
+
+def python_reference_documents(
+    n: int | None = None, *, seed: int = 0, min_words: int = 12, max_words: int = 45
+) -> list[str]:
+    """Short documents of real English prose: the Python Language Reference's paragraphs (as
+    ``pydoc_data.topics`` ships them with CPython), cut into runs of whole sentences of
+    ``min_words``-``max_words`` words (about 20-64 SmolLM2 tokens). Code examples, grammar
+    rules, headings and "See also" lists are left out. Deduplicated: a document sharing any
+    8-word run with an earlier one is dropped (the reference repeats some paragraphs across
+    topics), so no two documents are near-duplicates and a random member / non-member split
+    draws both from one distribution. ``n``: a seeded random sample of that many (all
+    documents, in source order, when ``None``). Deterministic for one CPython version; source
+    and licence in :data:`PYTHON_REFERENCE_SOURCE`.
+
+    Raises:
+        ConfigError: ``n`` exceeds the documents available.
+    """
+    from pydoc_data.topics import topics
+
+    docs: list[str] = []
+    seen: set[tuple[str, ...]] = set()
+    for name in sorted(topics):
+        for para in _prose_paragraphs(topics[name]):
+            for doc in _sentence_runs(para, min_words, max_words):
+                words = doc.lower().split()
+                grams = {tuple(words[i : i + 8]) for i in range(max(1, len(words) - 7))}
+                if grams & seen:
+                    continue
+                seen |= grams
+                docs.append(doc)
+    if n is None:
+        return docs
+    if n > len(docs):
+        raise ConfigError(f"the Python reference corpus has {len(docs)} documents, not {n}")
+    pick = np.sort(np.random.default_rng(seed).choice(len(docs), size=n, replace=False))
+    return [docs[i] for i in pick]
+
+
+def _prose_paragraphs(text: str) -> list[str]:
+    """The prose paragraphs of one topic: blank-line separated blocks that are not indented
+    (code, grammar, lists of references), not headings and not "See also" lines."""
+    out = []
+    for block in re.split(r"\n\s*\n", text):
+        lines = block.split("\n")
+        if not lines or lines[0].startswith(" ") or any(_HEADING_RULE.match(x) for x in lines):
+            continue
+        para = " ".join(" ".join(lines).split())
+        if para.endswith(":") and len(para.split()) < 6 or "::=" in para:
+            continue
+        out.append(para)
+    return out
+
+
+def _sentence_runs(para: str, min_words: int, max_words: int) -> list[str]:
+    """Consecutive sentences of ``para`` grouped into runs of ``min_words``-``max_words``
+    words; a sentence longer than ``max_words`` is left out (it is not cut)."""
+    runs, cur = [], []
+    for sent in _SENTENCE.split(para):
+        n = len(sent.split())
+        if n > max_words:
+            cur = []
+            continue
+        if cur and sum(len(s.split()) for s in cur) + n > max_words:
+            cur = []
+        cur.append(sent)
+        if sum(len(s.split()) for s in cur) >= min_words:
+            runs.append(" ".join(cur))
+            cur = []
+    return runs
+
+
 # -- files -------------------------------------------------------------------------------------
 
 

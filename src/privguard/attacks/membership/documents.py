@@ -46,20 +46,26 @@ class DocumentKnowledge(SharedWork):
 
 def target_stats(oracle: Any, knowledge: DocumentKnowledge, *, lower: bool = False) -> list:
     """The target's per-token statistics of every candidate (``(3, n_tokens)`` each), from one
-    cached pass (``lower``: of the lowercased documents)."""
+    cached pass (``lower``: of the lowercased documents, log-probabilities alone,
+    ``(1, n_tokens)``: text-lowercase needs no more)."""
     docs = [d.lower() for d in knowledge.candidates] if lower else knowledge.candidates
     key = "target-stats-lower" if lower else "target-stats"
     label = "scoring documents: target model" + (", lowercased" if lower else "")
     return knowledge.cached(
         key,
         lambda: oracle.token_stats(
-            docs, max_tokens=knowledge.max_tokens, progress=knowledge.progress, label=label
+            docs,
+            max_tokens=knowledge.max_tokens,
+            progress=knowledge.progress,
+            label=label,
+            moments=not lower,
         ),
     )
 
 
 def reference_stats(knowledge: DocumentKnowledge) -> list:
-    """The reference (base) model's per-token statistics of every candidate, cached."""
+    """The reference (base) model's token log-probabilities of every candidate
+    (``(1, n_tokens)`` each: text-reference needs no more), cached."""
     ref = knowledge.reference
     return knowledge.cached(
         "reference-stats",
@@ -68,6 +74,7 @@ def reference_stats(knowledge: DocumentKnowledge) -> list:
             max_tokens=knowledge.max_tokens,
             progress=knowledge.progress,
             label="scoring documents: reference model",
+            moments=False,
         ),
     )
 

@@ -92,17 +92,21 @@ class TextOracle(QueryMeter):
         max_tokens: int = 128,
         progress: Callable[[str, int, int], None] | None = None,
         label: str = "scoring documents",
+        moments: bool = True,
     ) -> list[np.ndarray]:
         """Per text ``(3, n_tokens)`` float64: token log-probabilities and the mean and standard
         deviation of the next-token log-probability at each position (one query per text;
-        texts longer than ``max_tokens`` are windowed, see ``HFPredictor.token_stats``).
+        texts longer than ``max_tokens`` are windowed, see ``HFPredictor.token_stats``);
+        ``moments=False``: ``(1, n_tokens)``, the log-probabilities alone.
         ``progress(label, windows done, windows)`` after each batch."""
         self.require(Access.PROBS)
         self._documents()
         texts = list(texts)
         self._count(len(texts))
         return list(
-            self.model.token_stats(texts, max_tokens=max_tokens, progress=progress, label=label)
+            self.model.token_stats(
+                texts, max_tokens=max_tokens, progress=progress, label=label, moments=moments
+            )
         )
 
     def greedy(

