@@ -174,7 +174,7 @@ class Monitor:
         predict_proba: Callable[[np.ndarray], np.ndarray],
         *,
         shuffles: int = 8,
-        sorted_orders: int = 2,
+        sorted_orders: int = 8,
         seed: int = 0,
         progress: Progress | None = None,
     ) -> Monitor:
@@ -226,14 +226,17 @@ class Monitor:
 
         rng = np.random.default_rng(seed)
         heldout = stream(xb)
+        heldout.kind = "natural"
         natural = np.concatenate([xt, xb])
         pooled = stream(natural)
-        orders = [rng.permutation(len(natural)) for _ in range(shuffles)]
+        orders = [("shuffled", rng.permutation(len(natural))) for _ in range(shuffles)]
         orders += [
-            np.lexsort((rng.random(len(natural)), pooled.labels)) for _ in range(sorted_orders)
+            ("class-sorted", np.lexsort((rng.random(len(natural)), pooled.labels)))
+            for _ in range(sorted_orders)
         ]
         long = [heldout] + [
-            Stream(pooled.x[o], pooled.z[o], pooled.labels[o], pooled.probs[o]) for o in orders
+            Stream(pooled.x[o], pooled.z[o], pooled.labels[o], pooled.probs[o], kind)
+            for kind, o in orders
         ]
         total = len(self.detectors)
         for i, det in enumerate(self.detectors):

@@ -45,7 +45,7 @@ import numpy as np
 from scipy.stats import shapiro
 
 from privguard.errors import ConfigError
-from privguard.gateway.monitor.base import Batch, Detector, Finding, Stream
+from privguard.gateway.monitor.base import Batch, Detector, Finding, Stream, extreme_bound
 from privguard.gateway.monitor.knn import pairwise, sq_norms
 
 CALIBRATION_BATCH = 32
@@ -205,7 +205,7 @@ class PradaDetector(Detector):
 
     def calibrate(self, streams: list[Stream], target_fpr: float) -> None:
         self.dim_ = int(streams[0].z.shape[1])
-        minima = []
+        minima, kinds = [], []
         for s in streams:
             seen: list[float] = []
             state = self.new_state()
@@ -213,15 +213,18 @@ class PradaDetector(Detector):
                 self._tests(state, batch, seen)
             if seen:
                 minima.append(min(seen))
+                kinds.append(s.kind)
         if not minima:
             raise ConfigError(
                 f"prada: the benign calibration streams give fewer than {self.min_distances} "
                 "distances each; give longer benign streams (more held-out records)"
             )
         self.benign_min_w_ = float(min(minima))
-        # with few benign streams no quantile at 1% is resolvable: stay below all of them
+        # with few benign streams no quantile at 1% is seen: extrapolate each kind's lowest W
+        # (an extreme-value law, extreme_bound; issue 19), and stay below all of them
         if not self.fixed_delta:
-            self.delta_ = float(np.min(minima) - self.margin)
+            low = extreme_bound(minima, kinds, target_fpr, lower=True)
+            self.delta_ = float(low - self.margin)
 
     def observe(self, state: PradaState, batch: Batch) -> Finding | None:
         if self.delta_ is None:
