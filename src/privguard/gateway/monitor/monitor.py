@@ -192,9 +192,14 @@ class Monitor:
         random within a class): a benign client that queries one class at a time sends runs
         of near-duplicates that pixel-distance detectors otherwise take for probing (issue 19;
         measured on digits: PRADA flagged 6 of 10 class-sorted benign replays without them,
-        none with 2). Two by default (issue 19): it lowers PRADA's threshold until PRADA no longer
-        fires on a Jacobian-augmentation extraction, which the ``copies`` detector flags instead
-        (docs/monitoring.md); ``sorted_orders=0`` restores the shuffled-only calibration.
+        none with 2). Eight by default (issue 19, mnist-5k): each detector's threshold is an
+        extreme-value bound over each kind's streams (``base.extreme_bound``: a Gumbel law
+        fitted to the streams' worst statistics, its ``1 - target_fpr`` quantile), which needs
+        a few streams of a kind; with 2 sorted orders and "worst + 1" the similarity detector
+        flagged 22 of 33 class-sorted mnist-5k clients. Sorted streams lower PRADA's threshold
+        until PRADA no longer fires on a Jacobian-augmentation extraction, which the ``copies``
+        detector flags instead (docs/monitoring.md); ``sorted_orders=0`` restores the
+        shuffled-only calibration.
 
         Args:
             x_train: ``(n, *input_shape)`` training inputs.

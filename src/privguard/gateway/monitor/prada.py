@@ -25,9 +25,11 @@ Choices made here, so that the state per client is bounded:
 - ``W`` is computed over the last ``window`` distances, every ``test_every`` new distances;
 - a window whose distances hardly vary (an attacker repeating one query) has no meaningful ``W``
   and counts as maximally non-normal (``W = 0``);
-- ``delta`` is calibrated on benign streams: below the lowest ``W`` seen on any of them, less a
-  ``margin`` (the paper also chose delta per dataset on benign data). After an alarm the client's
-  distances start afresh.
+- ``delta`` is calibrated on benign streams: below the lowest ``W`` a benign stream of each kind
+  (shuffled, class-sorted) is expected to reach with probability ``target_fpr`` -- a Gumbel law
+  fitted to the calibration streams' lowest ``W`` (``base.extreme_bound``), never above the
+  lowest seen -- less a ``margin`` (the paper also chose delta per dataset on benign data).
+  After an alarm the client's distances start afresh.
 
 Threat model: one client (one key) extracting the model with synthetic queries. Known evasions
 (the paper's own discussion and ours): interleaving natural queries (e.g. from public data of

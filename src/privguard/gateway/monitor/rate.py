@@ -18,9 +18,11 @@ percent or less), which is what the benchmark's interleaved and adaptive clients
 
 Calibration (:meth:`RateDetector.calibrate`) takes ``p`` as the rate of suspicious queries on the
 benign calibration streams, and ``alpha`` as the smaller of ``target_fpr / stream_len`` (a union
-bound over the tests of a ``stream_len``-query client) and half the lowest p-value any benign
-calibration stream reached. This rule is privguard's own (a one-sided sequential binomial test
-with Bonferroni control), not a paper's.
+bound over the tests of a ``stream_len``-query client) and half the lowest p-value a benign stream
+of each kind is expected to reach with probability ``target_fpr`` (a Gumbel law fitted to the
+calibration streams' lowest log p-values, ``base.extreme_bound``; never above the lowest seen).
+This rule is privguard's own (a one-sided sequential binomial test with Bonferroni control), not
+a paper's.
 
 The per-client state is two floats and a flag (:class:`RateState`), plain values that serialise
 without pickle.
