@@ -110,10 +110,11 @@ def test_calibrating_on_class_sorted_streams_spares_one_class_at_a_time_clients(
     assert sum(bool(f) for f in plain) >= 2, plain
     assert sum(bool(f) for f in spared) == 0, spared
     # the price: PRADA no longer fires on a Jacobian extraction, which the copies detector
-    # flags instead (measured: PRADA at query 109 of 1,500 shuffled-only; copies at 26)
+    # flags instead (measured: PRADA at query 109 of 1,500 shuffled-only with the old
+    # worst-stream rule, at 429 with the extreme-value bound of issue 19; copies at 26)
     seeds = ds.x[s.aux][:20]
     x = _record(target, "label", lambda o: jacobian_queries(o, seeds, 1500, ds.bounds))
-    assert _replay(shuffled_only, target, "jacobian", x).first["prada"] <= 0.2 * len(x)
+    assert _replay(shuffled_only, target, "jacobian", x).first["prada"] <= 0.4 * len(x)
     got = _replay(monitor, target, "jacobian", x)
     print("jacobian with sorted calibration:", got.first)
     assert got.first["copies"] <= 0.05 * len(x)
