@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
-from scipy.stats import binom
+from scipy.stats import binom, chi2
 
 from privguard.errors import ConfigError, ModelError
 
@@ -269,7 +269,12 @@ EULER_GAMMA = 0.5772156649015329
 
 
 def extreme_bound(
-    worst: list[float], kinds: list[str], target_fpr: float, *, lower: bool = False
+    worst: list[float],
+    kinds: list[str],
+    target_fpr: float,
+    *,
+    lower: bool = False,
+    confidence: float = 0.9,
 ) -> float:
     """A bound that a new benign stream's worst statistic exceeds (``lower``: falls below) with
     probability about ``target_fpr``, from the worst value of each calibration stream.
@@ -291,7 +296,10 @@ def extreme_bound(
         v = sign * np.array([w for w, k in zip(worst, kinds, strict=True) if k == kind], float)
         b = float(v.max())
         if len(v) >= 3 and v.std(ddof=1) > 0:
-            beta = float(v.std(ddof=1)) * np.sqrt(6.0) / np.pi
+            # the scale from an upper confidence bound of the spread (chi-square, ``confidence``)
+            # so that the few streams of a kind do not understate the tail
+            s = float(v.std(ddof=1)) * np.sqrt((len(v) - 1) / chi2.ppf(1 - confidence, len(v) - 1))
+            beta = s * np.sqrt(6.0) / np.pi
             mu = float(v.mean()) - EULER_GAMMA * beta
             b = max(b, mu - beta * float(np.log(-np.log1p(-target_fpr))))
         bounds.append(b)

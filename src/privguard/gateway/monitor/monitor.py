@@ -235,11 +235,16 @@ class Monitor:
         natural = np.concatenate([xt, xb])
         pooled = stream(natural)
         orders = [("shuffled", rng.permutation(len(natural))) for _ in range(shuffles)]
-        orders += [
-            ("class-sorted", np.lexsort((rng.random(len(natural)), pooled.labels)))
+        n_labels = int(pooled.labels.max()) + 1
+        orders += [  # a random order of the classes too, as a client's
+            (
+                "class-sorted",
+                np.lexsort((rng.random(len(natural)), rng.permutation(n_labels)[pooled.labels])),
+            )
             for _ in range(sorted_orders)
         ]
-        long = [heldout] + [
+        pooled.kind = "natural"  # the records in the order given: a client replaying a file
+        long = [heldout, pooled] + [
             Stream(pooled.x[o], pooled.z[o], pooled.labels[o], pooled.probs[o], kind)
             for kind, o in orders
         ]
