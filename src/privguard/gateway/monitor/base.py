@@ -283,9 +283,11 @@ def extreme_bound(
     beats the largest of ``n`` with probability ``1 / (n + 1)`` (a third with two class-sorted
     streams; issue 19 on mnist-5k). Each stream's worst value is itself the extreme of many
     window statistics, so it follows an extreme-value law (Fisher-Tippett-Gnedenko); within each
-    ``kind`` of stream (shuffled, class-sorted: different laws) with at least three streams a
-    Gumbel law is fitted by its moments (scale ``beta = s sqrt(6) / pi``, location
-    ``mean -/+ gamma beta``; Gumbel, "Statistics of Extremes", 1958) and its
+    ``kind`` of stream (natural order, shuffled, class-sorted: different laws) with at least
+    three streams a Gumbel law is fitted by its moments (scale ``beta = s sqrt(6) / pi``,
+    location ``mean -/+ gamma beta``; Gumbel, "Statistics of Extremes", 1958), with ``s`` the
+    one-sided ``confidence`` upper bound of the standard deviation (chi-square with ``n - 1``
+    degrees of freedom: a few streams understate the spread as often as not), and its
     ``1 - target_fpr`` quantile taken (never inside the values seen). A kind with fewer streams
     contributes its worst value. The bound is the most extreme over kinds."""
     if len(worst) != len(kinds) or not worst:
