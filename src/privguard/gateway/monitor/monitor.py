@@ -236,13 +236,16 @@ class Monitor:
         natural = np.concatenate([xt, xb])
         pooled = stream(natural)
         orders = [("shuffled", rng.permutation(len(natural))) for _ in range(shuffles)]
+        # half of them with the classes in label order (a client walking the labels), half in
+        # a random order of the classes
         n_labels = int(pooled.labels.max()) + 1
-        orders += [  # a random order of the classes too, as a client's
-            (
-                "class-sorted",
-                np.lexsort((rng.random(len(natural)), rng.permutation(n_labels)[pooled.labels])),
-            )
-            for _ in range(sorted_orders)
+        ranks = [
+            np.arange(n_labels) if i % 2 == 0 else rng.permutation(n_labels)
+            for i in range(sorted_orders)
+        ]
+        orders += [
+            ("class-sorted", np.lexsort((rng.random(len(natural)), r[pooled.labels])))
+            for r in ranks
         ]
         pooled.kind = "natural"  # the records in the order given: a client replaying a file
         long = [heldout, pooled] + [
