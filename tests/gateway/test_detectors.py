@@ -400,7 +400,8 @@ def test_copies_flags_jacobian_steps_hidden_among_three_natural_queries_each(set
     sent = {d: int(is_attack[:q].sum()) for d, q in got.first.items()}
     # the window detectors see a quarter of the steps per window; the rate test keeps every
     # near-copy on the client's account. Measured: copies after 32 attack queries of 170
-    # (20 of them the natural seeds), similarity later or never, PRADA never
+    # (20 of them the natural seeds; 40 since the extreme-value calibration of issue 19, whose
+    # lower alpha costs a few queries), similarity later or never, PRADA never
     print("jacobian 3:1:", sent)
     assert sent["copies"] <= 0.25 * len(x)
     assert "prada" not in sent and sent.get("similarity", len(x)) > sent["copies"]
