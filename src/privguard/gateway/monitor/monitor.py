@@ -190,7 +190,8 @@ class Monitor:
         file: mnist-5k's is sorted by class), ``shuffles`` random orders of them (natural
         inputs either way; membership does not change what an input looks like), and
         ``sorted_orders`` *class-sorted* orders of them (grouped by the label the model answers,
-        the classes in a random order, random within a class): a benign client that queries
+        half with the classes in label order, half in a random order of the classes, random
+        within a class): a benign client that queries
         one class at a time sends runs of near-duplicates that pixel-distance detectors
         otherwise take for probing (issue 19; measured on digits: PRADA flagged 6 of 10
         class-sorted benign replays without them, none with 2). Eight by default (issue 19,
