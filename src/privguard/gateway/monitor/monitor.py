@@ -191,10 +191,10 @@ class Monitor:
         inputs either way; membership does not change what an input looks like), and
         ``sorted_orders`` *class-sorted* orders of them (grouped by the label the model answers,
         half with the classes in label order, half in a random order of the classes, random
-        within a class): a benign client that queries
-        one class at a time sends runs of near-duplicates that pixel-distance detectors
-        otherwise take for probing (issue 19; measured on digits: PRADA flagged 6 of 10
-        class-sorted benign replays without them, none with 2). Eight by default (issue 19,
+        within a class): a benign client that queries one class at a time sends runs of
+        near-duplicates that pixel-distance detectors otherwise take for probing (issue 19;
+        measured on digits: PRADA flagged 6 of 10 class-sorted benign replays without them,
+        none with 2). Eight by default (issue 19,
         mnist-5k): each detector's threshold is an extreme-value bound over each kind's streams
         (``base.extreme_bound``: a Gumbel law fitted to the streams' worst statistics, its
         ``1 - target_fpr`` quantile), which needs a few streams of a kind; with 2 sorted orders
