@@ -231,9 +231,7 @@ def run_target(name: str, dataset: str, overrides: dict[str, Any], seed: int, ar
     held = rng.permutation(s.nonmembers)
     cal, ev = np.sort(held[: len(held) // 2]), np.sort(held[len(held) // 2 :])
     pred = target.predictor
-    monitor = Monitor().fit(
-        ds.x[s.members], ds.x[cal], target.predict_proba, seed=seed, sorted_orders=2
-    )
+    monitor = Monitor().fit(ds.x[s.members], ds.x[cal], target.predict_proba, seed=seed)
     # benign clients: natural records neither trained on nor calibrated on
     ev = np.sort(np.r_[ev, s.aux])
     train_s = time.perf_counter() - t0

@@ -27,7 +27,7 @@ from privguard.gateway.app import create_app
 from privguard.gateway.config import GatewayConfig
 from privguard.gateway.keys import create_key, get_key
 from privguard.gateway.monitor import Finding, Monitor, OodDetector, PradaDetector
-from privguard.gateway.monitor.base import count_threshold
+from privguard.gateway.monitor.base import count_threshold, extreme_bound
 from privguard.gateway.monitor.rate import RateState, tail_pvalues
 from privguard.testing.streams import (
     RecordingPredictor,
@@ -110,13 +110,52 @@ def test_calibrating_on_class_sorted_streams_spares_one_class_at_a_time_clients(
     assert sum(bool(f) for f in plain) >= 2, plain
     assert sum(bool(f) for f in spared) == 0, spared
     # the price: PRADA no longer fires on a Jacobian extraction, which the copies detector
-    # flags instead (measured: PRADA at query 109 of 1,500 shuffled-only; copies at 26)
+    # flags instead (measured: PRADA at query 109 of 1,500 shuffled-only with the old
+    # worst-stream rule, at 429 with the extreme-value bound of issue 19; copies at 26)
     seeds = ds.x[s.aux][:20]
     x = _record(target, "label", lambda o: jacobian_queries(o, seeds, 1500, ds.bounds))
-    assert _replay(shuffled_only, target, "jacobian", x).first["prada"] <= 0.2 * len(x)
+    assert _replay(shuffled_only, target, "jacobian", x).first["prada"] <= 0.4 * len(x)
     got = _replay(monitor, target, "jacobian", x)
     print("jacobian with sorted calibration:", got.first)
     assert got.first["copies"] <= 0.05 * len(x)
+
+
+def test_class_sorted_benign_clients_on_mnist_are_not_flagged():
+    """Issue 19 on mnist-5k: with two class-sorted calibration streams and "worst + 1" the
+    similarity detector flagged 22 of 33 class-sorted benign clients in the benchmark (4 of these
+    6 replays here); more sorted orders and an extreme-value bound over each kind's streams
+    (``extreme_bound``) spare them."""
+    target = privguard.train("mnist-5k", privguard.TrainConfig(model="mlp", epochs=20, seed=0))
+    ds, s = target.load_data(), target.split
+    rng = np.random.default_rng(0)
+    held = rng.permutation(s.nonmembers)
+    cal, ev = np.sort(held[: len(held) // 2]), np.sort(held[len(held) // 2 :])
+    monitor = Monitor().fit(ds.x[s.members], ds.x[cal], target.predict_proba, seed=0)
+    ev = np.sort(np.r_[ev, s.aux])  # 2,250 records never trained or calibrated on
+    labels = target.predict_proba(ds.x[ev]).argmax(axis=1)
+    flagged = []
+    for rep in range(6):
+        order = class_sorted(ev, labels, np.random.default_rng(100 + rep))
+        flagged.append(_replay(monitor, target, f"sorted-{rep}", ds.x[order]).first)
+    print("class-sorted mnist-5k:", flagged, monitor.describe()["detectors"]["similarity"])
+    # measured: 0 of 6 (the old calibration: 4 of 6, all by similarity, min_count 28 then)
+    assert sum(bool(f) for f in flagged) == 0, flagged
+
+
+def test_extreme_bound_extrapolates_past_each_kinds_worst_stream():
+    rng = np.random.default_rng(0)
+    # per-stream maxima of 200 Gaussian windows: Gumbel-like; the 99% bound fitted on 8 of
+    # them holds for (nearly) all of 2,000 new streams, while their largest does not
+    maxima = rng.normal(size=(2008, 200)).max(axis=1)
+    fit, new = maxima[:8].tolist(), maxima[8:]
+    bound = extreme_bound(fit, ["sorted"] * 8, 0.01)
+    assert bound > max(fit)
+    assert np.mean(new > bound) <= 0.03
+    assert np.mean(new > max(fit)) >= 0.05
+    # kinds are bounded apart (the most extreme wins); a kind seen once gives its value
+    assert extreme_bound(fit + [9.0], ["sorted"] * 8 + ["natural"], 0.01) == 9.0
+    low = extreme_bound([-v for v in fit], ["sorted"] * 8, 0.01, lower=True)
+    assert low == pytest.approx(-bound)
 
 
 def test_blackbox_inversion_is_flagged_by_similarity_within_a_few_percent(setup):
@@ -361,7 +400,8 @@ def test_copies_flags_jacobian_steps_hidden_among_three_natural_queries_each(set
     sent = {d: int(is_attack[:q].sum()) for d, q in got.first.items()}
     # the window detectors see a quarter of the steps per window; the rate test keeps every
     # near-copy on the client's account. Measured: copies after 32 attack queries of 170
-    # (20 of them the natural seeds), similarity later or never, PRADA never
+    # (20 of them the natural seeds; 40 since the extreme-value calibration of issue 19, whose
+    # lower alpha costs a few queries), similarity later or never, PRADA never
     print("jacobian 3:1:", sent)
     assert sent["copies"] <= 0.25 * len(x)
     assert "prada" not in sent and sent.get("similarity", len(x)) > sent["copies"]

@@ -32,7 +32,7 @@ def monitor_fit(
     ),
     seed: int = typer.Option(0, help="Seeds the calibration shuffles and the PCA."),
     sorted_orders: int = typer.Option(
-        2,
+        8,
         help="Class-sorted benign streams to calibrate on too: clients that query one class "
         "at a time are then not flagged, at some cost to PRADA (docs/monitoring.md); 0 for "
         "shuffled streams only.",

@@ -27,6 +27,7 @@ from privguard.gateway.monitor.base import (
     Stream,
     WindowState,
     count_threshold,
+    extreme_bound,
 )
 
 CALIBRATION_BATCH = 32
@@ -215,10 +216,11 @@ class KnnDetector(Detector):
         self.radius_ = radius
         rate = float(np.mean(finite < radius))
         m = count_threshold(max(rate, self.query_rate), self.window, self.stream_len, target_fpr)
-        worst = 0
-        for v in values:
-            worst = max(worst, WindowState(self.window).max_count(v < radius))
-        self.min_count_ = int(min(self.window, max(m, worst + 1)))
+        # above the worst window of any benign kind, extrapolated past the few calibration
+        # streams of each kind (extreme_bound; issue 19)
+        worst = [float(WindowState(self.window).max_count(v < radius)) for v in values]
+        bound = extreme_bound(worst, [s.kind for s in streams], target_fpr)
+        self.min_count_ = int(min(self.window, max(m, int(np.floor(bound)) + 1)))
 
     def _replay(self, stream: Stream) -> np.ndarray:
         recent = RecentQueries(self.buffer, stream.z.shape[1])

@@ -25,9 +25,11 @@ Choices made here, so that the state per client is bounded:
 - ``W`` is computed over the last ``window`` distances, every ``test_every`` new distances;
 - a window whose distances hardly vary (an attacker repeating one query) has no meaningful ``W``
   and counts as maximally non-normal (``W = 0``);
-- ``delta`` is calibrated on benign streams: below the lowest ``W`` seen on any of them, less a
-  ``margin`` (the paper also chose delta per dataset on benign data). After an alarm the client's
-  distances start afresh.
+- ``delta`` is calibrated on benign streams: below the lowest ``W`` a benign stream of each kind
+  (shuffled, class-sorted) is expected to reach with probability ``target_fpr`` -- a Gumbel law
+  fitted to the calibration streams' lowest ``W`` (``base.extreme_bound``), never above the
+  lowest seen -- less a ``margin`` (the paper also chose delta per dataset on benign data).
+  After an alarm the client's distances start afresh.
 
 Threat model: one client (one key) extracting the model with synthetic queries. Known evasions
 (the paper's own discussion and ours): interleaving natural queries (e.g. from public data of
@@ -45,7 +47,7 @@ import numpy as np
 from scipy.stats import shapiro
 
 from privguard.errors import ConfigError
-from privguard.gateway.monitor.base import Batch, Detector, Finding, Stream
+from privguard.gateway.monitor.base import Batch, Detector, Finding, Stream, extreme_bound
 from privguard.gateway.monitor.knn import batch_sq_norms, pairwise
 
 CALIBRATION_BATCH = 32
@@ -254,7 +256,7 @@ class PradaDetector(Detector):
 
     def calibrate(self, streams: list[Stream], target_fpr: float) -> None:
         self.dim_ = int(streams[0].z.shape[1])
-        minima = []
+        minima, kinds = [], []
         for s in streams:
             seen: list[float] = []
             state = self.new_state()
@@ -262,15 +264,18 @@ class PradaDetector(Detector):
                 self._tests(state, batch, seen)
             if seen:
                 minima.append(min(seen))
+                kinds.append(s.kind)
         if not minima:
             raise ConfigError(
                 f"prada: the benign calibration streams give fewer than {self.min_distances} "
                 "distances each; give longer benign streams (more held-out records)"
             )
         self.benign_min_w_ = float(min(minima))
-        # with few benign streams no quantile at 1% is resolvable: stay below all of them
+        # with few benign streams no quantile at 1% is seen: extrapolate each kind's lowest W
+        # (an extreme-value law, extreme_bound; issue 19), and stay below all of them
         if not self.fixed_delta:
-            self.delta_ = float(np.min(minima) - self.margin)
+            low = extreme_bound(minima, kinds, target_fpr, lower=True)
+            self.delta_ = float(low - self.margin)
 
     def observe(self, state: PradaState, batch: Batch) -> Finding | None:
         if self.delta_ is None:

@@ -18,9 +18,11 @@ percent or less), which is what the benchmark's interleaved and adaptive clients
 
 Calibration (:meth:`RateDetector.calibrate`) takes ``p`` as the rate of suspicious queries on the
 benign calibration streams, and ``alpha`` as the smaller of ``target_fpr / stream_len`` (a union
-bound over the tests of a ``stream_len``-query client) and half the lowest p-value any benign
-calibration stream reached. This rule is privguard's own (a one-sided sequential binomial test
-with Bonferroni control), not a paper's.
+bound over the tests of a ``stream_len``-query client) and half the lowest p-value a benign stream
+of each kind is expected to reach with probability ``target_fpr`` (a Gumbel law fitted to the
+calibration streams' lowest log p-values, ``base.extreme_bound``; never above the lowest seen).
+This rule is privguard's own (a one-sided sequential binomial test with Bonferroni control), not
+a paper's.
 
 The per-client state is two floats and a flag (:class:`RateState`), plain values that serialise
 without pickle.
@@ -37,7 +39,7 @@ from scipy.special import betainc
 from scipy.stats import beta
 
 from privguard.errors import ConfigError
-from privguard.gateway.monitor.base import Batch, Detector, Finding, Stream
+from privguard.gateway.monitor.base import Batch, Detector, Finding, Stream, extreme_bound
 
 CALIBRATION_BATCH = 32
 
@@ -149,12 +151,20 @@ class RateDetector(Detector):
             raise ConfigError(f"{self.name}: no benign calibration queries; give benign records")
         # a floor keeps the test finite when no benign query was suspicious at all
         self.base_rate_ = float(max(self.benign_rate(per_stream), 1.0 / total, 1e-4))
-        lowest = 1.0
+        logs = []  # each benign stream's lowest log10 p-value
         for h in per_stream:
             n, c = self._run(RateState(), h)
-            lowest = min(lowest, float(self._pvalues(n, c, h).min(initial=1.0)))
-        self.benign_min_pvalue_ = lowest
-        self.alpha_ = float(min(target_fpr / self.stream_len, 0.5 * lowest))
+            logs.append(float(np.log10(max(self._pvalues(n, c, h).min(initial=1.0), 1e-300))))
+        self.benign_min_pvalue_ = float(10.0 ** min(logs))
+        # below every benign stream's, extrapolated past the few streams of each kind
+        # (extreme_bound on log10 p; issue 19)
+        # (hits not one per stream, as lowdensity's reorderings: the lowest seen, as before)
+        if len(per_stream) == len(streams):
+            kinds = [s.kind for s in streams]
+        else:
+            kinds = [str(i) for i in range(len(per_stream))]
+        low = extreme_bound(logs, kinds, target_fpr, lower=True)
+        self.alpha_ = float(min(target_fpr / self.stream_len, 0.5 * 10.0**low))
 
     def new_state(self) -> RateState:
         return RateState()

@@ -13,8 +13,9 @@ learned contrastive encoder, so the detector sees pixel-level closeness rather t
 closeness. A single flagged query raises no alarm: one per ``query_rate`` benign queries is below
 the radius by construction, so the alarm needs ``min_count`` flagged queries among the last
 ``window``, with ``min_count`` set by a binomial tail so that a benign client of ``stream_len``
-queries is flagged with probability at most the target rate (and above any count seen on the
-benign calibration streams).
+queries is flagged with probability at most the target rate (and above the count a benign
+calibration stream of each kind is expected to reach with that probability: an extreme-value
+bound over the streams' worst windows, ``base.extreme_bound``).
 
 Threat model: a client who explores the model around a few points -- black-box inversion by
 finite differences or NES, decision-based searches (HopSkipJump, boundary attacks), label-only
