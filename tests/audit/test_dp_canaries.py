@@ -54,7 +54,17 @@ def test_no_clipping_is_flagged_and_correct_dp_is_not(digits_xy):
 
 
 def test_under_a_time_limit_the_scores_come_back_from_the_child(digits_xy):
+    """The time limit runs the training in a forked child. A parent whose OpenMP pool has
+    run (here one 2-thread matmul; in CI, any earlier test) once made that child hang until
+    the limit: the child now runs torch on one thread."""
     x, y = digits_xy
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        a = torch.randn(512, 512)
+        (a @ a).sum().item()
+    finally:
+        torch.set_num_threads(before)
     train = opacus_trainer(epochs=5, batch_size=50, bug="no-clipping")
     res = privguard.dp_audit(
         train,
@@ -65,7 +75,7 @@ def test_under_a_time_limit_the_scores_come_back_from_the_child(digits_xy):
         canaries=M,
         seed=0,
         canary="gradient",
-        time_limit=300,
+        time_limit=120,
     )
     same = audit(train, x, y, 0)  # in-process: the same seed, the same audit
     assert res.violated and res.epsilon_lower_bound == same.epsilon_lower_bound

@@ -260,6 +260,18 @@ def _call_train(
     return _run_limited(lambda: _train_and_score(train_fn, x, y, seed, probe, k), time_limit)
 
 
+def _single_threaded_after_fork() -> None:
+    """In a forked child, run torch on one thread: the OpenMP thread pool a parent has used is
+    not carried over by ``fork``, and the child's first parallel region would wait on threads
+    that do not exist (measured: a time-limited Opacus audit hung until its limit once the
+    parent had run one multi-threaded matmul)."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(1)
+
+
 def _run_limited(work: Callable[[], Any], time_limit: float | None) -> Any:
     """``work()``, in a forked child process killed after ``time_limit`` seconds when one is
     given; what it raises comes back as a one-line ConfigError."""
@@ -276,6 +288,7 @@ def _run_limited(work: Callable[[], Any], time_limit: float | None) -> Any:
 
     def run() -> None:
         try:
+            _single_threaded_after_fork()
             child.send(("ok", work()))
         except BaseException as e:  # reported to the parent as one line
             child.send(("error", e if isinstance(e, ConfigError) else _describe(e)))
