@@ -13,7 +13,7 @@ from opacus import PrivacyEngine
 
 import privguard
 from privguard.audit.dp_canaries import MAGNITUDE_SCALE, GradientCanaries
-from privguard.audit.dp_user import takes_canaries
+from privguard.audit.train_fn import takes_canaries
 from privguard.cli import main
 from privguard.data import load_dataset
 from privguard.errors import ConfigError

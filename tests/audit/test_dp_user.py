@@ -11,7 +11,8 @@ import torch
 from sklearn.linear_model import LogisticRegression
 
 import privguard
-from privguard.audit.dp_user import derangement, dp_audit, label_log_odds, load_train_fn
+from privguard.audit.dp_user import derangement, dp_audit, label_log_odds
+from privguard.audit.train_fn import load_train_fn
 from privguard.cli import main
 from privguard.data import load_dataset
 from privguard.errors import ConfigError

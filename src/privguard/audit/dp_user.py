@@ -53,14 +53,9 @@ assumption fails for training that starts from a model already fitted to these v
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import math
-import os
-import sys
 import time
-import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -74,11 +69,18 @@ from privguard.audit.dp_audit import (
     fdp_epsilon_lower_bound,
     guess_top_bottom,
 )
+from privguard.audit.train_fn import (
+    TrainFn,
+    call_train,
+    describe_error,
+    fn_name,
+    run_limited,
+    takes_canaries,
+)
 from privguard.errors import ConfigError
 
 CANARY_KINDS = ("flipped", "quiet", "gradient")
 QUIET_FRACTION = 0.5
-TrainFn = Callable[[np.ndarray, np.ndarray, int], Any]
 RELABEL_MARGIN = 0.2
 RELABEL_FRACTION = 0.5
 RELABEL_MIN = 200
@@ -152,84 +154,6 @@ class TrainFnAuditResult:
         )
 
 
-def load_train_fn(spec: str) -> TrainFn:
-    """``module:function`` -> the function, importing the user's module (the current directory
-    is searched first, as ``python -m`` would). Every failure is a one-line ConfigError."""
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise ConfigError(f"--train-fn takes module:function such as my_module:train, not {spec!r}")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as e:  # the user's module: anything it raises is their error
-        raise ConfigError(
-            f"--train-fn {spec}: importing {module_name!r} failed ({type(e).__name__}: {e})"
-        ) from None
-    fn = module
-    for part in attr.split("."):
-        fn = getattr(fn, part, None)
-        if fn is None:
-            raise ConfigError(f"--train-fn {spec}: {module_name!r} has no attribute {attr!r}")
-    if not callable(fn):
-        raise ConfigError(f"--train-fn {spec}: {attr!r} is not a function")
-    return fn
-
-
-def _name(fn: Any) -> str:
-    return getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
-
-
-def _probabilities(model: Any, x: np.ndarray, n_classes: int) -> tuple[np.ndarray, bool]:
-    """The model's outputs on ``x``: ``(values, are_logits)``."""
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a dependency
-        torch = None
-    if torch is not None and isinstance(model, torch.nn.Module):
-        model.eval()
-        try:
-            param = next(model.parameters())
-            device, dtype = param.device, param.dtype
-        except StopIteration:
-            device, dtype = torch.device("cpu"), torch.float32
-        outs = []
-        with torch.no_grad():
-            for start in range(0, len(x), 1024):
-                xb = torch.as_tensor(x[start : start + 1024], dtype=dtype, device=device)
-                outs.append(model(xb).detach().to("cpu", torch.float64).numpy())
-        return np.concatenate(outs), True
-    if hasattr(model, "predict_proba"):
-        values = model.predict_proba(x)
-    elif callable(model):
-        values = model(x)
-    else:
-        raise ConfigError(
-            f"the train function returned {type(model).__name__}, not a model: return a fitted "
-            "model with predict_proba, a PyTorch module or a callable from inputs to "
-            "probabilities"
-        )
-    if torch is not None and isinstance(values, torch.Tensor):
-        values = values.detach().cpu().numpy()
-    return np.asarray(values, dtype=np.float64), False
-
-
-def _check_outputs(values: np.ndarray, n: int, k: int, logits: bool) -> None:
-    what = "logits" if logits else "probabilities"
-    if values.shape != (n, k):
-        raise ConfigError(
-            f"the trained model's {what} have shape {values.shape} for {n} records of {k} "
-            f"classes; it must give one row of {k} per record"
-        )
-    if not np.all(np.isfinite(values)):
-        raise ConfigError(f"the trained model's {what} contain NaN or infinite values")
-    if not logits and (values.min() < 0 or np.abs(values.sum(axis=1) - 1).max() > 1e-3):
-        raise ConfigError(
-            "the trained model's outputs are not probabilities (each row must be >= 0 and sum "
-            "to 1): return predict_proba, or a PyTorch module whose outputs are logits"
-        )
-
-
 def label_log_odds(values: np.ndarray, labels: np.ndarray, logits: bool) -> np.ndarray:
     """log p_c - log sum_{j != c} p_j for each row's label c, in float64."""
     values = np.asarray(values, dtype=np.float64)
@@ -244,112 +168,6 @@ def label_log_odds(values: np.ndarray, labels: np.ndarray, logits: bool) -> np.n
     own = values[rows, labels]
     rest = values.sum(axis=1) - own
     return np.log(np.maximum(own, tiny)) - np.log(np.maximum(rest, tiny))
-
-
-def _call_train(
-    train_fn: TrainFn,
-    x: np.ndarray,
-    y: np.ndarray,
-    seed: int,
-    probe: np.ndarray,
-    k: int,
-    time_limit: float | None,
-) -> tuple[np.ndarray, bool, float]:
-    """Train and return the model's outputs on ``probe``, raising one-line errors. With a
-    ``time_limit`` the run happens in a forked child process that is killed at the limit."""
-    return _run_limited(lambda: _train_and_score(train_fn, x, y, seed, probe, k), time_limit)
-
-
-def _single_threaded_after_fork() -> None:
-    """In a forked child, run torch on one thread: the OpenMP thread pool a parent has used is
-    not carried over by ``fork``, and the child's first parallel region would wait on threads
-    that do not exist (measured: a time-limited Opacus audit hung until its limit once the
-    parent had run one multi-threaded matmul)."""
-    import sys
-
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        torch.set_num_threads(1)
-
-
-def _run_limited(work: Callable[[], Any], time_limit: float | None) -> Any:
-    """``work()``, in a forked child process killed after ``time_limit`` seconds when one is
-    given; what it raises comes back as a one-line ConfigError."""
-    if time_limit is None:
-        return work()
-    if not (math.isfinite(time_limit) and time_limit > 0):
-        raise ConfigError(f"--time-limit must be a positive number of seconds, not {time_limit}")
-    import multiprocessing as mp
-
-    if "fork" not in mp.get_all_start_methods():  # pragma: no cover - Windows
-        raise ConfigError("--time-limit needs a platform that can fork; leave it out here")
-    ctx = mp.get_context("fork")
-    parent, child = ctx.Pipe(duplex=False)
-
-    def run() -> None:
-        try:
-            _single_threaded_after_fork()
-            child.send(("ok", work()))
-        except BaseException as e:  # reported to the parent as one line
-            child.send(("error", e if isinstance(e, ConfigError) else _describe(e)))
-
-    proc = ctx.Process(target=run, daemon=True)
-    proc.start()
-    child.close()
-    ready = parent.poll(time_limit)
-    if not ready:
-        proc.kill()
-        proc.join()
-        raise ConfigError(
-            f"the train function ran past the {time_limit:g} s time limit: raise --time-limit "
-            "or train less (fewer epochs or records)"
-        )
-    try:
-        status, payload = parent.recv()
-    except EOFError:
-        proc.join()
-        raise ConfigError(
-            f"the train function's process died (exit code {proc.exitcode}) before returning"
-        ) from None
-    proc.join()
-    if status == "error":
-        raise payload if isinstance(payload, ConfigError) else ConfigError(payload)
-    return payload
-
-
-def _describe(e: BaseException) -> str:
-    frame = traceback.extract_tb(e.__traceback__)[-1] if e.__traceback__ else None
-    where = f" at {os.path.basename(frame.filename)}:{frame.lineno}" if frame else ""
-    return f"the train function raised {type(e).__name__}{where}: {e}"
-
-
-def _train_and_score(
-    train_fn: TrainFn, x: np.ndarray, y: np.ndarray, seed: int, probe: np.ndarray, k: int
-) -> tuple[np.ndarray, bool, float]:
-    t0 = time.perf_counter()
-    try:
-        model = train_fn(x, y, seed)
-    except ConfigError:
-        raise
-    except Exception as e:
-        raise ConfigError(_describe(e)) from None
-    seconds = time.perf_counter() - t0
-    if model is None:
-        raise ConfigError(
-            "the train function returned None: return the fitted model (predict_proba, a "
-            "PyTorch module or a callable from inputs to probabilities)"
-        )
-    try:
-        values, logits = _probabilities(model, probe, k)
-    except ConfigError:
-        raise
-    except Exception as e:
-        raise ConfigError(
-            f"the trained model could not score records ({type(e).__name__}: {e}): it must "
-            "take inputs shaped like the x it was trained on"
-        ) from None
-    _check_outputs(values, len(probe), k, logits)
-    return values, logits, seconds
 
 
 def quiet_canaries(flat: np.ndarray, m: int, rng: np.random.Generator) -> np.ndarray:
@@ -469,7 +287,7 @@ def dp_audit(
     y_train = np.concatenate([y[rest], labels[included]])
     order = rng.permutation(len(x_train))
     x_train, y_train = x_train[order], y_train[order]
-    values, logits, train_seconds = _call_train(
+    values, logits, train_seconds = call_train(
         train_fn, x_train, y_train, seed, canary_x, k, time_limit
     )
     check = None
@@ -517,7 +335,7 @@ def _result(
     steinke, fdp = bounds
     best = fdp if fdp.epsilon_lower_bound >= steinke.epsilon_lower_bound else steinke
     return TrainFnAuditResult(
-        train_fn=_name(train_fn),
+        train_fn=fn_name(train_fn),
         claimed_epsilon=float(claimed_epsilon),
         delta=float(delta),
         p=p,
@@ -537,19 +355,6 @@ def _result(
         guesses=table,
         record_check=record_check,
         gradient=gradient,
-    )
-
-
-def takes_canaries(train_fn: Any) -> bool:
-    """Whether ``train_fn`` can be called with a ``canaries=`` keyword."""
-    try:
-        params = inspect.signature(train_fn).parameters.values()
-    except (TypeError, ValueError):  # a builtin or C callable: let the call decide
-        return True
-    return any(
-        (q.name == "canaries" and q.kind is not inspect.Parameter.POSITIONAL_ONLY)
-        or q.kind is inspect.Parameter.VAR_KEYWORD
-        for q in params
     )
 
 
@@ -591,7 +396,7 @@ def _gradient_audit(
         except ConfigError:
             raise
         except Exception as e:
-            raise ConfigError(_describe(e)) from None
+            raise ConfigError(describe_error(e)) from None
         seconds = time.perf_counter() - start
         if not canaries.seen:
             raise ConfigError(
@@ -604,7 +409,7 @@ def _gradient_audit(
             raise ConfigError("the trained parameters at the canaries' coordinates are not finite")
         return scores, canaries.stats(), seconds
 
-    scores, stats, train_seconds = _run_limited(work, time_limit)
+    scores, stats, train_seconds = run_limited(work, time_limit)
     return _result(
         train_fn,
         scores,
@@ -650,7 +455,7 @@ def relabelling_check(
     pick = rng.permutation(n)[:size]
     pi = derangement(k, rng)
     xs, ys = x[pick], y[pick]
-    values, _, seconds = _call_train(train_fn, xs, pi[ys], seed + 1, xs, k, time_limit)
+    values, _, seconds = call_train(train_fn, xs, pi[ys], seed + 1, xs, k, time_limit)
     predicted = np.argmax(values, axis=1)
     given = float(np.mean(predicted == pi[ys]))
     original = float(np.mean(predicted == ys))

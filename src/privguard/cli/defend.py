@@ -189,7 +189,7 @@ def _dp_audit_train_fn(
 ) -> None:
     from privguard.audit.dp_audit import write_dp_audit
     from privguard.audit.dp_user import dp_audit as audit_fn
-    from privguard.audit.dp_user import load_train_fn
+    from privguard.audit.train_fn import load_train_fn
     from privguard.data import load_dataset
 
     if dp_epsilon is not None:
