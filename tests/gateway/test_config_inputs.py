@@ -96,6 +96,41 @@ def test_malformed_bodies_raise_4xx(body, code):
     assert e.value.code == code and 400 <= e.value.status < 500
 
 
+@pytest.mark.parametrize(
+    "body,code",
+    [
+        (b'{"inputs": [[0, 0, 0, NaN]]}', "invalid_json"),  # orjson refuses: the stdlib decides
+        (b'{"inputs": [[0, 0, 0, 1e400]]}', "non_finite"),
+        (b'{"inputs": [[0, 0, 0, 100000000000000000000000000000]]}', "out_of_bounds"),
+        (b'{"inputs": [[0, 0, 0, null]]}', "invalid_record"),
+        (b'{"inputs": [[0, 0, 0, "\\ud800"]]}', "invalid_record"),
+        (b'{"inputs": ' + b"[" * 5000 + b"]" * 5000 + b"}", "invalid_json"),
+    ],
+)
+def test_bodies_orjson_refuses_are_judged_as_the_standard_library_judges_them(body, code):
+    with pytest.raises(GatewayError) as e:
+        _parse(body)
+    assert e.value.code == code and 400 <= e.value.status < 500
+
+
+def test_orjson_and_the_standard_library_read_the_same_records():
+    """Numbers as clients write them (17 digits, exponents, integers, negative zero as a
+    float): the array from orjson equals the one from the standard library's parse."""
+    import json
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, size=(64, 4))
+    x[0] = [0, 1, 0.5, 1e-7]
+    x[1] = [-0.0, 0.25, 3e-5, 1]
+    rows = [[float(v) for v in r] for r in x]
+    rows[2] = [0, 1, 1, 0]  # integers
+    body = json.dumps({"inputs": rows}).encode()
+    got = _parse(body, max_batch=64)
+    expected = np.asarray(json.loads(body, parse_int=float)["inputs"], dtype=np.float64)
+    expected = expected.astype(np.float32).reshape(got.shape)
+    assert got.tobytes() == expected.tobytes()  # bit for bit, the sign of zero included
+
+
 def test_fingerprints_are_keyed_hmacs():
     x = np.array([[0.5, 0.25]], dtype=np.float32)
     fp = fingerprints(b"k" * 32, x)[0]
