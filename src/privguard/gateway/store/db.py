@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, delete, event, func, insert, select, text
+from sqlalchemy import bindparam, create_engine, delete, event, func, insert, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine, make_url
@@ -113,6 +113,7 @@ class Store:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = make_engine(url)
+        self._charge_stmt: Any = None  # charge_budget_in's statement, built at first use
 
     @property
     def backend(self) -> str:
@@ -238,14 +239,18 @@ class Store:
         charges a batch's budgets in the transaction that logs its rows, store/writer.py)."""
         if n > budget:
             return False, self._used(conn, key_id, day)
-        dialect = sqlite_insert if self.backend == "sqlite" else pg_insert
-        stmt = dialect(DailyUsage).values(key_id=key_id, day=day, used=n)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[DailyUsage.key_id, DailyUsage.day],
-            set_={"used": DailyUsage.used + n},
-            where=DailyUsage.used + n <= budget,
-        ).returning(DailyUsage.used)
-        used = conn.execute(stmt).scalar()
+        if self._charge_stmt is None:  # built once: the writer runs it for every batch
+            dialect = sqlite_insert if self.backend == "sqlite" else pg_insert
+            stmt = dialect(DailyUsage).values(
+                key_id=bindparam("key_id"), day=bindparam("day"), used=bindparam("n")
+            )
+            self._charge_stmt = stmt.on_conflict_do_update(
+                index_elements=[DailyUsage.key_id, DailyUsage.day],
+                set_={"used": DailyUsage.used + bindparam("n")},
+                where=DailyUsage.used + bindparam("n") <= bindparam("budget"),
+            ).returning(DailyUsage.used)
+        params = {"key_id": key_id, "day": day, "n": int(n), "budget": int(budget)}
+        used = conn.execute(self._charge_stmt, params).scalar()
         if used is not None:
             return True, int(used)
         return False, self._used(conn, key_id, day)
