@@ -486,7 +486,8 @@ def test_an_account_finding_holds_every_key_of_the_owner(setup, tmp_path):
         {
             "server": {"fingerprint_key_file": str(tmp_path / "fp.key")},
             "tiers": {"label": {"access": "label", "max_batch": 32}},
-            "monitor": {"throttle_seconds": 600},
+            # in this process: the test changes the monitor's actions after start-up
+            "monitor": {"throttle_seconds": 600, "runner": "thread"},
         }
     )
     app = create_app(target, config, db=f"sqlite:///{tmp_path / 'log.db'}", monitor=monitor)

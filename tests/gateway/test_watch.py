@@ -251,7 +251,8 @@ def test_a_full_monitor_queue_drops_counts_and_alerts_without_blocking(digits_lo
     config = GatewayConfig.from_dict(
         {
             "server": {"fingerprint_key_file": str(tmp_path / "fp.key")},
-            "monitor": {"queue_size": 2},
+            # in this process: the test reads the monitor's clients afterwards
+            "monitor": {"queue_size": 2, "runner": "thread"},
             "tiers": {"label": {"access": "label", "max_batch": 32}},
         }
     )

@@ -113,6 +113,8 @@ def create_app(
             gw.webhook.start()
         purge = asyncio.create_task(purge_periodically(gw))
         if gw.monitor is not None:
+            if gw.monitor_process is not None:
+                await gw.monitor_process.started()  # the detectors' child process
             await gw.holds.load()  # holds survive a restart (watch.py)
             gw.observations.start()
         try:
@@ -121,6 +123,8 @@ def create_app(
             purge.cancel()
             if gw.monitor is not None:
                 await gw.observations.stop()
+                if gw.monitor_process is not None:
+                    await run_in_threadpool(gw.monitor_process.close)
             await gw.holds.close()
             if gw.shared_states is not None:
                 gw.shared_states.close()

@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import math
+import pickle
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -18,6 +19,7 @@ from functools import partial
 from typing import Any
 
 import numpy as np
+import orjson
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
@@ -31,6 +33,7 @@ from privguard.gateway.inputs import Fingerprinter, parse_inputs
 from privguard.gateway.keys import KeyInfo
 from privguard.gateway.limits import Limiter
 from privguard.gateway.metrics import Metrics
+from privguard.gateway.monitor_process import MonitorProcess, runner_of
 from privguard.gateway.store import InputCipher, LogWriter, Store, utcnow
 from privguard.gateway.watch import (
     DEFAULT_QUEUE_SIZE,
@@ -111,10 +114,23 @@ class Gateway:
         self._drop_alerted = -math.inf
         # with Redis, each client's detector state is shared by every worker and replica
         self.shared_states = None
+        ttl = _seconds(mon.get("state_ttl_seconds"))
         if monitor is not None and limiter.redis_url and hasattr(monitor, "dump_state"):
-            self.shared_states = SharedStates(
-                limiter.redis_url, monitor, ttl=_seconds(mon.get("state_ttl_seconds"))
-            )
+            self.shared_states = SharedStates(limiter.redis_url, monitor, ttl=ttl)
+        # the detectors run in a child process unless [monitor] runner = "thread"
+        # (monitor_process.py); a monitor that cannot be pickled runs in a thread
+        self.monitor_process = None
+        if monitor is not None and runner_of(mon) == "process":
+            try:
+                self.monitor_process = MonitorProcess(
+                    monitor, redis_url=limiter.redis_url if self.shared_states else None, ttl=ttl
+                )
+            except (pickle.PicklingError, TypeError, AttributeError) as e:
+                log.warning(
+                    "query monitor: runs in a thread, not a child process: it cannot be "
+                    "pickled (%s)",
+                    type(e).__name__,
+                )
         self.chains = {name: t.chain for name, t in config.tiers.items()}
         self.fingerprinter = Fingerprinter(fingerprint_key)  # keyed once, copied per record
         self.specs = {name: chain.spec for name, chain in self.chains.items()}  # built once
@@ -255,7 +271,13 @@ class Gateway:
         for group in groups.values():
             key = group[0][0]
             try:
-                findings = await run_in_threadpool(self._run_monitor, key, group)
+                if self.monitor_process is not None:
+                    batches = [(x, labels, probs) for _, x, labels, probs in group]
+                    findings = await self.monitor_process.observe(
+                        key.name, key.tier, key.owner, batches
+                    )
+                else:
+                    findings = await run_in_threadpool(self._run_monitor, key, group)
             except Exception as e:  # noqa: BLE001 - one client's failure spares the others
                 self.observations.failed += len(group)
                 self.metrics.monitor_failed.inc(len(group))
@@ -405,7 +427,7 @@ class Gateway:
                     "expires_at": row["time"] + timedelta(days=tier.retain_inputs_days),
                 }
             ]
-        return row, inputs, json.dumps(out).encode()
+        return row, inputs, orjson.dumps(out)
 
     def model_info(self, key: KeyInfo) -> dict[str, Any]:
         """Public metadata of the model, and what ``key``'s tier gets (``GET /v1/model``)."""

@@ -156,7 +156,24 @@ class Monitor:
         self._clients: OrderedDict[str, ClientState] = OrderedDict()
         self._lock = threading.Lock()
         self._fingerprinter: Callable[[np.ndarray], list[str]] | None = None
+        self._fingerprint_key: bytes | None = None
         self._identity: str | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What a pickle of the monitor holds (the gateway sends it to its detectors' child
+        process, gateway/monitor_process.py): the fitted monitor and its fingerprint key,
+        without its locks or its clients' states (they start empty, as after a restart)."""
+        state = self.__dict__.copy()
+        del state["_lock"]
+        state["_clients"] = OrderedDict()
+        state["_fingerprinter"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+        if self._fingerprint_key is not None:
+            self.use_fingerprint_key(self._fingerprint_key)
 
     def use_fingerprint_key(self, key: bytes) -> Monitor:
         """Fingerprint the queries named in findings' evidence with ``key`` (the gateway's
@@ -164,6 +181,7 @@ class Monitor:
         from privguard.gateway.inputs import Fingerprinter
 
         self._fingerprinter = Fingerprinter(key)
+        self._fingerprint_key = bytes(key)
         return self
 
     # -- calibration ---------------------------------------------------------------------

@@ -1,0 +1,172 @@
+"""The query monitor's detectors in a child process (gateway/monitor_process.py): the same
+findings as in a thread, a dead child replaced, and the fall-backs and errors of its setting."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import pickle
+import signal
+import time
+from concurrent.futures.process import BrokenProcessPool
+
+import numpy as np
+import pytest
+
+from privguard.errors import ConfigError
+from privguard.gateway.app import create_app
+from privguard.gateway.config import GatewayConfig
+from privguard.gateway.keys import create_key
+from privguard.gateway.monitor import Monitor
+from privguard.gateway.monitor_process import MonitorProcess
+from privguard.models.threads import single_thread
+
+
+@pytest.fixture(scope="module")
+def monitor(digits_logreg) -> Monitor:
+    """Every detector on, the out-of-distribution one throttling."""
+    ds, split = digits_logreg.load_data(), digits_logreg.split
+    with single_thread():
+        return (
+            Monitor(actions={"ood": "throttle"})
+            .fit(
+                ds.x[split.members], ds.x[split.nonmembers], digits_logreg.predict_proba, shuffles=2
+            )
+            .use_fingerprint_key(b"k" * 32)
+        )
+
+
+def _stream(target, n_batches: int = 12) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Batches of 8: natural records, then uniform noise (which the detectors flag)."""
+    ds, split = target.load_data(), target.split
+    rng = np.random.default_rng(0)
+    out = []
+    for i in range(n_batches):
+        if i < n_batches // 2:
+            x = ds.x[split.nonmembers[i * 8 : (i + 1) * 8]].astype(np.float32)
+        else:
+            x = rng.uniform(*ds.bounds, size=(8, 64)).astype(np.float32)
+        p = np.asarray(target.predict_proba(x))
+        out.append((x, p.argmax(axis=1), p))
+    return out
+
+
+def _comparable(findings) -> list[dict]:
+    # the evidence names the wall-clock time of some alarms (the volume detector's burst)
+    return [{**f.to_dict(), "evidence": {**f.evidence, "time": None}} for f in findings]
+
+
+def test_the_child_raises_the_findings_a_thread_raises(digits_logreg, monitor):
+    alone = pickle.loads(pickle.dumps(monitor))  # the same fitted monitor, no client yet
+    stream = _stream(digits_logreg)
+    runner = MonitorProcess(monitor)
+
+    async def run():
+        pid = await runner.started()
+        found = []
+        for b in stream:
+            found += await runner.observe("mallory", "label", None, [b])
+        return pid, found
+
+    try:
+        pid, in_child = asyncio.run(run())
+    finally:
+        runner.close()
+    in_thread = [f for b in stream for f in alone.observe("mallory", *b, tier="label")]
+    assert pid != os.getpid()
+    assert in_thread, "the noise batches raise findings"
+    assert {f.detector for f in in_thread} >= {"ood"}
+    # fingerprints included: the gateway's fingerprint key went across with the monitor
+    assert _comparable(in_child) == _comparable(in_thread)
+
+
+def test_a_dead_child_fails_its_batches_and_is_replaced(digits_logreg, monitor, tmp_path):
+    config = GatewayConfig.from_dict(
+        {
+            "server": {"fingerprint_key_file": str(tmp_path / "fp.key")},
+            "tiers": {"label": {"access": "label", "max_batch": 32}},
+            "monitor": {"throttle_seconds": 600},
+        }
+    )
+    app = create_app(digits_logreg, config, db=f"sqlite:///{tmp_path / 'log.db'}", monitor=monitor)
+    gw = app.state.gateway
+    assert gw.monitor_process is not None  # the default runner
+    key, _ = create_key(gw.store, "mallory", "client", "label")
+    noise = _stream(digits_logreg)[-3:]  # 24 noise records: the ood detector throttles
+
+    async def scenario():
+        pid = await gw.monitor_process.started()
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # reaped: the pool sees a dead child
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)
+        await gw._observe_now([(key, *noise[0])])  # lost with the child, counted
+        await gw._observe_now([(key, *b) for b in noise])  # a new child watches the next
+        await gw.check_held(key)
+
+    try:
+        with pytest.raises(Exception) as refused:
+            asyncio.run(scenario())
+    finally:
+        gw.monitor_process.close()
+    assert getattr(refused.value, "status", None) == 429, refused.value  # held by the new child
+    assert gw.observations.failed == 1
+    assert gw.metrics.monitor_failed._value.get() == 1
+    assert gw.monitor_process.restarts == 1
+    assert any(a["detector"] == "ood" for a in gw.store.alerts())
+
+
+def test_the_runner_raises_broken_pool_for_the_batch_it_lost(digits_logreg, monitor):
+    runner = MonitorProcess(monitor)
+    b = _stream(digits_logreg)[0]
+
+    async def scenario():
+        pid = await runner.started()
+        os.kill(pid, signal.SIGKILL)
+        await asyncio.sleep(1.0)
+        with pytest.raises(BrokenProcessPool):
+            await runner.observe("c", None, None, [b])
+        return await runner.observe("c", None, None, [b])
+
+    try:
+        assert asyncio.run(scenario()) == []  # one natural batch: nothing to report
+    finally:
+        runner.close()
+    assert runner.restarts == 1
+
+
+def test_a_monitor_that_cannot_be_pickled_runs_in_a_thread(digits_logreg, tmp_path, caplog):
+    ds, split = digits_logreg.load_data(), digits_logreg.split
+    with single_thread():
+        mon = Monitor(clock=lambda: 1000.0).fit(  # a test's clock: no pickle for it
+            ds.x[split.members], ds.x[split.nonmembers], digits_logreg.predict_proba, shuffles=2
+        )
+    config = GatewayConfig.from_dict(
+        {
+            "server": {"fingerprint_key_file": str(tmp_path / "fp.key")},
+            "tiers": {"label": {"access": "label"}},
+            "monitor": {},
+        }
+    )
+    with caplog.at_level(logging.WARNING, logger="privguard.gateway"):
+        app = create_app(digits_logreg, config, db=f"sqlite:///{tmp_path / 'l.db'}", monitor=mon)
+    assert app.state.gateway.monitor_process is None
+    assert "runs in a thread" in caplog.text
+
+
+def test_an_unknown_runner_is_refused_with_the_choices(digits_logreg, monitor, tmp_path):
+    config = GatewayConfig.from_dict(
+        {
+            "server": {"fingerprint_key_file": str(tmp_path / "fp.key")},
+            "tiers": {"label": {"access": "label"}},
+            "monitor": {"runner": "fork"},
+        }
+    )
+    with pytest.raises(ConfigError, match='runner must be "process".*"thread".*fork'):
+        create_app(digits_logreg, config, db=f"sqlite:///{tmp_path / 'l.db'}", monitor=monitor)
