@@ -11,7 +11,13 @@ Two servers, each a child process on a loopback port, the same model, the same u
 - **bare**: a minimal FastAPI app defined here that parses ``{"inputs": [...]}``, runs the model
   and returns labels and probabilities, nothing else;
 - **noop** (a ceiling, not a competitor): the bare server's ``POST /v1/noop``, which reads the
-  body and answers a constant — what uvicorn and the load generator manage without any work.
+  body and answers a constant — what uvicorn and the load generator manage without any work;
+- **bare-orjson**: the bare server parsing and writing JSON with orjson, as the gateway does
+  since issue 19 (the goal is against **bare**; this row shows how much of the gateway's
+  standing is its JSON library);
+- **monitored** (the gateway with every detector on, in their child process, the default) and
+  **monitored-thread** (the same with ``[monitor] runner = "thread"``; ``--no-thread-runner``
+  skips it).
 
 A bounded load generator (``httpx.AsyncClient``, ``--concurrency`` requests in flight, a warm-up
 then ``--seconds`` of measurement per run) posts batches of 1 and of 64 real digits records and
@@ -52,6 +58,7 @@ from _common import finish_run, machine_info  # noqa: E402
 
 BENCH = "gateway_throughput"
 MODEL_ENV = "PRIVGUARD_BENCH_MODEL"
+JSON_ENV = "PRIVGUARD_BENCH_JSON"
 GOAL = 0.80
 SERVERS = ("noop", "bare", "gateway", "monitored")  # monitored: the gateway, detectors on
 # optional: "baseline" (the plain gateway from another source tree, --baseline-src) and
@@ -75,6 +82,9 @@ max_batch = 64
 
 def bare_app():
     """The model alone behind FastAPI: JSON in, model, JSON out."""
+    import json
+
+    import orjson
     import torch
 
     import privguard
@@ -82,17 +92,18 @@ def bare_app():
     torch.set_num_threads(1)  # the gateway runs its model on one thread too
     target = privguard.load_target(os.environ[MODEL_ENV])
     shape = target.input_shape
+    # bare-orjson: the same server with the gateway's JSON library (orjson)
+    fast = os.environ.get(JSON_ENV) == "orjson"
+    loads, dumps = (orjson.loads, orjson.dumps) if fast else (json.loads, json.dumps)
     app = FastAPI()
 
     @app.post("/v1/predict")
     async def predict(request: Request) -> Response:
-        import json
-
-        body = json.loads(await request.body())
+        body = loads(await request.body())
         x = np.asarray(body["inputs"], dtype=np.float32).reshape(-1, *shape)
         p = target.predict_proba(x)
         out = {"labels": p.argmax(axis=1).tolist(), "probs": p.tolist()}
-        return Response(json.dumps(out), media_type="application/json")
+        return Response(dumps(out), media_type="application/json")
 
     @app.post("/v1/noop")
     async def noop(request: Request) -> Response:
@@ -126,9 +137,10 @@ def serve_bare(model: str, port: int, workers: int) -> None:
 class BareProcess:
     """This script in ``--serve-bare`` mode as a child process."""
 
-    def __init__(self, model: Path, workers: int) -> None:
+    def __init__(self, model: Path, workers: int, json_lib: str = "json") -> None:
         from privguard.testing.servers import free_port
 
+        self.json_lib = json_lib
         self.port = free_port()
         self.args = [sys.executable, __file__, "--serve-bare", str(model)]
         self.args += ["--port", str(self.port), "--workers", str(workers)]
@@ -137,7 +149,8 @@ class BareProcess:
     def __enter__(self) -> BareProcess:
         import subprocess
 
-        self.proc = subprocess.Popen(self.args, start_new_session=True)
+        env = {**os.environ, JSON_ENV: self.json_lib}
+        self.proc = subprocess.Popen(self.args, start_new_session=True, env=env)
         _wait_ready(self.url, self.proc)
         return self
 
@@ -316,6 +329,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 ),
                 secret_base,
             )
+        if not args.no_thread_runner:  # the monitored gateway, detectors in a thread (A/B)
+            config_thr = tmp / "gateway-monitor-thread.toml"
+            config_thr.write_text(config_mon.read_text() + 'runner = "thread"\n')
+            db_thr = f"sqlite:///{tmp / 'log-monitor-thread.db'}"
+            store = Store(db_thr)
+            store.migrate()
+            _, secret_thr = create_key(store, "bench", "client", "bench")
+            store.close()
+            extra["monitored-thread"] = (
+                GatewayProcess(
+                    ["--model", str(model), "--config", str(config_thr), "--db", db_thr]
+                    + ["--workers", str(args.workers)],
+                    log_file=tmp / "serve-monitor-thread.log",
+                ),
+                secret_thr,
+            )
         if args.redis:  # the monitored gateway with Redis: shared holds and detector state
             db_red = f"sqlite:///{tmp / 'log-monitor-redis.db'}"
             store = Store(db_red)
@@ -332,16 +361,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 ),
                 secret_red,
             )
-        results["settings"]["servers"] = list(SERVERS) + list(extra)
+        results["settings"]["servers"] = list(SERVERS) + ["bare-orjson"] + list(extra)
         with contextlib.ExitStack() as stack:
             for proc, _ in extra.values():
                 stack.enter_context(proc)
             stack.enter_context(gateway)
             stack.enter_context(monitored)
             bare = stack.enter_context(BareProcess(model, args.workers))
+            bare_fast = stack.enter_context(BareProcess(model, args.workers, "orjson"))
             servers = {
                 "noop": (bare.url + "/v1/noop", {}),
                 "bare": (bare.url + "/v1/predict", {}),
+                "bare-orjson": (bare_fast.url + "/v1/predict", {}),
                 "gateway": (gateway.url + "/v1/predict", {"Authorization": f"Bearer {secret}"}),
                 "monitored": (
                     monitored.url + "/v1/predict",
@@ -469,6 +500,18 @@ def summarise(
             ]
             row[f"{name}_ratio_per_repeat"] = [round(v, 3) for v in per]
             row[f"{name}_throughput_ratio"] = round(statistics.median(per), 3)
+        if "bare-orjson" in servers:  # against the bare server with the gateway's JSON library
+            fast = [r for r in runs if r["server"] == "bare-orjson" and r["batch"] == batch]
+            for name in ("gateway", "monitored"):
+                per = [
+                    g["requests_per_second"] / b["requests_per_second"]
+                    for g, b in zip(
+                        [r for r in runs if r["server"] == name and r["batch"] == batch],
+                        fast,
+                        strict=True,
+                    )
+                ]
+                row[f"{name}_vs_bare_orjson"] = round(statistics.median(per), 3)
         ratio = statistics.median(ratios)
         row["throughput_ratio"] = round(ratio, 3)
         if batch == 1:
@@ -522,6 +565,11 @@ def print_table(results: dict[str, Any]) -> None:
             f"      gateway with the monitor on / bare: {row['monitored_throughput_ratio']:.2f} "
             f"(median of {', '.join(f'{r:.2f}' for r in row['monitored_ratio_per_repeat'])})"
         )
+        if "gateway_vs_bare_orjson" in row:
+            print(
+                f"      against bare-orjson: gateway {row['gateway_vs_bare_orjson']:.2f}, "
+                f"monitored {row['monitored_vs_bare_orjson']:.2f}"
+            )
         for name in [n for n in row.get("servers", SERVERS) if n not in SERVERS]:
             print(
                 f"      {name} / bare: {row[f'{name}_throughput_ratio']:.2f} (median of "
@@ -579,6 +627,12 @@ def main(argv: list[str] | None = None) -> None:
         "--redis",
         default=None,
         help="also run the monitored gateway with this Redis (shared detector state)",
+    )
+    ap.add_argument(
+        "--no-thread-runner",
+        action="store_true",
+        help='skip the monitored gateway with [monitor] runner = "thread" (the A/B of the '
+        "detectors' child process)",
     )
     ap.add_argument("--out", default=None, help="JSON output path")
     ap.add_argument("--markdown", action="store_true", help="also print the table in Markdown")
