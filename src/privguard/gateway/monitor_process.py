@@ -43,6 +43,9 @@ log = logging.getLogger("privguard.gateway")
 
 #: the runners ``[monitor] runner`` accepts
 RUNNERS = ("process", "thread")
+#: seconds a round of queued batches waits for more before going to the child: at batch 1
+#: a round's trip (pickle, pipe, wake-ups) costs about as much as the detectors themselves
+PROCESS_LINGER = 0.002
 
 # the child's monitor and, with Redis, its shared states (set by _start_child)
 _monitor: Any = None

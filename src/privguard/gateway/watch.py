@@ -337,6 +337,7 @@ class Observations:
         on_drop: Any = None,
         group: int = GROUP_SIZE,
         on_fail: Any = None,
+        linger: float = 0.0,
     ):
         if maxsize < 1:
             raise ValueError("the monitor queue needs room for at least one batch")
@@ -345,6 +346,8 @@ class Observations:
         self.maxsize = int(maxsize)
         self.on_drop = on_drop  # called with the running count on each drop
         self.on_fail = on_fail  # called with the number of batches of each failed round
+        # seconds a round waits after its first batch for more (fewer, larger rounds)
+        self.linger = float(linger)
         self.queue: asyncio.Queue | None = None
         self.dropped = 0
         self.processed = 0
@@ -375,6 +378,8 @@ class Observations:
         assert self.queue is not None
         while True:
             items = [await self.queue.get()]
+            if self.linger > 0:
+                await asyncio.sleep(self.linger)
             while len(items) < self.group and not self.queue.empty():
                 items.append(self.queue.get_nowait())  # what queued meanwhile: one round
             try:
