@@ -9,7 +9,6 @@ import os
 import pickle
 import signal
 import time
-from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 import pytest
@@ -19,7 +18,7 @@ from privguard.gateway.app import create_app
 from privguard.gateway.config import GatewayConfig
 from privguard.gateway.keys import create_key
 from privguard.gateway.monitor import Monitor
-from privguard.gateway.monitor_process import MonitorProcess
+from privguard.gateway.monitor_process import MonitorProcess, MonitorProcessError
 from privguard.models.threads import single_thread
 
 
@@ -64,15 +63,15 @@ def test_the_child_raises_the_findings_a_thread_raises(digits_logreg, monitor):
 
     async def run():
         pid = await runner.started()
-        found = []
-        for b in stream:
-            found += await runner.observe("mallory", "label", None, [b])
-        return pid, found
+        try:
+            found = []
+            for b in stream:
+                found += await runner.observe("mallory", "label", None, [b])
+            return pid, found
+        finally:
+            await runner.aclose()
 
-    try:
-        pid, in_child = asyncio.run(run())
-    finally:
-        runner.close()
+    pid, in_child = asyncio.run(run())
     in_thread = [f for b in stream for f in alone.observe("mallory", *b, tier="label")]
     assert pid != os.getpid()
     assert in_thread, "the noise batches raise findings"
@@ -108,13 +107,13 @@ def test_a_dead_child_fails_its_batches_and_is_replaced(digits_logreg, monitor, 
         await asyncio.sleep(0.5)
         await gw._observe_now([(key, *noise[0])])  # lost with the child, counted
         await gw._observe_now([(key, *b) for b in noise])  # a new child watches the next
-        await gw.check_held(key)
+        try:
+            await gw.check_held(key)
+        finally:
+            await gw.monitor_process.aclose()
 
-    try:
-        with pytest.raises(Exception) as refused:
-            asyncio.run(scenario())
-    finally:
-        gw.monitor_process.close()
+    with pytest.raises(Exception) as refused:
+        asyncio.run(scenario())
     assert getattr(refused.value, "status", None) == 429, refused.value  # held by the new child
     assert gw.observations.failed == 1
     assert gw.metrics.monitor_failed._value.get() == 1
@@ -122,23 +121,49 @@ def test_a_dead_child_fails_its_batches_and_is_replaced(digits_logreg, monitor, 
     assert any(a["detector"] == "ood" for a in gw.store.alerts())
 
 
-def test_the_runner_raises_broken_pool_for_the_batch_it_lost(digits_logreg, monitor):
+def test_the_runner_raises_for_the_batch_it_lost_then_starts_a_new_child(digits_logreg, monitor):
     runner = MonitorProcess(monitor)
     b = _stream(digits_logreg)[0]
 
     async def scenario():
         pid = await runner.started()
-        os.kill(pid, signal.SIGKILL)
-        await asyncio.sleep(1.0)
-        with pytest.raises(BrokenProcessPool):
-            await runner.observe("c", None, None, [b])
-        return await runner.observe("c", None, None, [b])
+        try:
+            os.kill(pid, signal.SIGKILL)
+            await asyncio.sleep(0.5)
+            with pytest.raises(MonitorProcessError, match="died"):
+                await runner.observe("c", None, None, [b])
+            found = await runner.observe("c", None, None, [b])
+            return pid, runner.pid, found
+        finally:
+            await runner.aclose()
 
-    try:
-        assert asyncio.run(scenario()) == []  # one natural batch: nothing to report
-    finally:
-        runner.close()
-    assert runner.restarts == 1
+    old, new, found = asyncio.run(scenario())
+    assert found == []  # one natural batch: nothing to report
+    assert runner.restarts == 1 and new != old
+
+
+def test_the_child_does_not_run_the_parents_main_script(digits_logreg, monitor, tmp_path):
+    """A user's serving script without a ``__main__`` guard: the child must not re-run it
+    (multiprocessing's spawn would, and start a second server)."""
+    import subprocess
+    import sys
+
+    blob = tmp_path / "monitor.pkl"
+    blob.write_bytes(pickle.dumps(monitor))
+    marker = tmp_path / "ran"
+    script = tmp_path / "serve_mine.py"
+    script.write_text(
+        "import asyncio, pathlib, pickle\n"
+        "from privguard.gateway.monitor_process import MonitorProcess\n"
+        f"pathlib.Path({str(marker)!r}).open('a').write('x')\n"
+        f"runner = MonitorProcess(pickle.loads(pathlib.Path({str(blob)!r}).read_bytes()))\n"
+        "async def main():\n"
+        "    await runner.started()\n"
+        "    await runner.aclose()\n"
+        "asyncio.run(main())\n"
+    )
+    subprocess.run([sys.executable, str(script)], check=True, timeout=120)
+    assert marker.read_text() == "x"  # the script ran once: in its own process only
 
 
 def test_a_monitor_that_cannot_be_pickled_runs_in_a_thread(digits_logreg, tmp_path, caplog):

@@ -124,7 +124,7 @@ def create_app(
             if gw.monitor is not None:
                 await gw.observations.stop()
                 if gw.monitor_process is not None:
-                    await run_in_threadpool(gw.monitor_process.close)
+                    await gw.monitor_process.aclose()
             await gw.holds.close()
             if gw.shared_states is not None:
                 gw.shared_states.close()
