@@ -85,12 +85,12 @@ def test_a_dead_child_fails_its_batches_and_is_replaced(digits_logreg, monitor, 
         {
             "server": {"fingerprint_key_file": str(tmp_path / "fp.key")},
             "tiers": {"label": {"access": "label", "max_batch": 32}},
-            "monitor": {"throttle_seconds": 600},
+            "monitor": {"throttle_seconds": 600, "runner": "process"},
         }
     )
     app = create_app(digits_logreg, config, db=f"sqlite:///{tmp_path / 'log.db'}", monitor=monitor)
     gw = app.state.gateway
-    assert gw.monitor_process is not None  # the default runner
+    assert gw.monitor_process is not None
     key, _ = create_key(gw.store, "mallory", "client", "label")
     noise = _stream(digits_logreg)[-3:]  # 24 noise records: the ood detector throttles
 
@@ -193,5 +193,17 @@ def test_an_unknown_runner_is_refused_with_the_choices(digits_logreg, monitor, t
             "monitor": {"runner": "fork"},
         }
     )
-    with pytest.raises(ConfigError, match='runner must be "process".*"thread".*fork'):
+    with pytest.raises(ConfigError, match='runner must be "auto".*"process".*"thread".*fork'):
         create_app(digits_logreg, config, db=f"sqlite:///{tmp_path / 'l.db'}", monitor=monitor)
+
+
+def test_auto_puts_the_detectors_in_a_child_only_with_a_core_per_worker_to_spare(monkeypatch):
+    from privguard.gateway import monitor_process as mp
+
+    monkeypatch.setattr(mp, "usable_cpus", lambda: 2)
+    assert mp.runner_of({}, workers=1) == "process"
+    assert mp.runner_of({}, workers=2) == "thread"
+    assert mp.runner_of({"runner": "process"}, workers=2) == "process"
+    assert mp.runner_of({"runner": "thread"}, workers=1) == "thread"
+    monkeypatch.setattr(mp, "usable_cpus", lambda: 16)
+    assert mp.runner_of(None, workers=4) == "process"

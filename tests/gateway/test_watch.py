@@ -124,9 +124,10 @@ def _until_refused(post, deadline_s: float = 15.0) -> tuple[httpx.Response, int]
     raise AssertionError(f"never refused: {answered} answers in {deadline_s} s")
 
 
-@pytest.fixture(scope="module")
-def two_workers(model_dir, throttling_monitor, redis_url, tmp_path_factory):
-    """A real ``privguard serve --workers 2 --redis`` with the throttling monitor: (process,
+@pytest.fixture(scope="module", params=["process", "thread"])
+def two_workers(request, model_dir, throttling_monitor, redis_url, tmp_path_factory):
+    """A real ``privguard serve --workers 2 --redis`` with the throttling monitor, its detectors
+    in a child process of each worker or in a thread of it (``[monitor] runner``): (process,
     database URL). Tests create their own keys (``key_cache_seconds = 0``)."""
     tmp_path = tmp_path_factory.mktemp("two-workers")
     config = tmp_path / "gateway.toml"
@@ -146,6 +147,7 @@ def two_workers(model_dir, throttling_monitor, redis_url, tmp_path_factory):
             [monitor]
             path = "{throttling_monitor}"
             throttle_seconds = 600
+            runner = "{request.param}"
             """
         )
     )

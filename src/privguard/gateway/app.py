@@ -75,6 +75,7 @@ def create_app(
     monitor: Any = None,
     migrate: bool = True,
     name: str | None = None,
+    workers: int = 1,
 ) -> FastAPI:
     """The gateway app for ``target`` (a :class:`~privguard.models.target.Target`).
 
@@ -104,6 +105,7 @@ def create_app(
         monitor=monitor if monitor is not None else load_monitor(config, target),
         session_key=session_key(config, db),
         inputs_key=inputs_key(config, db) if retains else None,
+        workers=workers,
     )
 
     @asynccontextmanager
@@ -167,4 +169,5 @@ def app_from_env() -> FastAPI:
         db=settings.resolve_db(config),
         redis=settings.resolve_redis(config),
         migrate=not settings.migrated,
+        workers=settings.workers,
     )

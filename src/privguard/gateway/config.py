@@ -262,6 +262,8 @@ class ServeSettings:
     seal_key_file: str | None = None
     #: migrations already run by the parent process (several workers must not race)
     migrated: bool = False
+    #: uvicorn workers on this machine (``[monitor] runner = "auto"`` compares it with the cores)
+    workers: int = 1
 
     def to_env(self) -> str:
         return json.dumps(asdict(self))

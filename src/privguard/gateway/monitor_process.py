@@ -6,13 +6,14 @@ Shapiro-Wilk, rate tests, the feature projection) and each holds the interpreter
 thread, a millisecond of detector work is a millisecond in which the event loop answers nobody.
 
 :class:`MonitorProcess` runs them in **one child process** instead (``[monitor] runner =
-"process"``, the default). The gateway's side does not change: :class:`~privguard.gateway.
-watch.Observations` hands a round of queued batches, grouped by client, to :meth:`observe`, one
-group at a time; the child runs ``Monitor.observe`` on them (against the shared state in Redis
-when the gateway has one, :class:`~privguard.gateway.watch.SharedStates`) and sends the
-findings back; the gateway acts on them (holds, alert rows, webhook) in its own process, as
-before. One child per gateway worker, one group at a time: batches are observed in the order
-they were answered, as in a thread.
+"process"``, or the default ``"auto"`` on a machine with more cores than gateway workers:
+:func:`runner_of`). The gateway's side does not change: :class:`~privguard.gateway.watch.
+Observations` hands a round of queued batches, grouped by client, to :meth:`observe`, one group
+at a time; the child runs ``Monitor.observe`` on them (against the shared state in Redis when
+the gateway has one, :class:`~privguard.gateway.watch.SharedStates`) and sends the findings
+back; the gateway acts on them (holds, alert rows, webhook) in its own process, as before. One
+child per gateway worker, one group at a time: batches are observed in the order they were
+answered, as in a thread.
 
 - The child is ``python -m privguard.gateway.monitor_process``, started by the worker's event
   loop (not ``multiprocessing``: its ``spawn`` re-runs the parent's main script in the child,
@@ -61,7 +62,7 @@ class MonitorProcessError(RuntimeError):
 
 
 class MonitorProcess:
-    """The monitor's detectors in one child process.
+    """The monitor's detectors in one child process (``[monitor] runner``: :func:`runner_of`).
 
     Example:
         >>> runner = MonitorProcess(monitor, redis_url=None)
@@ -186,16 +187,30 @@ class MonitorProcess:
             await proc.wait()
 
 
-def runner_of(monitor_config: dict[str, Any] | None) -> str:
-    """``[monitor] runner``: ``process`` (default) or ``thread``."""
+def usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def runner_of(monitor_config: dict[str, Any] | None, workers: int = 1) -> str:
+    """Where ``[monitor] runner`` puts the detectors: ``process`` or ``thread``. ``auto`` (the
+    default) is ``process`` when this machine has more usable cores than the gateway has
+    workers on it -- a child then has a core the workers do not use -- and ``thread`` when it
+    has not: a child would only take CPU from the workers, plus its own overhead (measured:
+    docs/benchmarks.md, "Gateway throughput, detectors in a child process")."""
     from privguard.errors import ConfigError
 
-    runner = (monitor_config or {}).get("runner", "process")
-    if runner not in RUNNERS:
+    runner = (monitor_config or {}).get("runner", "auto")
+    if runner not in (*RUNNERS, "auto"):
         raise ConfigError(
-            f'[monitor] runner must be "process" (the detectors in a child process, the '
-            f'default) or "thread" (in the gateway\'s own process), not {runner!r}'
+            '[monitor] runner must be "auto" (the default: a child process when the machine '
+            'has a core per worker to spare), "process" (the detectors in a child process) '
+            f'or "thread" (in the gateway\'s own process), not {runner!r}'
         )
+    if runner == "auto":
+        return "process" if usable_cpus() > max(1, int(workers)) else "thread"
     return runner
 
 

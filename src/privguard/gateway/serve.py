@@ -124,10 +124,11 @@ def serve(
     if workers == 1:
         from privguard.gateway.app import create_app
 
-        app = create_app(target, config, db=db, redis=redis, migrate=False)
+        app = create_app(target, config, db=db, redis=redis, migrate=False, workers=1)
         uvicorn.run(app, **common)
         return
     settings.migrated = True
+    settings.workers = workers
     os.environ[SETTINGS_ENV] = settings.to_env()
     # a worker imports privguard (and PyTorch) before it answers the supervisor's health
     # check: on a busy machine that takes longer than uvicorn's default 5 s

@@ -71,6 +71,7 @@ class Gateway:
         monitor: Any = None,
         session_key: bytes | None = None,
         inputs_key: bytes | None = None,
+        workers: int = 1,
     ) -> None:
         self.target = target
         self.config = config
@@ -105,7 +106,7 @@ class Gateway:
         # always) and the bounded queue that keeps its detectors off the request path (watch.py)
         mon = config.monitor or {}
         self.holds = Holds(store, limiter.redis_url)
-        process = monitor is not None and runner_of(mon) == "process"
+        process = monitor is not None and runner_of(mon, workers) == "process"
         self.observations = Observations(
             self._observe_now,
             _queue_size(mon.get("queue_size")),
@@ -121,8 +122,9 @@ class Gateway:
         ttl = _seconds(mon.get("state_ttl_seconds"))
         if monitor is not None and limiter.redis_url and hasattr(monitor, "dump_state"):
             self.shared_states = SharedStates(limiter.redis_url, monitor, ttl=ttl)
-        # the detectors run in a child process unless [monitor] runner = "thread"
-        # (monitor_process.py); a monitor that cannot be pickled runs in a thread
+        # the detectors run in a child process when [monitor] runner says so ("auto": when
+        # the machine has a core per worker to spare; monitor_process.py); a monitor that
+        # cannot be pickled runs in a thread
         self.monitor_process = None
         if process:
             try:
