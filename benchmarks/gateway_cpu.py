@@ -90,7 +90,10 @@ def measure(
     from privguard.gateway.keys import create_key
 
     config = tmp / f"gateway-{batch}.toml"
-    config.write_text(GATEWAY_CONFIG.format(fpkey=tmp / "fp.key"))
+    text = GATEWAY_CONFIG.format(fpkey=tmp / "fp.key")
+    if monitor is not None:  # the detectors in this process, where their CPU is counted
+        text += '\n[monitor]\nrunner = "thread"\n'
+    config.write_text(text)
     app = create_app(
         target,
         GatewayConfig.from_toml(config),
