@@ -266,8 +266,15 @@ def test_query_log_keeps_fingerprints_not_inputs(server):
     with server.client(key["secret"]) as c:
         answer = c.post("/v1/predict", json=_body(x)).json()
         c.post("/v1/predict", json={"inputs": [[2.0] * 64]})  # refused, still logged
+    # a refused request's row is queued without waiting (docs/gateway.md): it may be committed
+    # a moment after the refusal went out, so the listing is read until it shows up
+    deadline = time.monotonic() + 10
     with server.client(server.admin) as admin:
-        rows = admin.get("/v1/admin/queries", params={"client": key["name"]}).json()
+        while True:
+            rows = admin.get("/v1/admin/queries", params={"client": key["name"]}).json()
+            if len(rows) >= 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
     assert [r["status"] for r in rows] == [422, 200]
     ok = rows[1]
     fp_key = server.fpkey.read_text().strip()
