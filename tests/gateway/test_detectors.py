@@ -320,6 +320,19 @@ def test_save_and_load_round_trip_without_pickle(setup, tmp_path):
         Monitor.load(tmp_path / "missing")
 
 
+def test_a_monitor_saved_before_the_per_label_copies_radius_is_refused(setup, tmp_path):
+    _, _, monitor, _ = setup
+    monitor.save(tmp_path)
+    path = tmp_path / "monitor.json"
+    manifest = json.loads(path.read_text())
+    entry = next(e for e in manifest["detectors"] if e["name"] == "copies")
+    for key in ("labels", "grid", "table", "confidence"):
+        entry["params"].pop(key)
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(ModelError, match="predates its radius per label"):
+        Monitor.load(tmp_path)
+
+
 def test_state_is_bounded_per_client_and_in_clients(setup):
     target, ds, monitor, ev = setup
     m = Monitor(max_clients=3)

@@ -59,7 +59,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from privguard.errors import ConfigError
+from privguard.errors import ConfigError, ModelError
 from privguard.gateway.monitor.base import Batch, Stream
 from privguard.gateway.monitor.knn import RecentQueries, pairwise, sq_norms, with_neighbours
 from privguard.gateway.monitor.rate import CALIBRATION_BATCH, RateDetector, upper_rate
@@ -286,6 +286,17 @@ class CopiesDetector(RateDetector):
             rank = np.arange(n_labels) if i % 2 == 0 else rng.permutation(n_labels)
             out.append(("class-sorted", held[np.lexsort((rng.random(len(held)), rank[lab + 1]))]))
         return out
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> RateDetector:
+        """The detector back from :meth:`params`; a calibrated one saved before the radius per
+        label (no ``table``) is refused: its ``alpha`` belongs to the old rule."""
+        if params.get("alpha") is not None and params.get("table") is None:
+            raise ModelError(
+                "the saved copies detector predates its radius per label; re-fit the monitor "
+                "(privguard monitor fit)"
+            )
+        return super().from_params(params)
 
     def describe_hit(self) -> str:
         return "near-copies of its own earlier queries of the same label"
