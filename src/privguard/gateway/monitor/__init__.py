@@ -13,8 +13,9 @@ Detectors (short name -> paper):
 - ``boundary``: label flips within tiny steps -- label-only boundary probing;
 - ``ood``: Mahalanobis score under the training data's probabilistic-PCA covariance;
 - ``volume``: query bursts against the client's own EWMA history;
-- ``copies``: near-copies of the client's own earlier queries, under a sequential rate test over
-  its whole history (privguard's own; interleaving-resistant);
+- ``copies``: near-copies of the client's own earlier queries of the same label (a radius per
+  label and count of such queries), under a sequential rate test over its whole history
+  (privguard's own; interleaving-resistant);
 - ``lowdensity``: a budget on low-density (high Mahalanobis score) queries over the client's
   whole history (privguard's own; interleaving-resistant).
 

@@ -17,10 +17,12 @@ test an attacker must send about ``1 / p`` natural queries per suspicious one (`
 percent or less), which is what the benchmark's interleaved and adaptive clients measure.
 
 Calibration (:meth:`RateDetector.calibrate`) takes ``p`` as the rate of suspicious queries on the
-benign calibration streams, and ``alpha`` as the smaller of ``target_fpr / stream_len`` (a union
-bound over the tests of a ``stream_len``-query client) and half the lowest p-value a benign stream
-of each kind is expected to reach with probability ``target_fpr`` (a Gumbel law fitted to the
-calibration streams' lowest log p-values, ``base.extreme_bound``; never above the lowest seen).
+benign calibration streams (``copies`` overrides it: the upper bound of the rate measured out of
+sample, on natural records its radius was not fitted on), and ``alpha`` as the smaller of
+``target_fpr / stream_len`` (a union bound over the tests of a ``stream_len``-query client) and
+half the lowest p-value a benign stream of each kind is expected to reach with probability
+``target_fpr`` (a Gumbel law fitted to the calibration streams' lowest log p-values,
+``base.extreme_bound``; never above the lowest seen).
 This rule is privguard's own (a one-sided sequential binomial test with Bonferroni control), not
 a paper's.
 
@@ -151,6 +153,15 @@ class RateDetector(Detector):
             raise ConfigError(f"{self.name}: no benign calibration queries; give benign records")
         # a floor keeps the test finite when no benign query was suspicious at all
         self.base_rate_ = float(max(self.benign_rate(per_stream), 1.0 / total, 1e-4))
+        # (hits not one per stream, as lowdensity's reorderings: the lowest seen, as before)
+        if len(per_stream) == len(streams):
+            kinds = [s.kind for s in streams]
+        else:
+            kinds = [str(i) for i in range(len(per_stream))]
+        self._fit_alpha(per_stream, kinds, target_fpr)
+
+    def _fit_alpha(self, per_stream: list[np.ndarray], kinds: list[str], target_fpr: float) -> None:
+        """``alpha`` from the benign streams' lowest p-values at the calibrated base rate."""
         logs = []  # each benign stream's lowest log10 p-value
         for h in per_stream:
             n, c = self._run(RateState(), h)
@@ -158,11 +169,6 @@ class RateDetector(Detector):
         self.benign_min_pvalue_ = float(10.0 ** min(logs))
         # below every benign stream's, extrapolated past the few streams of each kind
         # (extreme_bound on log10 p; issue 19)
-        # (hits not one per stream, as lowdensity's reorderings: the lowest seen, as before)
-        if len(per_stream) == len(streams):
-            kinds = [s.kind for s in streams]
-        else:
-            kinds = [str(i) for i in range(len(per_stream))]
         low = extreme_bound(logs, kinds, target_fpr, lower=True)
         self.alpha_ = float(min(target_fpr / self.stream_len, 0.5 * 10.0**low))
 
