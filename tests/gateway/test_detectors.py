@@ -444,9 +444,13 @@ def test_copies_flags_jacobian_steps_hidden_among_three_natural_queries_each(set
     # (20 of them the natural seeds; 40 since the extreme-value calibration of issue 19, whose
     # lower alpha costs a few queries; 44 since copies' per-label radius, whose base rate is the
     # upper 99.9% bound from digits' 988 natural records: 4.5%), similarity later or never,
-    # PRADA never
+    # PRADA never. The bound was a quarter of the stream (42.5) until that change: the
+    # integrator accepted 44 for what it bought on mnist-5k (black-box inversion hidden 3:1
+    # flagged by copies at 8 attack queries of 500 instead of 279; interleaved runs before 20%
+    # 29/60 -> 39/60, benign unchanged; docs/benchmarks.md, "Detection (issue 19)") and bounds
+    # this stream at 30%: 51 queries, 31 of them synthetic
     print("jacobian 3:1:", sent)
-    assert sent["copies"] <= 0.25 * len(x)
+    assert sent["copies"] <= 0.30 * len(x)
     assert "prada" not in sent and sent.get("similarity", len(x)) > sent["copies"]
     f = next(f for f in got.findings if f.detector == "copies")
     assert f.statistic < f.threshold and f.evidence["suspicious"] >= 4
