@@ -45,20 +45,18 @@ import sys
 import tempfile
 import textwrap
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from fastapi import FastAPI, Request  # at module level: the route's annotations resolve here
-from fastapi.responses import Response
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _bare_server import JSON_ENV, MODEL_ENV, BareProcess, bare_app, serve_bare  # noqa: E402,F401
 from _common import finish_run, machine_info  # noqa: E402
 
 BENCH = "gateway_throughput"
-MODEL_ENV = "PRIVGUARD_BENCH_MODEL"
-JSON_ENV = "PRIVGUARD_BENCH_JSON"
 GOAL = 0.80
 SERVERS = ("noop", "bare", "gateway", "monitored")  # monitored: the gateway, detectors on
 # optional: "baseline" (the plain gateway from another source tree, --baseline-src) and
@@ -75,106 +73,6 @@ rate_limits = "100000/second"
 daily_budget = 1000000000
 max_batch = 64
 """
-
-
-# -- the bare server -------------------------------------------------------------------------
-
-
-def bare_app():
-    """The model alone behind FastAPI: JSON in, model, JSON out."""
-    import json
-
-    import orjson
-    import torch
-
-    import privguard
-
-    torch.set_num_threads(1)  # the gateway runs its model on one thread too
-    target = privguard.load_target(os.environ[MODEL_ENV])
-    shape = target.input_shape
-    # bare-orjson: the same server with the gateway's JSON library (orjson)
-    fast = os.environ.get(JSON_ENV) == "orjson"
-    loads, dumps = (orjson.loads, orjson.dumps) if fast else (json.loads, json.dumps)
-    app = FastAPI()
-
-    @app.post("/v1/predict")
-    async def predict(request: Request) -> Response:
-        body = loads(await request.body())
-        x = np.asarray(body["inputs"], dtype=np.float32).reshape(-1, *shape)
-        p = target.predict_proba(x)
-        out = {"labels": p.argmax(axis=1).tolist(), "probs": p.tolist()}
-        return Response(dumps(out), media_type="application/json")
-
-    @app.post("/v1/noop")
-    async def noop(request: Request) -> Response:
-        """Reads the body, answers a constant: what uvicorn + the load generator can do."""
-        await request.body()
-        return Response('{"labels": []}', media_type="application/json")
-
-    @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    return app
-
-
-def serve_bare(model: str, port: int, workers: int) -> None:
-    import uvicorn
-
-    os.environ[MODEL_ENV] = model
-    uvicorn.run(
-        "gateway_throughput:bare_app",
-        factory=True,
-        host="127.0.0.1",
-        port=port,
-        workers=workers,
-        access_log=False,
-        log_level="warning",
-        app_dir=str(Path(__file__).resolve().parent),
-    )
-
-
-class BareProcess:
-    """This script in ``--serve-bare`` mode as a child process."""
-
-    def __init__(self, model: Path, workers: int, json_lib: str = "json") -> None:
-        from privguard.testing.servers import free_port
-
-        self.json_lib = json_lib
-        self.port = free_port()
-        self.args = [sys.executable, __file__, "--serve-bare", str(model)]
-        self.args += ["--port", str(self.port), "--workers", str(workers)]
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> BareProcess:
-        import subprocess
-
-        env = {**os.environ, JSON_ENV: self.json_lib}
-        self.proc = subprocess.Popen(self.args, start_new_session=True, env=env)
-        _wait_ready(self.url, self.proc)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        import signal
-
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        self.proc.wait(20)
-
-
-def _wait_ready(url: str, proc, timeout: float = 180.0) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the server at {url} exited with code {proc.returncode}")
-        try:
-            if httpx.get(url + "/healthz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"the server at {url} was not ready after {timeout:.0f} s")
 
 
 # -- the load generator ------------------------------------------------------------------------
@@ -246,9 +144,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     import privguard
     from privguard.data import load_dataset
-    from privguard.gateway.keys import create_key
-    from privguard.gateway.store import Store
-    from privguard.testing.servers import GatewayProcess
 
     torch.set_num_threads(1)
     start = time.perf_counter()
@@ -281,16 +176,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         model = target.save(tmp / "model")
         config = tmp / "gateway.toml"
         config.write_text(textwrap.dedent(GATEWAY_CONFIG.format(fpkey=tmp / "fp.key")))
-        db = f"sqlite:///{tmp / 'log.db'}"
-        store = Store(db)
-        store.migrate()
-        _, secret = create_key(store, "bench", "client", "bench")
-        store.close()
-        gateway = GatewayProcess(
-            ["--model", str(model), "--config", str(config), "--db", db]
-            + ["--workers", str(args.workers)],
-            log_file=tmp / "serve.log",
-        )
+        db = f"sqlite:///{tmp / 'log-gateway.db'}"  # the plain gateway's (_gateway)
+        serve = partial(_gateway, tmp, model, args.workers)
+        gateway, secret = serve("gateway", config)
         # The same gateway with the query monitor on: every detector runs on every batch and
         # its findings are stored, but acts by "record" only, so the benign load is never
         # throttled and the cost measured is the detectors' own.
@@ -302,64 +190,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ).save(tmp / "monitor")
         config_mon = tmp / "gateway-monitor.toml"
         config_mon.write_text(config.read_text() + f'\n[monitor]\npath = "{tmp / "monitor"}"\n')
-        db_mon = f"sqlite:///{tmp / 'log-monitor.db'}"
-        store = Store(db_mon)
-        store.migrate()
-        _, secret_mon = create_key(store, "bench", "client", "bench")
-        _, admin_mon = create_key(store, "bench-admin", "admin", "bench")
-        store.close()
-        monitored = GatewayProcess(
-            ["--model", str(model), "--config", str(config_mon), "--db", db_mon]
-            + ["--workers", str(args.workers)],
-            log_file=tmp / "serve-monitor.log",
-        )
+        monitored, secret_mon, admin_mon = serve("monitor", config_mon, admin=True)
         extra = {}
         if args.baseline_src:  # the same plain gateway, from another source tree (A/B)
-            db_base = f"sqlite:///{tmp / 'log-baseline.db'}"
-            store = Store(db_base)
-            store.migrate()
-            _, secret_base = create_key(store, "bench", "client", "bench")
-            store.close()
-            extra["baseline"] = (
-                GatewayProcess(
-                    ["--model", str(model), "--config", str(config), "--db", db_base]
-                    + ["--workers", str(args.workers)],
-                    log_file=tmp / "serve-baseline.log",
-                    env={"PYTHONPATH": str(Path(args.baseline_src).resolve())},
-                ),
-                secret_base,
-            )
+            src = str(Path(args.baseline_src).resolve())
+            extra["baseline"] = serve("baseline", config, env={"PYTHONPATH": src})
         if not args.no_thread_runner:  # the monitored gateway, detectors in a thread (A/B)
             config_thr = tmp / "gateway-monitor-thread.toml"
             config_thr.write_text(config_mon.read_text() + 'runner = "thread"\n')
-            db_thr = f"sqlite:///{tmp / 'log-monitor-thread.db'}"
-            store = Store(db_thr)
-            store.migrate()
-            _, secret_thr = create_key(store, "bench", "client", "bench")
-            store.close()
-            extra["monitored-thread"] = (
-                GatewayProcess(
-                    ["--model", str(model), "--config", str(config_thr), "--db", db_thr]
-                    + ["--workers", str(args.workers)],
-                    log_file=tmp / "serve-monitor-thread.log",
-                ),
-                secret_thr,
-            )
+            extra["monitored-thread"] = serve("monitor-thread", config_thr)
         if args.redis:  # the monitored gateway with Redis: shared holds and detector state
-            db_red = f"sqlite:///{tmp / 'log-monitor-redis.db'}"
-            store = Store(db_red)
-            store.migrate()
-            _, secret_red = create_key(
-                store, f"bench-{os.getpid()}-{time.time_ns()}", "client", "bench"
-            )
-            store.close()
-            extra["monitored-redis"] = (
-                GatewayProcess(
-                    ["--model", str(model), "--config", str(config_mon), "--db", db_red]
-                    + ["--workers", str(args.workers), "--redis", args.redis],
-                    log_file=tmp / "serve-monitor-redis.log",
-                ),
-                secret_red,
+            extra["monitored-redis"] = serve(
+                "monitor-redis",
+                config_mon,
+                key_name=f"bench-{os.getpid()}-{time.time_ns()}",  # a state Redis never saw
+                args=["--redis", args.redis],
             )
         results["settings"]["servers"] = list(SERVERS) + ["bare-orjson"] + list(extra)
         with contextlib.ExitStack() as stack:
@@ -420,6 +265,41 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         print_tables=print_table,
         markdown=markdown if args.markdown else None,
     )
+
+
+def _gateway(
+    tmp: Path,
+    model: Path,
+    workers: int,
+    name: str,
+    config: Path,
+    *,
+    key_name: str = "bench",
+    args: list[str] | None = None,
+    env: dict[str, str] | None = None,
+    admin: bool = False,
+) -> tuple[Any, ...]:
+    """``privguard serve`` of ``model`` under ``config`` with a database of its own and a client
+    key: (the process, its key's secret[, an admin key's secret])."""
+    from privguard.gateway.keys import create_key
+    from privguard.gateway.store import Store
+    from privguard.testing.servers import GatewayProcess
+
+    db = f"sqlite:///{tmp / f'log-{name}.db'}"
+    store = Store(db)
+    store.migrate()
+    _, secret = create_key(store, key_name, "client", "bench")
+    secrets = [secret]
+    if admin:
+        secrets.append(create_key(store, f"{key_name}-admin", "admin", "bench")[1])
+    store.close()
+    proc = GatewayProcess(
+        ["--model", str(model), "--config", str(config), "--db", db]
+        + ["--workers", str(workers), *(args or [])],
+        log_file=tmp / f"serve-{name}.log",
+        env=env,
+    )
+    return (proc, *secrets)
 
 
 def _dropped(url: str, admin: str) -> float | None:
