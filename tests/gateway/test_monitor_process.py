@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import pickle
 import signal
 import time
 
@@ -57,7 +56,8 @@ def _comparable(findings) -> list[dict]:
 
 
 def test_the_child_raises_the_findings_a_thread_raises(digits_logreg, monitor):
-    alone = pickle.loads(pickle.dumps(monitor))  # the same fitted monitor, no client yet
+    # the same fitted monitor, no client yet
+    alone = Monitor.from_bytes(monitor.to_bytes()).use_fingerprint_key(monitor.fingerprint_key)
     stream = _stream(digits_logreg)
     runner = MonitorProcess(monitor)
 
@@ -148,15 +148,15 @@ def test_the_child_does_not_run_the_parents_main_script(digits_logreg, monitor, 
     import subprocess
     import sys
 
-    blob = tmp_path / "monitor.pkl"
-    blob.write_bytes(pickle.dumps(monitor))
+    saved = monitor.save(tmp_path / "monitor")
     marker = tmp_path / "ran"
     script = tmp_path / "serve_mine.py"
     script.write_text(
-        "import asyncio, pathlib, pickle\n"
+        "import asyncio, pathlib\n"
+        "from privguard.gateway.monitor import Monitor\n"
         "from privguard.gateway.monitor_process import MonitorProcess\n"
         f"pathlib.Path({str(marker)!r}).open('a').write('x')\n"
-        f"runner = MonitorProcess(pickle.loads(pathlib.Path({str(blob)!r}).read_bytes()))\n"
+        f"runner = MonitorProcess(Monitor.load({str(saved)!r}))\n"
         "async def main():\n"
         "    await runner.started()\n"
         "    await runner.aclose()\n"
@@ -166,10 +166,10 @@ def test_the_child_does_not_run_the_parents_main_script(digits_logreg, monitor, 
     assert marker.read_text() == "x"  # the script ran once: in its own process only
 
 
-def test_a_monitor_that_cannot_be_pickled_runs_in_a_thread(digits_logreg, tmp_path, caplog):
+def test_a_monitor_the_child_cannot_rebuild_runs_in_a_thread(digits_logreg, tmp_path, caplog):
     ds, split = digits_logreg.load_data(), digits_logreg.split
     with single_thread():
-        mon = Monitor(clock=lambda: 1000.0).fit(  # a test's clock: no pickle for it
+        mon = Monitor(clock=lambda: 1000.0).fit(  # a test's clock: the child's is time.time
             ds.x[split.members], ds.x[split.nonmembers], digits_logreg.predict_proba, shuffles=2
         )
     config = GatewayConfig.from_dict(
@@ -182,7 +182,7 @@ def test_a_monitor_that_cannot_be_pickled_runs_in_a_thread(digits_logreg, tmp_pa
     with caplog.at_level(logging.WARNING, logger="privguard.gateway"):
         app = create_app(digits_logreg, config, db=f"sqlite:///{tmp_path / 'l.db'}", monitor=mon)
     assert app.state.gateway.monitor_process is None
-    assert "runs in a thread" in caplog.text
+    assert "runs in a thread" in caplog.text and "its own clock" in caplog.text
 
 
 def test_an_unknown_runner_is_refused_with_the_choices(digits_logreg, monitor, tmp_path):
@@ -207,3 +207,22 @@ def test_auto_puts_the_detectors_in_a_child_only_with_a_core_per_worker_to_spare
     assert mp.runner_of({"runner": "thread"}, workers=1) == "thread"
     monkeypatch.setattr(mp, "usable_cpus", lambda: 16)
     assert mp.runner_of(None, workers=4) == "process"
+
+
+def test_messages_carry_arrays_exactly_and_refuse_object_arrays():
+    from privguard.gateway import monitor_process as mp
+
+    rng = np.random.default_rng(0)
+    batches = [
+        (rng.random((3, 1, 8, 8), dtype=np.float32), np.array([1, 2, 3]), rng.random((3, 10))),
+        (rng.random((1, 64), dtype=np.float32), np.array([7]), None),
+    ]
+    client, tier, account, back = mp._unpack_group(mp._pack_group("c", None, "acme", batches))
+    assert (client, tier, account) == ("c", None, "acme")
+    for (x, lab, p), (x2, lab2, p2) in zip(batches, back, strict=True):
+        assert x2.dtype == x.dtype and x2.tobytes() == x.tobytes() and x2.shape == x.shape
+        assert lab2.tolist() == lab.tolist()
+        assert (p is None and p2 is None) or p2.tobytes() == p.tobytes()
+    forged = mp._pack({"x": 1}, [np.zeros(2)]).replace(b'"<f8"', b'"|O8"', 1)
+    with pytest.raises(ValueError, match="object array"):
+        mp._unpack(forged)

@@ -18,15 +18,16 @@ answered, as in a thread.
 - The child is ``python -m privguard.gateway.monitor_process``, started by the worker's event
   loop (not ``multiprocessing``: its ``spawn`` re-runs the parent's main script in the child,
   which for a user's own serving script without a ``__main__`` guard would start a second
-  server). It talks to the worker over its stdin and stdout (its own prints go to stderr):
-  length-prefixed pickles of privguard's own objects, between a process and the child it
-  started; nothing is read from a file. It first receives the monitor's picklable state
-  (:meth:`Monitor.__getstate__ <privguard.gateway.monitor.monitor.Monitor.__getstate__>`: the
-  fitted detectors and the fingerprint key; every client's state starts empty, as after a
-  restart), loads it, and says so; the worker reports ready only then.
-- Each group travels as pickled numpy arrays (a 64-record batch of 64 features: about 20 kB);
-  the findings come back the same way. The worker's event loop writes and reads the pipes
-  itself: no thread hop per round.
+  server). It talks to the worker over its stdin and stdout (its own prints go to stderr) in
+  length-prefixed messages of a JSON header and raw numpy buffers (dtype and shape in the
+  header; object dtypes refused) -- no pickle, as nowhere in privguard. It first receives the
+  fitted monitor in its saved form (:meth:`Monitor.to_bytes <privguard.gateway.monitor.
+  monitor.Monitor.to_bytes>`, checked on arrival as a saved monitor is) and the fingerprint
+  key; every client's state starts empty, as after a restart. The worker reports ready only
+  once the child has loaded it.
+- Each group travels as its arrays (a 64-record batch of 64 features: about 20 kB); the
+  findings come back as JSON (``Finding.to_dict``). The worker's event loop writes and reads
+  the pipes itself: no thread hop per round.
 - If the child dies (killed, out of memory), the group it held fails (counted as failed
   batches, ``privguard_monitor_failed``), a new child is started for the next group, and the
   clients' in-process states start again empty (with Redis, they are in Redis and survive).
@@ -37,20 +38,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
-import pickle
 import struct
 import sys
+import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 log = logging.getLogger("privguard.gateway")
 
 #: the runners ``[monitor] runner`` accepts
 RUNNERS = ("process", "thread")
 #: seconds a round of queued batches waits for more before going to the child: at batch 1
-#: a round's trip (pickle, pipe, wake-ups) costs about as much as the detectors themselves
+#: a round's trip (encoding, pipe, wake-ups) costs about as much as the detectors themselves
 PROCESS_LINGER = 0.002
 #: seconds the child may take to start and load the monitor
 START_TIMEOUT = 120.0
@@ -73,9 +78,13 @@ class MonitorProcess:
     """
 
     def __init__(self, monitor: Any, redis_url: str | None = None, ttl: float = 0.0) -> None:
-        # pickled here, so that a monitor that cannot cross a process boundary (a test's
-        # injected clock, say) fails at start-up, not at its first batch
-        self._hello = pickle.dumps((monitor, redis_url, float(ttl)))
+        # checked here, so that a monitor the child could not rebuild fails at start-up (the
+        # gateway then runs it in a thread), not at its first batch
+        transferable(monitor)
+        key = monitor.fingerprint_key
+        header = {"redis_url": redis_url, "ttl": float(ttl), "fingerprint_key": key and key.hex()}
+        blob = np.frombuffer(monitor.to_bytes(), dtype=np.uint8)
+        self._hello = _pack(header, [blob])
         self._proc: asyncio.subprocess.Process | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock: asyncio.Lock | None = None
@@ -117,7 +126,7 @@ class MonitorProcess:
                 f"the query monitor's child process did not start ({type(e).__name__}); "
                 "see the gateway's log above"
             ) from None
-        if reply != ("ready", proc.pid):
+        if reply != {"kind": "ready", "pid": proc.pid}:
             await self._kill()
             raise MonitorProcessError(f"the query monitor's child answered {reply!r} at start")
 
@@ -132,7 +141,7 @@ class MonitorProcess:
             data = await proc.stdout.readexactly(n)
         except (asyncio.IncompleteReadError, ConnectionError, BrokenPipeError) as e:
             raise MonitorProcessError(f"the query monitor's child process died ({e!r})") from None
-        return pickle.loads(data)  # noqa: S301 - the reply of the child this process started
+        return _unpack(data)[0]
 
     async def observe(
         self,
@@ -149,17 +158,18 @@ class MonitorProcess:
         assert self._lock is not None
         async with self._lock:
             try:
-                reply = await self._exchange(pickle.dumps((client, tier, account, batches)))
+                reply = await self._exchange(_pack_group(client, tier, account, batches))
             except MonitorProcessError:
                 log.error("query monitor: its child process died; starting a new one")
                 self.restarts += 1
                 await self._kill()
                 self._proc = None  # the next group starts a new child
                 raise
-        kind, value = reply
-        if kind == "error":  # the detectors raised: this group fails, the child goes on
-            raise MonitorProcessError(f"the query monitor raised {value}")
-        return value
+        if reply.get("kind") != "ok":  # the detectors raised: this group fails, the child goes on
+            raise MonitorProcessError(f"the query monitor raised {reply.get('error')}")
+        from privguard.gateway.monitor.base import Finding
+
+        return [Finding(**f) for f in reply["findings"]]
 
     async def _kill(self) -> None:
         if self._proc is not None and self._proc.returncode is None:
@@ -214,6 +224,77 @@ def runner_of(monitor_config: dict[str, Any] | None, workers: int = 1) -> str:
     return runner
 
 
+def transferable(monitor: Any) -> None:
+    """Raise ``ValueError`` (why) when the child could not rebuild ``monitor`` exactly: an
+    injected clock (the child's is ``time.time``) or a detector it does not know by name."""
+    from privguard.gateway.monitor.monitor import DETECTORS
+
+    if getattr(monitor, "clock", time.time) is not time.time:
+        raise ValueError("the monitor has its own clock")
+    for det in getattr(monitor, "detectors", []):
+        if DETECTORS.get(det.name) is not type(det):
+            raise ValueError(f"detector {det.name!r} is not one privguard can rebuild by name")
+
+
+# -- the messages: a JSON header and raw numpy buffers, no pickle -------------------------------
+
+
+def _plain(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+def _pack(header: dict[str, Any], arrays: Sequence[np.ndarray] = ()) -> bytes:
+    """A message: the header's JSON (with each array's dtype and shape), then the arrays."""
+    arrays = [np.ascontiguousarray(a) for a in arrays]
+    specs = [[a.dtype.str, list(a.shape)] for a in arrays]
+    head = json.dumps({**header, "arrays": specs}, default=_plain).encode()
+    return _HEADER.pack(len(head)) + head + b"".join(a.tobytes() for a in arrays)
+
+
+def _unpack(data: bytes) -> tuple[dict[str, Any], list[np.ndarray]]:
+    (n,) = _HEADER.unpack_from(data, 0)
+    header = json.loads(data[_HEADER.size : _HEADER.size + n])
+    pos = _HEADER.size + n
+    arrays = []
+    for dtype_str, shape in header.pop("arrays"):
+        dtype = np.dtype(dtype_str)
+        if dtype.hasobject:
+            raise ValueError("a message with an object array")
+        count = int(np.prod(shape, dtype=np.int64))
+        a = np.frombuffer(data, dtype=dtype, count=count, offset=pos).reshape(shape).copy()
+        arrays.append(a)
+        pos += count * dtype.itemsize
+    return header, arrays
+
+
+def _pack_group(
+    client: str, tier: str | None, account: str | None, batches: list[tuple[Any, Any, Any]]
+) -> bytes:
+    arrays: list[np.ndarray] = []
+    for x, labels, probs in batches:
+        arrays += [np.asarray(x), np.asarray(labels)]
+        if probs is not None:
+            arrays.append(np.asarray(probs))
+    header = {
+        "client": client,
+        "tier": tier,
+        "account": account,
+        "probs": [probs is not None for _, _, probs in batches],
+    }
+    return _pack(header, arrays)
+
+
+def _unpack_group(data: bytes) -> tuple[str, str | None, str | None, list[tuple[Any, Any, Any]]]:
+    header, arrays = _unpack(data)
+    it = iter(arrays)
+    batches = [(next(it), next(it), next(it) if has else None) for has in header["probs"]]
+    return header["client"], header["tier"], header["account"], batches
+
+
 # -- the child ---------------------------------------------------------------------------------
 
 
@@ -225,8 +306,8 @@ def _read(stream: Any) -> bytes | None:
     return stream.read(n)
 
 
-def _write(stream: Any, obj: Any) -> None:
-    data = pickle.dumps(obj)
+def _write(stream: Any, header: dict[str, Any]) -> None:
+    data = _pack(header)
     stream.write(_HEADER.pack(len(data)) + data)
     stream.flush()
 
@@ -240,25 +321,30 @@ def _serve() -> None:
     hello = _read(inp)
     if hello is None:
         return
-    monitor, redis_url, ttl = pickle.loads(hello)  # noqa: S301 - from the worker that started us
+    from privguard.gateway.monitor.monitor import Monitor
+
+    header, (blob,) = _unpack(hello)
+    monitor = Monitor.from_bytes(blob.tobytes())
+    if header["fingerprint_key"]:
+        monitor.use_fingerprint_key(bytes.fromhex(header["fingerprint_key"]))
     shared = None
-    if redis_url:
+    if header["redis_url"]:
         from privguard.gateway.watch import SharedStates
 
-        shared = SharedStates(redis_url, monitor, ttl=ttl)
-    _write(out, ("ready", os.getpid()))
+        shared = SharedStates(header["redis_url"], monitor, ttl=header["ttl"])
+    _write(out, {"kind": "ready", "pid": os.getpid()})
     while (msg := _read(inp)) is not None:
-        client, tier, account, batches = pickle.loads(msg)  # noqa: S301 - as above
         try:
+            client, tier, account, batches = _unpack_group(msg)
             if shared is not None:
                 findings = shared.observe(client, batches, tier=tier, account=account)
             else:
                 findings = []
                 for b in batches:
                     findings += monitor.observe(client, *b, tier=tier, account=account)
-            _write(out, ("ok", findings))
+            _write(out, {"kind": "ok", "findings": [f.to_dict() for f in findings]})
         except Exception as e:  # noqa: BLE001 - reported to the worker; the child goes on
-            _write(out, ("error", type(e).__name__))
+            _write(out, {"kind": "error", "error": type(e).__name__})
 
 
 if __name__ == "__main__":

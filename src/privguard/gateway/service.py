@@ -10,7 +10,6 @@ import asyncio
 import json
 import logging
 import math
-import pickle
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -123,20 +122,16 @@ class Gateway:
         if monitor is not None and limiter.redis_url and hasattr(monitor, "dump_state"):
             self.shared_states = SharedStates(limiter.redis_url, monitor, ttl=ttl)
         # the detectors run in a child process when [monitor] runner says so ("auto": when
-        # the machine has a core per worker to spare; monitor_process.py); a monitor that
-        # cannot be pickled runs in a thread
+        # the machine has a core per worker to spare; monitor_process.py); a monitor the child
+        # could not rebuild exactly (an injected clock, an unregistered detector): a thread
         self.monitor_process = None
         if process:
             try:
                 self.monitor_process = MonitorProcess(
                     monitor, redis_url=limiter.redis_url if self.shared_states else None, ttl=ttl
                 )
-            except (pickle.PicklingError, TypeError, AttributeError) as e:
-                log.warning(
-                    "query monitor: runs in a thread, not a child process: it cannot be "
-                    "pickled (%s)",
-                    type(e).__name__,
-                )
+            except ValueError as e:
+                log.warning("query monitor: runs in a thread, not a child process: %s", e)
         self.chains = {name: t.chain for name, t in config.tiers.items()}
         self.fingerprinter = Fingerprinter(fingerprint_key)  # keyed once, copied per record
         self.specs = {name: chain.spec for name, chain in self.chains.items()}  # built once

@@ -159,21 +159,10 @@ class Monitor:
         self._fingerprint_key: bytes | None = None
         self._identity: str | None = None
 
-    def __getstate__(self) -> dict[str, Any]:
-        """What a pickle of the monitor holds (the gateway sends it to its detectors' child
-        process, gateway/monitor_process.py): the fitted monitor and its fingerprint key,
-        without its locks or its clients' states (they start empty, as after a restart)."""
-        state = self.__dict__.copy()
-        del state["_lock"]
-        state["_clients"] = OrderedDict()
-        state["_fingerprinter"] = None
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
-        if self._fingerprint_key is not None:
-            self.use_fingerprint_key(self._fingerprint_key)
+    @property
+    def fingerprint_key(self) -> bytes | None:
+        """The key of :meth:`use_fingerprint_key` (``None``: fingerprints under a random key)."""
+        return self._fingerprint_key
 
     def use_fingerprint_key(self, key: bytes) -> Monitor:
         """Fingerprint the queries named in findings' evidence with ``key`` (the gateway's
@@ -478,14 +467,10 @@ class Monitor:
         }
 
     # -- persistence ---------------------------------------------------------------------
-    def save(self, directory: str | Path) -> Path:
-        """Write ``monitor.json`` and ``monitor.npz`` into ``directory`` (a model directory)."""
+    def _parts(self) -> tuple[bytes, bytes]:
+        """The saved form: ``monitor.json``'s bytes and ``monitor.npz``'s."""
         if self.space_ is None or self.input_shape_ is None:
             raise ConfigError("fit the monitor before saving it")
-        out = Path(directory)
-        if out.exists() and not out.is_dir():
-            raise ConfigError(f"{out} exists and is not a directory")
-        out.mkdir(parents=True, exist_ok=True)
         import io
 
         buf = io.BytesIO()
@@ -503,9 +488,30 @@ class Monitor:
             "calibration": self.calibration_,
             "arrays_sha256": hashlib.sha256(blob).hexdigest(),
         }
+        return json.dumps(manifest, indent=1, allow_nan=False).encode(), blob
+
+    def save(self, directory: str | Path) -> Path:
+        """Write ``monitor.json`` and ``monitor.npz`` into ``directory`` (a model directory)."""
+        manifest, blob = self._parts()
+        out = Path(directory)
+        if out.exists() and not out.is_dir():
+            raise ConfigError(f"{out} exists and is not a directory")
+        out.mkdir(parents=True, exist_ok=True)
         _atomic_write(out / NPZ_NAME, blob)
-        _atomic_write(out / JSON_NAME, json.dumps(manifest, indent=1, allow_nan=False).encode())
+        _atomic_write(out / JSON_NAME, manifest)
         return out
+
+    def to_bytes(self) -> bytes:
+        """The saved form in one byte string (the gateway sends it to its detectors' child
+        process, gateway/monitor_process.py): no pickle, read back by :meth:`from_bytes`."""
+        manifest, blob = self._parts()
+        return len(manifest).to_bytes(8, "little") + manifest + blob
+
+    @classmethod
+    def from_bytes(cls, data: bytes, *, clock: Callable[[], float] = time.time) -> Monitor:
+        """The monitor of :meth:`to_bytes` (the same checks as :meth:`load`)."""
+        n = int.from_bytes(data[:8], "little")
+        return cls._from_parts(data[8 : 8 + n], data[8 + n :], "the monitor's bytes", clock)
 
     @classmethod
     def load(cls, directory: str | Path, *, clock: Callable[[], float] = time.time) -> Monitor:
@@ -516,21 +522,30 @@ class Monitor:
             raise ModelError(
                 f"{d} has no saved monitor ({JSON_NAME} and {NPZ_NAME}); fit one and save it"
             )
-        blob = npath.read_bytes()
+        return cls._from_parts(jpath.read_bytes(), npath.read_bytes(), str(d), clock)
+
+    @classmethod
+    def _from_parts(
+        cls, manifest_bytes: bytes, blob: bytes, where: str, clock: Callable[[], float]
+    ) -> Monitor:
+        """The monitor of a saved form (``monitor.json``'s bytes, ``monitor.npz``'s), checked:
+        format version, the arrays' SHA-256, known detectors, no pickle."""
         try:
-            manifest = json.loads(jpath.read_text())
+            manifest = json.loads(manifest_bytes.decode("utf-8"))
             if manifest["format_version"] != FORMAT_VERSION:
                 raise ModelError(
-                    f"{jpath} has format version {manifest['format_version']}; this privguard "
+                    f"{where}: format version {manifest['format_version']}; this privguard "
                     f"reads version {FORMAT_VERSION}: re-fit the monitor"
                 )
             if hashlib.sha256(blob).hexdigest() != manifest["arrays_sha256"]:
-                raise ModelError(f"{npath} was altered after saving; re-fit the monitor")
+                raise ModelError(
+                    f"{where}: {NPZ_NAME} was altered after saving; re-fit the monitor"
+                )
             detectors = []
             for entry in manifest["detectors"]:
                 kind = DETECTORS.get(entry["name"])
                 if kind is None:
-                    raise ModelError(f"{jpath} names an unknown detector {entry['name']!r}")
+                    raise ModelError(f"{where} names an unknown detector {entry['name']!r}")
                 detectors.append(kind.from_params(entry["params"]))
             monitor = cls(
                 detectors,
@@ -551,7 +566,7 @@ class Monitor:
         except ModelError:
             raise
         except (json.JSONDecodeError, KeyError, TypeError, ValueError, UnicodeDecodeError) as e:
-            raise ModelError(f"{d} holds a malformed saved monitor ({e}); re-fit it") from None
+            raise ModelError(f"{where} holds a malformed saved monitor ({e}); re-fit it") from None
         for det in monitor.detectors:
             if hasattr(det, "bind"):
                 det.bind(monitor.space_)
