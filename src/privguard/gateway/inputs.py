@@ -31,12 +31,16 @@ def parse_json(body: bytes) -> Any:
     """The JSON document of ``body``: orjson's parser (about 10x the standard library's on a
     batch of 64 records), and, for any body orjson refuses, the standard library's, whose
     answer (a document or a 400) decides. So a body orjson cannot read -- ``NaN``, ``1e400``,
-    a lone surrogate, an integer past 64 bits -- is read or refused exactly as before; the one
-    difference is an integer ``-0``, read as 0 (the standard library read it as -0.0)."""
+    a lone surrogate, an integer past 64 bits -- is read or refused exactly as before (and a
+    document whose records make no numeric array is read again the old way, parse_inputs); the
+    one difference is an integer ``-0``, read as 0 (the standard library read it as -0.0)."""
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError:
-        pass
+        return _parse_json_std(body)
+
+
+def _parse_json_std(body: bytes) -> Any:
     try:
         # integers as floats: a huge integer is a number out of bounds, not an object
         return json.loads(body, parse_constant=_no_constants, parse_int=float)
@@ -80,10 +84,11 @@ def parse_inputs(
             f"{len(records)} records in one request; this tier allows at most {max_batch}: "
             "split the batch",
         )
-    try:
-        arr = np.asarray(records)
-    except (ValueError, OverflowError, TypeError):
-        arr = None
+    arr = _array(records)
+    if arr is None or arr.dtype.kind not in "iuf":
+        # orjson keeps integers as integers: one past int64 beside a negative one makes no
+        # numeric array, where the standard library's floats did (then: out of bounds)
+        arr = _array(_parse_json_std(body)["inputs"])
     # numpy turns booleans mixed with numbers into numbers; a valid body holds no string but
     # the key 'inputs', so a true/false literal anywhere means a boolean somewhere
     if arr is None or arr.dtype.kind not in "iuf" or b"true" in body or b"false" in body:
@@ -119,6 +124,13 @@ def parse_inputs(
                 f"[{lo:g}, {hi:g}]; scale inputs as the model was trained",
             )
     return x32
+
+
+def _array(records: list) -> np.ndarray | None:
+    try:
+        return np.asarray(records)
+    except (ValueError, OverflowError, TypeError):
+        return None
 
 
 def _shape_txt(shape: tuple[int, ...]) -> str:

@@ -227,9 +227,11 @@ def runner_of(monitor_config: dict[str, Any] | None, workers: int = 1) -> str:
 def transferable(monitor: Any) -> None:
     """Raise ``ValueError`` (why) when the child could not rebuild ``monitor`` exactly: an
     injected clock (the child's is ``time.time``) or a detector it does not know by name."""
-    from privguard.gateway.monitor.monitor import DETECTORS
+    from privguard.gateway.monitor.monitor import DETECTORS, Monitor
 
-    if getattr(monitor, "clock", time.time) is not time.time:
+    if not isinstance(monitor, Monitor):
+        raise ValueError(f"a {type(monitor).__name__} is not a privguard Monitor")
+    if monitor.clock is not time.time:
         raise ValueError("the monitor has its own clock")
     for det in getattr(monitor, "detectors", []):
         if DETECTORS.get(det.name) is not type(det):

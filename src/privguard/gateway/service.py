@@ -132,6 +132,7 @@ class Gateway:
                 )
             except ValueError as e:
                 log.warning("query monitor: runs in a thread, not a child process: %s", e)
+                self.observations.linger = 0.0
         self.chains = {name: t.chain for name, t in config.tiers.items()}
         self.fingerprinter = Fingerprinter(fingerprint_key)  # keyed once, copied per record
         self.specs = {name: chain.spec for name, chain in self.chains.items()}  # built once
