@@ -103,7 +103,7 @@ def test_malformed_bodies_raise_4xx(body, code):
         (b'{"inputs": [[0, 0, 0, 1e400]]}', "non_finite"),
         (b'{"inputs": [[0, 0, 0, 100000000000000000000000000000]]}', "out_of_bounds"),
         (b'{"inputs": [[0, 0, 0, null]]}', "invalid_record"),
-        (b'{"inputs": [[0, 0, -1, 18446744073709551615]]}', "out_of_bounds"),  # uint64 + negative
+        (b'{"inputs": [[0, 0, -1, 18446744073709551615]]}', "out_of_bounds"),  # int64 + uint64
         (b'{"inputs": [[0, 0, 0, "\\ud800"]]}', "invalid_record"),
         (b'{"inputs": ' + b"[" * 5000 + b"]" * 5000 + b"}", "invalid_json"),
     ],

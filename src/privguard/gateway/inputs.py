@@ -31,9 +31,8 @@ def parse_json(body: bytes) -> Any:
     """The JSON document of ``body``: orjson's parser (about 10x the standard library's on a
     batch of 64 records), and, for any body orjson refuses, the standard library's, whose
     answer (a document or a 400) decides. So a body orjson cannot read -- ``NaN``, ``1e400``,
-    a lone surrogate, an integer past 64 bits -- is read or refused exactly as before (and a
-    document whose records make no numeric array is read again the old way, parse_inputs); the
-    one difference is an integer ``-0``, read as 0 (the standard library read it as -0.0)."""
+    a lone surrogate, an integer past 64 bits -- is read or refused exactly as before; the one
+    difference is an integer ``-0``, read as 0 (the standard library read it as -0.0)."""
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -84,11 +83,9 @@ def parse_inputs(
             f"{len(records)} records in one request; this tier allows at most {max_batch}: "
             "split the batch",
         )
+    # orjson keeps integers as integers; numpy makes floats of any mix of them with floats or
+    # of int64 with uint64, so the array is the one the standard library's floats gave
     arr = _array(records)
-    if arr is None or arr.dtype.kind not in "iuf":
-        # orjson keeps integers as integers: one past int64 beside a negative one makes no
-        # numeric array, where the standard library's floats did (then: out of bounds)
-        arr = _array(_parse_json_std(body)["inputs"])
     # numpy turns booleans mixed with numbers into numbers; a valid body holds no string but
     # the key 'inputs', so a true/false literal anywhere means a boolean somewhere
     if arr is None or arr.dtype.kind not in "iuf" or b"true" in body or b"false" in body:
