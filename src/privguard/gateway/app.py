@@ -43,6 +43,7 @@ predict path), ``middleware.py`` and ``auth.py`` (what every request passes firs
 from __future__ import annotations
 
 import asyncio
+import logging
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -54,6 +55,7 @@ from privguard.gateway.errors import install_error_handlers
 from privguard.gateway.keyfiles import inputs_key, session_key
 from privguard.gateway.limits import Limiter
 from privguard.gateway.middleware import install_middleware
+from privguard.gateway.monitor_process import MonitorProcessError
 from privguard.gateway.routers import include_routers
 from privguard.gateway.service import Gateway
 from privguard.gateway.startup import (
@@ -64,6 +66,8 @@ from privguard.gateway.startup import (
     version,
 )
 from privguard.gateway.store import Store
+
+log = logging.getLogger("privguard.gateway")
 
 
 def create_app(
@@ -110,19 +114,21 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        gw.writer.start()
-        if gw.webhook is not None:
-            gw.webhook.start()
-        purge = asyncio.create_task(purge_periodically(gw))
-        if gw.monitor is not None:
+        purge = None
+        try:  # a failed start-up stops what it started (the finally below)
             if gw.monitor_process is not None:
-                await gw.monitor_process.started()  # the detectors' child process
-            await gw.holds.load()  # holds survive a restart (watch.py)
-            gw.observations.start()
-        try:
+                await start_monitor_process(gw)  # before the rest: it may take a second
+            gw.writer.start()
+            if gw.webhook is not None:
+                gw.webhook.start()
+            purge = asyncio.create_task(purge_periodically(gw))
+            if gw.monitor is not None:
+                await gw.holds.load()  # holds survive a restart (watch.py)
+                gw.observations.start()
             yield
         finally:
-            purge.cancel()
+            if purge is not None:
+                purge.cancel()
             if gw.monitor is not None:
                 await gw.observations.stop()
                 if gw.monitor_process is not None:
@@ -154,6 +160,20 @@ def create_app(
     install_error_handlers(app, gw.metrics)
     include_routers(app, gw)
     return app
+
+
+async def start_monitor_process(gw: Gateway) -> None:
+    """Start the detectors' child and wait until it watches. A child that does not start is
+    fatal when ``[monitor] runner = "process"`` asked for it; under ``"auto"`` the detectors
+    run in a thread instead, with a warning."""
+    try:
+        await gw.monitor_process.started()
+    except MonitorProcessError as e:
+        if not gw.monitor_runner_auto:
+            raise
+        log.warning("query monitor: %s; the detectors run in a thread instead", e)
+        gw.monitor_process = None
+        gw.observations.linger = 0.0
 
 
 def app_from_env() -> FastAPI:

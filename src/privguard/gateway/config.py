@@ -154,6 +154,13 @@ class GatewayConfig:
         monitor = raw.get("monitor")
         if monitor is not None and not isinstance(monitor, dict):
             raise ConfigError(f"{where}: [monitor] must be a table")
+        if monitor is not None and "runner" in monitor:
+            from privguard.gateway.monitor_process import check_runner
+
+            try:
+                check_runner(monitor["runner"])
+            except ConfigError as e:
+                raise ConfigError(f"{where}: {e}") from None
         return cls(server=server, tiers=tiers, monitor=monitor, path=path)
 
 

@@ -31,8 +31,9 @@ def parse_json(body: bytes) -> Any:
     """The JSON document of ``body``: orjson's parser (about 10x the standard library's on a
     batch of 64 records), and, for any body orjson refuses, the standard library's, whose
     answer (a document or a 400) decides. So a body orjson cannot read -- ``NaN``, ``1e400``,
-    a lone surrogate, an integer past 64 bits -- is read or refused exactly as before; the one
-    difference is an integer ``-0``, read as 0 (the standard library read it as -0.0)."""
+    a lone surrogate, nesting past 1,024 levels -- is read or refused exactly as before; an
+    integer past 64 bits orjson reads as the float the standard library's ``parse_int=float``
+    gave; the one difference is an integer ``-0``, read as 0 (it was -0.0)."""
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError:

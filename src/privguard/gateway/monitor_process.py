@@ -54,16 +54,27 @@ log = logging.getLogger("privguard.gateway")
 
 #: the runners ``[monitor] runner`` accepts
 RUNNERS = ("process", "thread")
+#: the version of the messages between worker and child (a child of a newer or older
+#: privguard, installed while the gateway ran, is refused at start)
+PROTOCOL = 1
 #: seconds a round of queued batches waits for more before going to the child: at batch 1
 #: a round's trip (encoding, pipe, wake-ups) costs about as much as the detectors themselves
 PROCESS_LINGER = 0.002
 #: seconds the child may take to start and load the monitor
 START_TIMEOUT = 120.0
+#: seconds one group may take in the child before the child is taken for hung (and replaced)
+GROUP_TIMEOUT = 60.0
+#: after a child failed to start, seconds before another is tried (groups fail meanwhile)
+RETRY_SECONDS = 30.0
+#: a round is sent in parts of at most this many bytes of arrays (the event loop copies them)
+CHUNK_BYTES = 4 << 20
+#: the largest reply the worker reads (a corrupt length prefix must not make it wait forever)
+MAX_REPLY_BYTES = 256 << 20
 _HEADER = struct.Struct("<Q")
 
 
 class MonitorProcessError(RuntimeError):
-    """The detectors' child process died or failed to start; the group it held is lost."""
+    """The detectors' child process died, hung or failed to start; the group it held is lost."""
 
 
 class MonitorProcess:
@@ -88,7 +99,8 @@ class MonitorProcess:
         self._proc: asyncio.subprocess.Process | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock: asyncio.Lock | None = None
-        self.restarts = 0  # children started again after one died
+        self._retry_at = 0.0
+        self.restarts = 0  # children started again after one died or hung
 
     @property
     def pid(self) -> int | None:
@@ -96,38 +108,60 @@ class MonitorProcess:
         return None if self._proc is None else self._proc.pid
 
     async def started(self) -> int:
-        """Start the child and wait until it holds the monitor (the gateway's start-up: a
-        gateway that says it is ready has its detectors running); the child's process id."""
-        await self._start()
+        """Start the child, unless one runs on this event loop, and wait until it holds the
+        monitor (the gateway's start-up: a gateway that says it is ready has its detectors
+        running); the child's process id."""
+        if not self._alive():
+            await self._start()
         assert self._proc is not None
         return self._proc.pid
 
+    def _alive(self) -> bool:
+        return (
+            self._proc is not None
+            and self._proc.returncode is None
+            and self._loop is asyncio.get_running_loop()
+        )
+
     async def _start(self) -> None:
-        # the child imports privguard from where this process does
+        if self._proc is not None:  # a child that died, or one of another (closed) loop
+            self.restarts += 1
+            log.error("query monitor: its child process is gone; starting a new one")
+        await self._kill()
+        env = {**os.environ}
+        # the child imports privguard from where this process does: nothing to add for an
+        # installed package; a source tree's directory is appended to PYTHONPATH
         root = str(Path(__file__).resolve().parents[2])
-        path = os.environ.get("PYTHONPATH")
-        env = {**os.environ, "PYTHONPATH": root + (os.pathsep + path if path else "")}
+        if root not in _site_dirs():
+            path = env.get("PYTHONPATH")
+            env["PYTHONPATH"] = (path + os.pathsep if path else "") + root
         # one BLAS/OpenMP thread: the worker's own process keeps the other core
         env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
+            "-P",  # never import from the working directory
             "-m",
             "privguard.gateway.monitor_process",
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             env=env,
+            # its own session: a Ctrl-C or a service manager's SIGTERM to the gateway's group
+            # must not kill it while the worker drains its queue; it ends at end of input
+            start_new_session=True,
         )
         self._proc, self._loop, self._lock = proc, asyncio.get_running_loop(), asyncio.Lock()
         try:
             reply = await asyncio.wait_for(self._exchange(self._hello), START_TIMEOUT)
         except (MonitorProcessError, TimeoutError) as e:
             await self._kill()
+            self._retry_at = time.monotonic() + RETRY_SECONDS
             raise MonitorProcessError(
                 f"the query monitor's child process did not start ({type(e).__name__}); "
                 "see the gateway's log above"
             ) from None
-        if reply != {"kind": "ready", "pid": proc.pid}:
+        if reply.get("kind") != "ready" or reply.get("protocol") != PROTOCOL:
             await self._kill()
+            self._retry_at = time.monotonic() + RETRY_SECONDS
             raise MonitorProcessError(f"the query monitor's child answered {reply!r} at start")
 
     async def _exchange(self, payload: bytes) -> Any:
@@ -135,9 +169,11 @@ class MonitorProcess:
         proc = self._proc
         assert proc is not None and proc.stdin is not None and proc.stdout is not None
         try:
-            proc.stdin.write(_HEADER.pack(len(payload)) + payload)
+            proc.stdin.writelines([_HEADER.pack(len(payload)), payload])
             await proc.stdin.drain()
             (n,) = _HEADER.unpack(await proc.stdout.readexactly(_HEADER.size))
+            if n > MAX_REPLY_BYTES:
+                raise MonitorProcessError(f"the query monitor's child sent a {n}-byte reply")
             data = await proc.stdout.readexactly(n)
         except (asyncio.IncompleteReadError, ConnectionError, BrokenPipeError) as e:
             raise MonitorProcessError(f"the query monitor's child process died ({e!r})") from None
@@ -150,42 +186,57 @@ class MonitorProcess:
         account: str | None,
         batches: list[tuple[Any, Any, Any]],
     ) -> list[Any]:
-        """The findings of ``client``'s ``batches`` [(x, labels, probs)], from the child. A
-        dead child fails this group (:class:`MonitorProcessError`) and is replaced for the
-        next."""
-        if self._proc is None or self._loop is not asyncio.get_running_loop():
-            await self._start()  # not started, or started by another (closed) event loop
+        """The findings of ``client``'s ``batches`` [(x, labels, probs)], from the child, in
+        parts of at most :data:`CHUNK_BYTES`. A dead or hung child fails this group
+        (:class:`MonitorProcessError`) and is replaced for the next (not sooner than
+        :data:`RETRY_SECONDS` after a child failed to start)."""
+        if not self._alive():
+            if time.monotonic() < self._retry_at:
+                raise MonitorProcessError("the query monitor's child process failed to start")
+            await self._start()  # not started, died, or started by another (closed) loop
         assert self._lock is not None
-        async with self._lock:
-            try:
-                reply = await self._exchange(_pack_group(client, tier, account, batches))
-            except MonitorProcessError:
-                log.error("query monitor: its child process died; starting a new one")
-                self.restarts += 1
-                await self._kill()
-                self._proc = None  # the next group starts a new child
-                raise
-        if reply.get("kind") != "ok":  # the detectors raised: this group fails, the child goes on
-            raise MonitorProcessError(f"the query monitor raised {reply.get('error')}")
         from privguard.gateway.monitor.base import Finding
 
-        return [Finding(**f) for f in reply["findings"]]
+        findings = []
+        async with self._lock:
+            for part in _chunks(batches):
+                try:
+                    reply = await asyncio.wait_for(
+                        self._exchange(_pack_group(client, tier, account, part)), GROUP_TIMEOUT
+                    )
+                except BaseException as e:  # died, hung, cancelled: its pipe is out of step
+                    why = "hung" if isinstance(e, TimeoutError) else "failed"
+                    if not isinstance(e, asyncio.CancelledError):
+                        log.error("query monitor: its child process %s mid-round", why)
+                    await self._kill()  # the next group starts a new one
+                    self.restarts += 1
+                    if isinstance(e, TimeoutError):
+                        raise MonitorProcessError("the query monitor's child hung") from None
+                    raise
+                if reply.get("kind") != "ok":  # the detectors raised: the child goes on
+                    raise MonitorProcessError(f"the query monitor raised {reply.get('error')}")
+                findings += [Finding(**f) for f in reply["findings"]]
+        return findings
 
     async def _kill(self) -> None:
-        if self._proc is not None and self._proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self._proc.kill()
-            await self._proc.wait()
-
-    async def aclose(self, timeout: float = 10.0) -> None:
-        """Stop the child: end of input, then wait for it (killed after ``timeout`` s)."""
         proc, self._proc = self._proc, None
         if proc is None or proc.returncode is not None:
             return
-        if self._loop is not asyncio.get_running_loop():  # its loop is gone: just kill it
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        if self._loop is asyncio.get_running_loop():
+            await proc.wait()
+
+    async def aclose(self, timeout: float = 10.0) -> None:
+        """Stop the child: end of input, then wait for it (killed after ``timeout`` s)."""
+        proc = self._proc
+        if proc is None or proc.returncode is not None:
+            self._proc = None
             return
+        if self._loop is not asyncio.get_running_loop():  # its loop is gone: just kill it
+            await self._kill()
+            return
+        self._proc = None
         assert proc.stdin is not None
         with contextlib.suppress(ConnectionError, BrokenPipeError):
             proc.stdin.close()
@@ -197,30 +248,67 @@ class MonitorProcess:
             await proc.wait()
 
 
+def _site_dirs() -> set[str]:
+    import site
+
+    dirs = set(site.getsitepackages())
+    with contextlib.suppress(AttributeError):
+        dirs.add(site.getusersitepackages())
+    return {str(Path(d).resolve()) for d in dirs}
+
+
+def _chunks(batches: list[tuple[Any, Any, Any]]) -> list[list[tuple[Any, Any, Any]]]:
+    """``batches`` in order, cut into parts of at most CHUNK_BYTES of arrays (one batch each
+    at least)."""
+    parts: list[list[tuple[Any, Any, Any]]] = [[]]
+    size = 0
+    for b in batches:
+        n = sum(np.asarray(a).nbytes for a in b if a is not None)
+        if parts[-1] and size + n > CHUNK_BYTES:
+            parts.append([])
+            size = 0
+        parts[-1].append(b)
+        size += n
+    return parts
+
+
 def usable_cpus() -> int:
+    """The cores this process may use: its CPU affinity, capped by a cgroup CPU quota (a
+    container's limit) when one is set."""
     try:
-        return len(os.sched_getaffinity(0))
+        n = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
+        n = os.cpu_count() or 1
+    with contextlib.suppress(OSError, ValueError):  # cgroup v2: "max 100000" or "150000 100000"
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            n = min(n, max(1, -(-int(quota) // int(period))))
+    return n
 
 
 def runner_of(monitor_config: dict[str, Any] | None, workers: int = 1) -> str:
     """Where ``[monitor] runner`` puts the detectors: ``process`` or ``thread``. ``auto`` (the
-    default) is ``process`` when this machine has more usable cores than the gateway has
-    workers on it -- a child then has a core the workers do not use -- and ``thread`` when it
-    has not: a child would only take CPU from the workers, plus its own overhead (measured:
-    docs/benchmarks.md, "Gateway throughput, detectors in a child process")."""
+    default) is ``process`` when this machine has more usable cores (:func:`usable_cpus`) than
+    the gateway has workers on it -- a core the workers leave free for the children -- and
+    ``thread`` when it has not: a child would only take CPU from the workers, plus its own
+    overhead (measured: docs/benchmarks.md). ``workers``: as ``privguard serve --workers``
+    tells it (a gateway started by other means counts as one worker)."""
+    runner = check_runner((monitor_config or {}).get("runner", "auto"))
+    if runner == "auto":
+        return "process" if usable_cpus() > max(1, int(workers)) else "thread"
+    return runner
+
+
+def check_runner(runner: Any) -> str:
+    """``runner`` if it is a ``[monitor] runner`` value, else a one-line ConfigError."""
     from privguard.errors import ConfigError
 
-    runner = (monitor_config or {}).get("runner", "auto")
     if runner not in (*RUNNERS, "auto"):
         raise ConfigError(
             '[monitor] runner must be "auto" (the default: a child process when the machine '
-            'has a core per worker to spare), "process" (the detectors in a child process) '
-            f'or "thread" (in the gateway\'s own process), not {runner!r}'
+            'has more cores than workers), "process" (the detectors in a child process) or '
+            f'"thread" (in the gateway\'s own process), not {runner!r}'
         )
-    if runner == "auto":
-        return "process" if usable_cpus() > max(1, int(workers)) else "thread"
     return runner
 
 
@@ -229,8 +317,10 @@ def transferable(monitor: Any) -> None:
     injected clock (the child's is ``time.time``) or a detector it does not know by name."""
     from privguard.gateway.monitor.monitor import DETECTORS, Monitor
 
-    if not isinstance(monitor, Monitor):
-        raise ValueError(f"a {type(monitor).__name__} is not a privguard Monitor")
+    if type(monitor) is not Monitor:  # a subclass would come back as a plain Monitor
+        raise ValueError(f"a {type(monitor).__name__} is not privguard's own Monitor")
+    if getattr(sys, "frozen", False):  # sys.executable is the frozen program, not Python
+        raise ValueError("a frozen program cannot start python -m for the child")
     if monitor.clock is not time.time:
         raise ValueError("the monitor has its own clock")
     for det in getattr(monitor, "detectors", []):
@@ -334,7 +424,7 @@ def _serve() -> None:
         from privguard.gateway.watch import SharedStates
 
         shared = SharedStates(header["redis_url"], monitor, ttl=header["ttl"])
-    _write(out, {"kind": "ready", "pid": os.getpid()})
+    _write(out, {"kind": "ready", "pid": os.getpid(), "protocol": PROTOCOL})
     while (msg := _read(inp)) is not None:
         try:
             client, tier, account, batches = _unpack_group(msg)
@@ -346,6 +436,9 @@ def _serve() -> None:
                     findings += monitor.observe(client, *b, tier=tier, account=account)
             _write(out, {"kind": "ok", "findings": [f.to_dict() for f in findings]})
         except Exception as e:  # noqa: BLE001 - reported to the worker; the child goes on
+            import traceback
+
+            traceback.print_exc()  # to stderr: the gateway's log
             _write(out, {"kind": "error", "error": type(e).__name__})
 
 
