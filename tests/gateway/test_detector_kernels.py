@@ -19,6 +19,7 @@ from privguard.gateway.monitor.knn import (
     sq_norms,
     with_neighbours,
 )
+from privguard.gateway.monitor.prada import _nearest_same_label
 from privguard.gateway.monitor.similarity import SimilarityDetector, k_smallest_mean
 
 
@@ -157,3 +158,23 @@ def test_squared_distances_and_label_minima_equal_the_masked_matrix(seed: int) -
             sim = SimilarityDetector(k=5, buffer=400)
             assert (_bits(sim.values(batch)) == _bits(k_smallest_mean(old, 5))).all()
             recent.add(z, labels)
+
+
+def test_prada_nearest_same_label_equals_the_masked_clamped_matrix() -> None:
+    rng = np.random.default_rng(4)
+    for _ in range(300):
+        dim, g, n = int(rng.integers(1, 20)), int(rng.integers(1, 400)), int(rng.integers(1, 80))
+        grow = rng.normal(size=(g, dim)).astype(np.float32)
+        z = rng.normal(size=(n, dim)).astype(np.float32)
+        z[: min(n, g) // 2] = grow[: min(n, g) // 2]  # exact repeats: negative squares
+        g_labels, labels = rng.integers(-1, 6, g), rng.integers(-1, 7, n)
+        qq, g_sq = sq_norms(z), sq_norms(grow)
+        old = pairwise(z, qq, grow, g_sq)
+        old[g_labels[None, :] != labels[:, None]] = np.inf
+        dg, nearest, near = _nearest_same_label(z, qq, grow, g_sq, g_labels, labels)
+        assert (_bits(near) == _bits(old[np.arange(n), old.argmin(axis=1)])).all()
+        assert (_bits(near) == _bits(np.maximum(dg[np.arange(n), nearest], 0.0))).all()
+        valid = rng.random(g) < 0.5  # rows the ring has not overwritten
+        for i in range(n):
+            want = old[i][valid].min(initial=np.inf)
+            assert np.maximum(dg[i][valid].min(initial=np.inf), 0.0) == want

@@ -353,11 +353,8 @@ class WindowState:
         older = np.concatenate([ring[self.pos :], ring[: self.pos], hits[: max(n - w, 0)]])
         counts = self.count + np.cumsum(hits, dtype=np.int64) - np.cumsum(older[:n], dtype=np.int64)
         fired = np.flatnonzero(hits & (counts >= m))
-        if n >= w:  # the ring holds the batch's last w flags
-            self.flags[:] = np.roll(hits[n - w :], (self.pos + n) % w)
-        else:
-            idx = (self.pos + np.arange(n)) % w
-            self.flags[idx] = hits
+        keep = min(n, w)  # the ring keeps the batch's last w flags
+        self.flags[(self.pos + np.arange(n - keep, n)) % w] = hits[n - keep :]
         self.pos = (self.pos + n) % w
         self.count = int(counts[-1])
         return int(fired[0]) if len(fired) else None
