@@ -71,9 +71,16 @@ class Batch:
         probs: the probabilities answered ``(n, classes)`` or ``None`` (label / top-k tiers).
         start: how many of this client's queries the monitor had seen before this batch.
         now: the time of the batch (seconds, the monitor's clock).
-        d: distances to the client's earlier queries (filled for the buffer detectors, see
-            ``knn.distances``), ``(n, earlier + n)``.
-        prev_labels: the labels of the columns of ``d``.
+        d2: squared distances to the client's earlier queries, not yet clamped at zero (filled
+            for the buffer detectors by ``knn.with_neighbours``), ``(n, earlier + n)``, ``inf``
+            for the query itself and later ones: the detectors take minima and the ``k``
+            smallest of these and square-root only those (the square root is monotone, so the
+            values are those of the distances, bit for bit).
+        d: the distances themselves, ``sqrt(max(d2, 0))``, computed only when a detector asks
+            (``knn.batch_distances``).
+        prev_labels: the labels of the columns of ``d2``.
+        by_label: per-label column masks of ``d2``, shared by the detectors that compare a
+            query with earlier ones of its own or another label (``knn.same_label_nearest``).
         fingerprinter: keyed HMAC of records (the gateway's fingerprint key, so that alert
             evidence matches the query log and cannot be recomputed from a guessed input).
         z_sq: squared norms of ``z`` (float64), computed once per batch and shared by the
@@ -94,6 +101,8 @@ class Batch:
     fingerprinter: Callable[[np.ndarray], list[str]] | None = None
     z_sq: np.ndarray | None = None
     scores: tuple[Any, np.ndarray] | None = None
+    d2: np.ndarray | None = None
+    by_label: tuple[np.ndarray, ...] | None = None
 
     def fingerprints(self, end: int, count: int = 8) -> list[str]:
         """Keyed fingerprints of up to ``count`` queries of this batch ending at index ``end``
@@ -234,7 +243,7 @@ class Detector(ABC):
 
     name: ClassVar[str]
     statistic_name: ClassVar[str] = ""
-    uses_recent: ClassVar[bool] = False  # needs the client's recent queries (Batch.d)
+    uses_recent: ClassVar[bool] = False  # needs the client's recent queries (Batch.d2)
     heldout_only: ClassVar[bool] = False  # calibrate on held-out records only, not training ones
 
     @abstractmethod
@@ -335,10 +344,26 @@ class WindowState:
     def push(self, hits: np.ndarray, m: int) -> int | None:
         """Append ``hits``; the index in ``hits`` at which the count over the window first reached
         ``m``, or ``None``."""
+        hits = np.asarray(hits, dtype=bool).ravel()
+        n, w = len(hits), len(self.flags)
+        if n < 8:  # a few flags: the loop is cheaper than the vector steps
+            return self._push_each(hits, m)
+        # the flag each push overwrites: the ring's, oldest first, then this batch's own
+        ring = self.flags
+        older = np.concatenate([ring[self.pos :], ring[: self.pos], hits[: max(n - w, 0)]])
+        counts = self.count + np.cumsum(hits, dtype=np.int64) - np.cumsum(older[:n], dtype=np.int64)
+        fired = np.flatnonzero(hits & (counts >= m))
+        keep = min(n, w)  # the ring keeps the batch's last w flags
+        self.flags[(self.pos + np.arange(n - keep, n)) % w] = hits[n - keep :]
+        self.pos = (self.pos + n) % w
+        self.count = int(counts[-1])
+        return int(fired[0]) if len(fired) else None
+
+    def _push_each(self, hits: np.ndarray, m: int) -> int | None:
         w = len(self.flags)
         first = None
-        for i, h in enumerate(hits):  # batches are small; clarity over vector tricks
-            old = self.flags[self.pos]
+        for i, h in enumerate(hits.tolist()):
+            old = bool(self.flags[self.pos])
             self.flags[self.pos] = h
             self.pos = (self.pos + 1) % w
             self.count += int(h) - int(old)

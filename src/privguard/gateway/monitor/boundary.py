@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from privguard.gateway.monitor.knn import KnnDetector
+from privguard.gateway.monitor.base import Batch
+from privguard.gateway.monitor.knn import KnnDetector, other_label_nearest
 
 
 class BoundaryDetector(KnnDetector):
@@ -46,3 +47,7 @@ class BoundaryDetector(KnnDetector):
     def per_query(self, d: np.ndarray, columns: np.ndarray, labels: np.ndarray) -> np.ndarray:
         other = columns[None, :] != labels[:, None]
         return np.where(other, d, np.inf).min(axis=1, initial=np.inf)
+
+    def values(self, batch: Batch) -> np.ndarray:
+        # the least squared distance to another label (masks shared with copies), rooted
+        return np.sqrt(np.maximum(other_label_nearest(batch), 0.0))

@@ -61,7 +61,14 @@ import numpy as np
 
 from privguard.errors import ConfigError, ModelError
 from privguard.gateway.monitor.base import Batch, Stream
-from privguard.gateway.monitor.knn import RecentQueries, pairwise, sq_norms, with_neighbours
+from privguard.gateway.monitor.knn import (
+    RecentQueries,
+    pairwise,
+    root,
+    same_label_nearest,
+    sq_norms,
+    with_neighbours,
+)
 from privguard.gateway.monitor.rate import CALIBRATION_BATCH, RateDetector, upper_rate
 
 GRID_POINTS = 48  # counts n at which radius(label, n) is kept (geometric, 1 .. buffer)
@@ -158,12 +165,12 @@ class CopiesDetector(RateDetector):
     def same_label(batch: Batch) -> tuple[np.ndarray, np.ndarray]:
         """Per query: the distance to the nearest earlier query answered the same label, and
         how many such earlier queries the buffer holds."""
-        if batch.d is None or batch.prev_labels is None:
+        if batch.d2 is None or batch.prev_labels is None:
             raise ConfigError("copies needs the batch's neighbours (Monitor.observe)")
-        same = batch.prev_labels[None, :] == batch.labels[:, None]
-        d = np.where(same, batch.d, np.inf)
-        count = (same & np.isfinite(batch.d)).sum(axis=1)
-        return d.min(axis=1, initial=np.inf), count
+        # the least squared distance to the same label (masks shared with boundary): the
+        # square root is monotone, so the nearest distance is the root of the least square
+        nearest, count = same_label_nearest(batch)
+        return np.sqrt(np.maximum(nearest, 0.0)), count
 
     def radii(self, labels: np.ndarray, count: np.ndarray) -> np.ndarray:
         """``radius(label, n)`` (a label the calibration never answered: the row of all labels)."""
@@ -196,7 +203,8 @@ class CopiesDetector(RateDetector):
                 nearest, count = self.same_label(b)
                 out.append(self._hits(nearest, b.labels, count))
             else:
-                out.append(b.d.min(axis=1, initial=np.inf))
+                assert b.d2 is not None
+                out.append(root(b.d2.min(axis=1, initial=np.inf)))
             recent.add(batch.z, batch.labels, batch.z_sq)
         return np.concatenate(out)
 

@@ -116,29 +116,115 @@ def pairwise(
 def distances(z: np.ndarray, recent: RecentQueries) -> np.ndarray:
     """L2 distances from each query of a batch to every earlier query: the buffer's rows, then
     the batch's own rows (``inf`` for the query itself and later ones), ``(n, filled + n)``."""
-    return _distances(z, sq_norms(z), recent)
+    return root(_squared(z, sq_norms(z), recent))
 
 
-def _distances(z: np.ndarray, q_sq: np.ndarray, recent: RecentQueries) -> np.ndarray:
+def root(d2: np.ndarray) -> np.ndarray:
+    """``sqrt(max(d2, 0))``: distances from the squared distances of :func:`_squared`."""
+    return np.sqrt(np.maximum(d2, 0.0))
+
+
+def _squared(z: np.ndarray, q_sq: np.ndarray, recent: RecentQueries) -> np.ndarray:
+    """:func:`pairwise` to the buffer and within the batch, written into one matrix, not yet
+    clamped at zero (``inf`` for the query itself and later ones). The clamp and the square root
+    are monotone, so the detectors apply them to the minima and ``k`` smallest they take: the
+    same bits as clamping and square-rooting the whole matrix, for a few values per row."""
     n, b = len(z), recent.filled
-    d = np.empty((n, b + n))
-    pairwise(z, q_sq, recent.z[:b], recent.sq[:b], out=d[:, :b])
+    d2 = np.empty((n, b + n))
+    np.add(q_sq[:, None], np.concatenate([recent.sq[:b], q_sq])[None, :], out=d2)
+    prod = z @ recent.z[:b].T  # float32, as the detectors' thresholds were calibrated
+    prod *= 2.0  # exact in float32 (a power of two)
+    np.subtract(d2[:, :b], prod, out=d2[:, :b])
     if n > 1:
-        pairwise(z, q_sq, z, q_sq, out=d[:, b:])
-    np.sqrt(d[:, :b], out=d[:, :b])
-    if n > 1:
-        np.sqrt(d[:, b:], out=d[:, b:])
-        d[:, b:][_later(n)] = np.inf  # self and later rows of the batch
+        prod = z @ z.T  # as pairwise(z, q_sq, z, q_sq) computes it
+        prod *= 2.0
+        np.subtract(d2[:, b:], prod, out=d2[:, b:])
+        d2[:, b:][_later(n)] = np.inf  # self and later rows of the batch
     else:
-        d[0, b] = np.inf  # the query itself
-    return d
+        d2[0, b] = np.inf  # the query itself
+    return d2
 
 
 def with_neighbours(batch: Batch, recent: RecentQueries) -> Batch:
-    """``batch`` with its distances to the client's earlier queries and their labels filled."""
-    batch.d = _distances(batch.z, batch_sq_norms(batch), recent)
+    """``batch`` with its squared distances to the client's earlier queries and their labels."""
+    batch.d2 = _squared(batch.z, batch_sq_norms(batch), recent)
+    batch.d = batch.by_label = None
     batch.prev_labels = np.concatenate([recent.recent()[1], batch.labels])
     return batch
+
+
+def batch_distances(batch: Batch) -> np.ndarray:
+    """The batch's distances to earlier queries (``Batch.d``), square-rooted once, on demand."""
+    if batch.d is None:
+        if batch.d2 is None:
+            raise ConfigError("the buffer detectors need the batch's neighbours (Monitor.observe)")
+        batch.d = root(batch.d2)
+    return batch.d
+
+
+SHARED_MASKS_FROM = 16  # smaller batches mask the matrix directly (fewer steps)
+
+
+def _penalties(batch: Batch) -> tuple[np.ndarray, ...]:
+    """Per query, the row of its label among the earlier queries' labels (the last row for a
+    label none of them has), the labels' column masks ``(labels + 1, columns)``, and per label
+    ``0`` on its columns and ``inf`` elsewhere, and the reverse; once per batch
+    (``Batch.by_label``, shared by ``copies`` and ``boundary``)."""
+    if batch.by_label is None:
+        if batch.d2 is None or batch.prev_labels is None:
+            raise ConfigError("the buffer detectors need the batch's neighbours (Monitor.observe)")
+        prev = batch.prev_labels
+        labels = np.unique(prev)
+        col = np.minimum(np.searchsorted(labels, batch.labels), len(labels) - 1)
+        row = np.where(labels[col] == batch.labels, col, len(labels))
+        onehot = np.zeros((len(labels) + 1, len(prev)), dtype=bool)
+        np.equal(prev[None, :], labels[:, None], out=onehot[:-1])
+        batch.by_label = (row, onehot, np.where(onehot, 0.0, np.inf), np.where(onehot, np.inf, 0.0))
+    return batch.by_label
+
+
+def _masked_min(d2: np.ndarray, penalty: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """Row minima of ``d2`` over the columns ``keep`` (``inf`` where none): ``d2 + penalty``
+    (``penalty`` 0 on them, ``inf`` elsewhere) adds nothing to a kept value and makes the others
+    ``inf``, as ``np.where(keep, d2, inf)`` does; rows holding a NaN are masked as that does."""
+    out = np.add(d2, penalty).min(axis=1, initial=np.inf)
+    nan = np.flatnonzero(np.isnan(out))
+    if len(nan):
+        out[nan] = np.where(keep[nan], d2[nan], np.inf).min(axis=1, initial=np.inf)
+    return out
+
+
+def same_label_nearest(batch: Batch) -> tuple[np.ndarray, np.ndarray]:
+    """Per query: the least squared distance to an earlier query answered the same label
+    (``inf`` if none), and how many such queries are at a finite distance."""
+    d2 = batch.d2
+    assert d2 is not None and batch.prev_labels is not None
+    n, m = d2.shape
+    if n < SHARED_MASKS_FROM:
+        same = batch.prev_labels[None, :] == batch.labels[:, None]
+        nearest = np.where(same, d2, np.inf).min(axis=1, initial=np.inf)
+        return nearest, (same & np.isfinite(d2)).sum(axis=1)
+    row, onehot, same_penalty, _ = _penalties(batch)
+    same = onehot[row]
+    nearest = _masked_min(d2, same_penalty[row], same)
+    b = m - n  # the buffer's columns; then the batch's own
+    if np.isfinite(d2[:, :b]).all():  # then only the batch's own columns need counting
+        count = onehot[:, :b].sum(axis=1)[row]
+        count += (same[:, b:] & np.isfinite(d2[:, b:])).sum(axis=1)
+    else:
+        count = (same & np.isfinite(d2)).sum(axis=1)
+    return nearest, count
+
+
+def other_label_nearest(batch: Batch) -> np.ndarray:
+    """Per query: the least squared distance to an earlier query answered another label."""
+    d2 = batch.d2
+    assert d2 is not None and batch.prev_labels is not None
+    if len(d2) < SHARED_MASKS_FROM:
+        other = batch.prev_labels[None, :] != batch.labels[:, None]
+        return np.where(other, d2, np.inf).min(axis=1, initial=np.inf)
+    row, onehot, _, other_penalty = _penalties(batch)
+    return _masked_min(d2, other_penalty[row], ~onehot[row])
 
 
 class KnnDetector(Detector):
@@ -191,11 +277,16 @@ class KnnDetector(Detector):
     def evidence(self, value: float) -> dict[str, Any]:
         return {}
 
+    def values(self, batch: Batch) -> np.ndarray:
+        """:meth:`per_query` for a batch with its neighbours (subclasses may compute it from
+        the squared distances, ``Batch.d2``, without the whole matrix)."""
+        assert batch.prev_labels is not None
+        return self.per_query(batch_distances(batch), batch.prev_labels, batch.labels)
+
     def _values(self, batch: Batch) -> np.ndarray:
-        d, prev = batch.d, batch.prev_labels
-        if d is None or prev is None:
+        if batch.d2 is None or batch.prev_labels is None:
             raise ConfigError(f"{self.name} needs the batch's neighbours (Monitor.observe)")
-        return self.per_query(d, prev, batch.labels)
+        return self.values(batch)
 
     # -- calibration ---------------------------------------------------------------------
     def calibrate(self, streams: list[Stream], target_fpr: float) -> None:

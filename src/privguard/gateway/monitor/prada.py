@@ -40,6 +40,7 @@ CVPR 2019) looks like a benign client by construction; spreading the queries ove
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Any
 
@@ -124,6 +125,46 @@ except ImportError:  # pragma: no cover
 _SWILK_COEFFS: dict[int, np.ndarray] = {}
 
 
+MASK_BY_PENALTY_FROM = 16  # smaller batches mask the distances directly (fewer steps)
+
+
+def _nearest_same_label(
+    z: np.ndarray,
+    qq: np.ndarray,
+    g: np.ndarray,
+    g_sq: np.ndarray,
+    g_labels: np.ndarray,
+    labels: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Squared distances from the batch to the growing sets, ``inf`` where the labels differ
+    (not clamped at 0), each row's argmin and its minimum clamped at 0: the values of
+    ``pairwise`` (clamped), masked, then ``argmin``, in fewer passes. The mask rides on the
+    norms: ``(q + (g + p)) - 2 q.g`` with ``p`` 0 on the row's label and ``inf`` elsewhere is
+    ``(q + g) - 2 q.g`` or ``inf``; the clamp is monotone, so the minimum is clamped, not the
+    matrix (the argmin may name another of several clamped zeros; the caller only compares its
+    validity, and every valid one holds the same minimum). A row holding a NaN (an overflowed
+    product) is redone as before."""
+    classes = np.unique(g_labels)
+    col = np.minimum(np.searchsorted(classes, labels), len(classes) - 1)
+    row = np.where(classes[col] == labels, col, len(classes))
+    onehot = np.zeros((len(classes) + 1, len(g_labels)), dtype=bool)
+    np.equal(g_labels[None, :], classes[:, None], out=onehot[:-1])
+    masked_sq = g_sq[None, :] + np.where(onehot, 0.0, np.inf)
+    dg = np.add(qq[:, None], masked_sq[row])
+    prod = z @ g.T  # float32, as pairwise computes it
+    prod *= 2.0
+    np.subtract(dg, prod, out=dg)
+    nearest = dg.argmin(axis=1)
+    near_d2 = np.maximum(dg[np.arange(len(dg)), nearest], 0.0)
+    for i in np.flatnonzero(np.isnan(near_d2)):
+        exact = np.maximum((qq[i] + g_sq) - prod[i], 0.0)
+        exact[g_labels != labels[i]] = np.inf
+        dg[i] = exact
+        nearest[i] = exact.argmin()
+        near_d2[i] = exact[nearest[i]]
+    return dg, nearest, near_d2
+
+
 class PradaDetector(Detector):
     """Shapiro-Wilk W of per-class minimum distances below ``delta`` (Juuti et al. 2019).
 
@@ -187,12 +228,16 @@ class PradaDetector(Detector):
         n, filled = len(z), state.g_filled
         g_labels = state.g_labels[:filled].copy()
         qq = batch_sq_norms(batch)
-        dg = pairwise(z, qq, state.g[:filled], state.g_sq[:filled])
         dz = None  # distances between the batch's rows: only once a row joined a growing set
         # each query's nearest snapshot point of its own class, for every query at once (one
         # masked minimum, not a mask per query); a query whose nearest point was overwritten by
         # the ring during this batch is searched again among the rows still valid
-        if filled:
+        if filled and n >= MASK_BY_PENALTY_FROM:
+            dg, nearest, near_d2 = _nearest_same_label(
+                z, qq, state.g[:filled], state.g_sq[:filled], g_labels, labels
+            )
+        elif filled:
+            dg = pairwise(z, qq, state.g[:filled], state.g_sq[:filled])
             dg[g_labels[None, :] != labels[:, None]] = np.inf
             nearest = dg.argmin(axis=1)
             near_d2 = dg[np.arange(n), nearest]
@@ -200,26 +245,35 @@ class PradaDetector(Detector):
         overwritten = 0
         added: dict[int, list[int]] = {}  # label -> batch rows that joined its growing set
         label_list = labels.tolist()
+        near_list = near_d2.tolist() if filled else []  # Python floats: the same values
+        classes = state.classes
+        dist, d_len = state.dist, len(state.dist)
+        min_distances, test_every = self.min_distances, self.test_every
         for i in range(n):
             label = label_list[i]
-            stats = state.classes.get(label)
+            stats = classes.get(label)
             if not filled:
-                d2 = np.inf
+                d2 = math.inf
             elif overwritten and not valid[nearest[i]]:
-                d2 = dg[i][valid].min(initial=np.inf)
+                # (dg is not clamped at 0 on the penalty path: the clamp is monotone)
+                d2 = float(np.maximum(dg[i][valid].min(initial=np.inf), 0.0))
             else:
-                d2 = near_d2[i]
+                d2 = near_list[i]
             same = added.get(label)
             if same:
                 if dz is None:
                     dz = pairwise(z, qq, z, qq)
                 d2 = min(d2, float(dz[i, same].min()))
-            if stats is None or not np.isfinite(d2):
-                state.classes.setdefault(label, [0.0, 0.0, 0.0, 0.0])  # T_c, n, sum, squares
+            if stats is None or not math.isfinite(d2):
+                classes.setdefault(label, [0.0, 0.0, 0.0, 0.0])  # T_c, n, sum, squares
                 overwritten += self._grow(state, z[i], label, valid, added, i)
                 continue
-            d = float(np.sqrt(max(d2, 0.0)))
-            state.add_distance(d)
+            d = math.sqrt(max(d2, 0.0))  # IEEE square root, as np.sqrt
+            # state.add_distance(d), inlined (once per query)
+            dist[state.d_pos] = d
+            state.d_pos = (state.d_pos + 1) % d_len
+            state.d_filled = min(d_len, state.d_filled + 1)
+            state.since_test += 1
             if d > stats[0]:
                 overwritten += self._grow(state, z[i], label, valid, added, i)
                 stats[1] += 1
@@ -227,7 +281,7 @@ class PradaDetector(Detector):
                 stats[3] += d * d
                 mean = stats[2] / stats[1]
                 stats[0] = max(stats[0], mean - np.sqrt(max(stats[3] / stats[1] - mean**2, 0.0)))
-            if state.d_filled < self.min_distances or state.since_test < self.test_every:
+            if state.d_filled < min_distances or state.since_test < test_every:
                 continue
             state.since_test = 0
             w = normality(state.window())
