@@ -331,7 +331,9 @@ def transferable(monitor: Any) -> None:
 # -- the messages: a JSON header and raw numpy buffers, no pickle -------------------------------
 
 
-def _plain(o: Any) -> Any:
+def json_plain(o: Any) -> Any:
+    """``json.dumps``'s ``default`` for findings' evidence: numpy scalars and arrays as plain
+    values, anything else as its text (the gateway's alert rows use it too)."""
     if isinstance(o, np.generic):
         return o.item()
     if isinstance(o, np.ndarray):
@@ -343,7 +345,7 @@ def _pack(header: dict[str, Any], arrays: Sequence[np.ndarray] = ()) -> bytes:
     """A message: the header's JSON (with each array's dtype and shape), then the arrays."""
     arrays = [np.ascontiguousarray(a) for a in arrays]
     specs = [[a.dtype.str, list(a.shape)] for a in arrays]
-    head = json.dumps({**header, "arrays": specs}, default=_plain).encode()
+    head = json.dumps({**header, "arrays": specs}, default=json_plain).encode()
     return _HEADER.pack(len(head)) + head + b"".join(a.tobytes() for a in arrays)
 
 

@@ -32,7 +32,12 @@ from privguard.gateway.inputs import Fingerprinter, parse_inputs
 from privguard.gateway.keys import KeyInfo
 from privguard.gateway.limits import Limiter
 from privguard.gateway.metrics import Metrics
-from privguard.gateway.monitor_process import PROCESS_LINGER, MonitorProcess, runner_of
+from privguard.gateway.monitor_process import (
+    PROCESS_LINGER,
+    MonitorProcess,
+    json_plain,
+    runner_of,
+)
 from privguard.gateway.store import InputCipher, LogWriter, Store, utcnow
 from privguard.gateway.watch import (
     DEFAULT_QUEUE_SIZE,
@@ -314,7 +319,7 @@ class Gateway:
                     "action": f.action,
                     "statistic": _finite(f.statistic),
                     "threshold": _finite(f.threshold),
-                    "evidence": json.dumps(f.evidence, default=_json_default),
+                    "evidence": json.dumps(f.evidence, default=json_plain),
                 }
             )
         # a finding on the account's state holds the account (every key of the owner), one on
@@ -484,14 +489,6 @@ def _finite(v: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return f if math.isfinite(f) else None
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
 
 
 def unknown_tier(tier: str, config: GatewayConfig) -> GatewayError:
