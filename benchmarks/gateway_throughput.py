@@ -15,9 +15,10 @@ Two servers, each a child process on a loopback port, the same model, the same u
 - **bare-orjson**: the bare server parsing and writing JSON with orjson, as the gateway does
   since issue 19 (the goal is against **bare**; this row shows how much of the gateway's
   standing is its JSON library);
-- **monitored** (the gateway with every detector on, in their child process, the default) and
-  **monitored-thread** (the same with ``[monitor] runner = "thread"``; ``--no-thread-runner``
-  skips it).
+- **monitored** (the gateway with every detector on, in a thread, the default) and
+  **monitored-process** (the same with ``[monitor] runner = "process"``: the detectors in a
+  child process; ``--no-process-runner`` skips it). Runs before 2026-12-05 18:50 UTC named
+  ``monitored`` the child process (then the default) and ``monitored-thread`` the thread.
 
 A bounded load generator (``httpx.AsyncClient``, ``--concurrency`` requests in flight, a warm-up
 then ``--seconds`` of measurement per run) posts batches of 1 and of 64 real digits records and
@@ -195,10 +196,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if args.baseline_src:  # the same plain gateway, from another source tree (A/B)
             src = str(Path(args.baseline_src).resolve())
             extra["baseline"] = serve("baseline", config, env={"PYTHONPATH": src})
-        if not args.no_thread_runner:  # the monitored gateway, detectors in a thread (A/B)
-            config_thr = tmp / "gateway-monitor-thread.toml"
-            config_thr.write_text(config_mon.read_text() + 'runner = "thread"\n')
-            extra["monitored-thread"] = serve("monitor-thread", config_thr)
+        if not args.no_process_runner:  # the monitored gateway, detectors in a child (A/B)
+            config_proc = tmp / "gateway-monitor-process.toml"
+            config_proc.write_text(config_mon.read_text() + 'runner = "process"\n')
+            extra["monitored-process"] = serve("monitor-process", config_proc)
         if args.redis:  # the monitored gateway with Redis: shared holds and detector state
             extra["monitored-redis"] = serve(
                 "monitor-redis",
@@ -509,9 +510,9 @@ def main(argv: list[str] | None = None) -> None:
         help="also run the monitored gateway with this Redis (shared detector state)",
     )
     ap.add_argument(
-        "--no-thread-runner",
+        "--no-process-runner",
         action="store_true",
-        help='skip the monitored gateway with [monitor] runner = "thread" (the A/B of the '
+        help='skip the monitored gateway with [monitor] runner = "process" (the A/B of the '
         "detectors' child process)",
     )
     ap.add_argument("--out", default=None, help="JSON output path")

@@ -178,7 +178,7 @@ def test_a_monitor_the_child_cannot_rebuild_runs_in_a_thread(digits_logreg, tmp_
         {
             "server": {"fingerprint_key_file": str(tmp_path / "fp.key")},
             "tiers": {"label": {"access": "label"}},
-            "monitor": {},
+            "monitor": {"runner": "process"},
         }
     )
     with caplog.at_level(logging.WARNING, logger="privguard.gateway"):
@@ -188,7 +188,7 @@ def test_a_monitor_the_child_cannot_rebuild_runs_in_a_thread(digits_logreg, tmp_
 
 
 def test_an_unknown_runner_is_refused_with_the_choices(tmp_path):
-    with pytest.raises(ConfigError, match='runner must be "auto".*"process".*"thread".*fork'):
+    with pytest.raises(ConfigError, match='runner must be "thread".*"process".*"auto".*fork'):
         GatewayConfig.from_dict(
             {
                 "server": {"fingerprint_key_file": str(tmp_path / "fp.key")},
@@ -276,16 +276,17 @@ def test_a_round_goes_in_parts_with_the_same_findings(digits_logreg, monitor, mo
     assert whole and _comparable(parts) == _comparable(whole)
 
 
-def test_auto_puts_the_detectors_in_a_child_only_with_more_cores_than_workers(monkeypatch):
+def test_the_thread_is_the_default_and_auto_needs_more_cores_than_workers(monkeypatch):
     from privguard.gateway import monitor_process as mp
 
     monkeypatch.setattr(mp, "usable_cpus", lambda: 2)
-    assert mp.runner_of({}, workers=1) == "process"
-    assert mp.runner_of({}, workers=2) == "thread"
+    assert mp.runner_of({}, workers=1) == "thread"
+    assert mp.runner_of(None, workers=1) == "thread"
+    assert mp.runner_of({"runner": "auto"}, workers=1) == "process"
+    assert mp.runner_of({"runner": "auto"}, workers=2) == "thread"
     assert mp.runner_of({"runner": "process"}, workers=2) == "process"
-    assert mp.runner_of({"runner": "thread"}, workers=1) == "thread"
     monkeypatch.setattr(mp, "usable_cpus", lambda: 16)
-    assert mp.runner_of(None, workers=4) == "process"
+    assert mp.runner_of({"runner": "auto"}, workers=4) == "process"
 
 
 def test_messages_carry_arrays_exactly_and_refuse_object_arrays():

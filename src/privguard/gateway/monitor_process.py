@@ -6,14 +6,14 @@ Shapiro-Wilk, rate tests, the feature projection) and each holds the interpreter
 thread, a millisecond of detector work is a millisecond in which the event loop answers nobody.
 
 :class:`MonitorProcess` runs them in **one child process** instead (``[monitor] runner =
-"process"``, or the default ``"auto"`` on a machine with more cores than gateway workers:
-:func:`runner_of`). The gateway's side does not change: :class:`~privguard.gateway.watch.
-Observations` hands a round of queued batches, grouped by client, to :meth:`observe`, one group
-at a time; the child runs ``Monitor.observe`` on them (against the shared state in Redis when
-the gateway has one, :class:`~privguard.gateway.watch.SharedStates`) and sends the findings
-back; the gateway acts on them (holds, alert rows, webhook) in its own process, as before. One
-child per gateway worker, one group at a time: batches are observed in the order they were
-answered, as in a thread.
+"process"``, or ``"auto"`` on a machine with more cores than gateway workers; the default is
+still the thread, :func:`runner_of` says why). The gateway's side does not change:
+:class:`~privguard.gateway.watch.Observations` hands a round of queued batches, grouped by
+client, to :meth:`observe`, one group at a time; the child runs ``Monitor.observe`` on them
+(against the shared state in Redis when the gateway has one,
+:class:`~privguard.gateway.watch.SharedStates`) and sends the findings back; the gateway acts on
+them (holds, alert rows, webhook) in its own process, as before. One child per gateway worker,
+one group at a time: batches are observed in the order they were answered, as in a thread.
 
 - The child is ``python -m privguard.gateway.monitor_process``, started by the worker's event
   loop (not ``multiprocessing``: its ``spawn`` re-runs the parent's main script in the child,
@@ -287,13 +287,19 @@ def usable_cpus() -> int:
 
 
 def runner_of(monitor_config: dict[str, Any] | None, workers: int = 1) -> str:
-    """Where ``[monitor] runner`` puts the detectors: ``process`` or ``thread``. ``auto`` (the
-    default) is ``process`` when this machine has more usable cores (:func:`usable_cpus`) than
+    """Where ``[monitor] runner`` puts the detectors: ``process`` or ``thread`` (the default).
+    ``auto`` is ``process`` when this machine has more usable cores (:func:`usable_cpus`) than
     the gateway has workers on it -- a core the workers leave free for the children -- and
     ``thread`` when it has not: a child would only take CPU from the workers, plus its own
     overhead (measured: docs/benchmarks.md). ``workers``: as ``privguard serve --workers``
-    tells it (a gateway started by other means counts as one worker)."""
-    runner = check_runner((monitor_config or {}).get("runner", "auto"))
+    tells it (a gateway started by other means counts as one worker).
+
+    The thread is the default because of what a client gets before its hold lands: in a
+    thread the detectors hold the interpreter lock, so a client's next request is served after
+    its previous batch was observed, nearly always; a child observes in parallel, and under CPU
+    contention a client sending one request at a time got two more batches answered before its
+    throttle (tests/gateway/test_dashboard.py: 96 records where the thread allowed 32 or 64)."""
+    runner = check_runner((monitor_config or {}).get("runner", "thread"))
     if runner == "auto":
         return "process" if usable_cpus() > max(1, int(workers)) else "thread"
     return runner
@@ -305,9 +311,9 @@ def check_runner(runner: Any) -> str:
 
     if runner not in (*RUNNERS, "auto"):
         raise ConfigError(
-            '[monitor] runner must be "auto" (the default: a child process when the machine '
-            'has more cores than workers), "process" (the detectors in a child process) or '
-            f'"thread" (in the gateway\'s own process), not {runner!r}'
+            '[monitor] runner must be "thread" (the default: in the gateway\'s own process), '
+            '"process" (the detectors in a child process) or "auto" (a child process when the '
+            f"machine has more cores than workers), not {runner!r}"
         )
     return runner
 

@@ -111,7 +111,7 @@ class Gateway:
         mon = config.monitor or {}
         self.holds = Holds(store, limiter.redis_url)
         process = monitor is not None and runner_of(mon, workers) == "process"
-        self.monitor_runner_auto = mon.get("runner", "auto") == "auto"
+        self.monitor_runner_auto = mon.get("runner", "thread") == "auto"
         self.observations = Observations(
             self._observe_now,
             _queue_size(mon.get("queue_size")),
@@ -127,9 +127,9 @@ class Gateway:
         ttl = _seconds(mon.get("state_ttl_seconds"))
         if monitor is not None and limiter.redis_url and hasattr(monitor, "dump_state"):
             self.shared_states = SharedStates(limiter.redis_url, monitor, ttl=ttl)
-        # the detectors run in a child process when [monitor] runner says so ("auto": when
-        # the machine has more cores than workers; monitor_process.py); a monitor the child
-        # could not rebuild exactly (an injected clock, a subclass, ...): a thread
+        # the detectors run in a child process when [monitor] runner says so ("process", or
+        # "auto" on a machine with more cores than workers; monitor_process.py); a monitor the
+        # child could not rebuild exactly (an injected clock, a subclass, ...): a thread
         self.monitor_process = None
         if process:
             try:

@@ -346,7 +346,8 @@ class Observations:
         self.maxsize = int(maxsize)
         self.on_drop = on_drop  # called with the running count on each drop
         self.on_fail = on_fail  # called with the number of batches of each failed round
-        # seconds a round waits after its first batch for more (fewer, larger rounds)
+        # seconds a round waits after its first batch for more (fewer, larger rounds), when
+        # more are already queued
         self.linger = float(linger)
         self.queue: asyncio.Queue | None = None
         self.dropped = 0
@@ -378,7 +379,10 @@ class Observations:
         assert self.queue is not None
         while True:
             items = [await self.queue.get()]
-            if self.linger > 0:
+            if self.linger > 0 and not self.queue.empty():
+                # only when batches are already waiting (a busy gateway): a lone batch -- a
+                # client sending one request at a time -- goes to the detectors at once, so
+                # that its hold lands before its next request
                 await asyncio.sleep(self.linger)
             while len(items) < self.group and not self.queue.empty():
                 items.append(self.queue.get_nowait())  # what queued meanwhile: one round
